@@ -1,0 +1,188 @@
+/* kvx.h — the public interface of libkvx, an LLM inference engine built around its KV cache.
+ *
+ * Objects and ownership
+ *   struct kvx_model    weights (mmap'd), hyper-parameters, tokenizer.  kvx_model_open / _close.
+ *   struct kvx_engine   the KV page pool (one byte budget) and the worker threads, for one model.
+ *                       kvx_engine_create / _destroy.  The model must outlive the engine.
+ *   struct kvx_session  one sequence: its token history and its page table in the engine's pool.
+ *                       kvx_session_create / _destroy.  The engine must outlive its sessions.
+ *   struct kvx_sampler  turns logits into a token.  kvx_sampler_create / _destroy.
+ *
+ * Errors: every fallible call returns an enum kvx_status and, when `err` is not NULL, fills it
+ * with a one-line message naming what was wrong.  The library never prints and never exits.
+ *
+ * Threads: a model may be shared by several engines; an engine and its sessions must be used
+ * from one thread at a time (the engine runs its own worker threads inside each call). */
+#ifndef KVX_H
+#define KVX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum kvx_status {
+    KVX_OK = 0,
+    KVX_ERR_INVALID_ARG,   /* a caller-supplied value is out of range */
+    KVX_ERR_IO,            /* a file could not be opened, mapped or read */
+    KVX_ERR_FORMAT,        /* a file or string is malformed (truncated, lying, hostile) */
+    KVX_ERR_UNSUPPORTED,   /* well-formed, but kvx does not implement it (architecture, type) */
+    KVX_ERR_NOMEM,         /* an allocation failed */
+    KVX_ERR_KV_FULL,       /* the KV budget cannot hold the request */
+    KVX_ERR_CONTEXT,       /* the request is longer than the context */
+    KVX_ERR_NOT_FOUND,     /* a key, tensor or name does not exist */
+};
+
+const char *kvx_status_str(enum kvx_status s);
+
+/* A last-error message: the status and one line naming what was wrong. */
+struct kvx_err {
+    enum kvx_status status;
+    char msg[512];
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Model */
+
+struct kvx_model;
+
+struct kvx_model_cfg {
+    const char *path;     /* a GGUF file */
+};
+struct kvx_model_cfg kvx_model_cfg_default(void);
+
+enum kvx_status kvx_model_open(const struct kvx_model_cfg *cfg, struct kvx_model **out,
+                               struct kvx_err *err);
+void kvx_model_close(struct kvx_model *m);
+
+struct kvx_model_info {
+    const char *arch;          /* "llama", "qwen2", ...; borrowed for the model's lifetime */
+    const char *name;          /* general.name or "" */
+    int32_t n_vocab;
+    int64_t n_ctx_train;
+    int32_t n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff;
+    int32_t bos_id, eos_id;    /* -1 when absent */
+    bool add_bos;
+    uint64_t n_params;
+    size_t weight_bytes;       /* bytes of tensor data in the file */
+};
+void kvx_model_get_info(const struct kvx_model *m, struct kvx_model_info *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tokenizer (the one embedded in the model file) */
+
+/* Encode `len` bytes of UTF-8 `text`.  add_bos: prepend BOS when the model asks for it.
+ * parse_special: recognise special-token texts such as "<|im_start|>" in `text`.
+ * Writes at most `cap` ids to `out` and the full count to `*n_out` (KVX_ERR_INVALID_ARG
+ * with *n_out set when cap is too small, so a caller can retry). */
+enum kvx_status kvx_tokenize(const struct kvx_model *m, const char *text, size_t len, bool add_bos,
+                             bool parse_special, int32_t *out, int64_t cap, int64_t *n_out,
+                             struct kvx_err *err);
+
+/* The bytes of token `id` (special tokens are rendered only when `special`).  Returns the
+ * number of bytes the piece has; writes at most `cap` of them to `buf` (no NUL added). */
+size_t kvx_token_piece(const struct kvx_model *m, int32_t id, bool special, char *buf, size_t cap);
+
+bool kvx_token_is_eog(const struct kvx_model *m, int32_t id);
+
+struct kvx_chat_msg {
+    const char *role;      /* "system", "user", "assistant" */
+    const char *content;
+};
+/* Render messages with the model's chat template (ChatML and the common families);
+ * add_generation_prompt appends the assistant header.  *out is malloc'd; free() it. */
+enum kvx_status kvx_chat_render(const struct kvx_model *m, const struct kvx_chat_msg *msgs,
+                                size_t n_msgs, bool add_generation_prompt, char **out,
+                                struct kvx_err *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Engine: the KV pool and worker threads */
+
+enum kvx_kv_codec {
+    KVX_KV_CODEC_F32 = 0,
+    KVX_KV_CODEC_F16,
+};
+
+struct kvx_engine;
+
+struct kvx_engine_cfg {
+    size_t kv_budget_bytes;    /* 0: enough for n_ctx tokens of one session */
+    int64_t n_ctx;             /* longest sequence; 0: the model's training context */
+    enum kvx_kv_codec k_codec, v_codec;
+    int32_t page_tokens;       /* tokens per KV page (multiple of 16) */
+    int32_t n_threads;         /* 0: all online CPUs */
+    int32_t n_batch;           /* most tokens per forward step (prefill chunk) */
+    int32_t isa;               /* -1: best available; else an enum kvx_isa value (tests, bench) */
+};
+struct kvx_engine_cfg kvx_engine_cfg_default(void);
+
+enum kvx_status kvx_engine_create(const struct kvx_model *m, const struct kvx_engine_cfg *cfg,
+                                  struct kvx_engine **out, struct kvx_err *err);
+void kvx_engine_destroy(struct kvx_engine *e);
+
+struct kvx_kv_stats {
+    size_t budget_bytes;       /* the pool's byte budget */
+    size_t bytes_used;         /* bytes held by allocated pages */
+    size_t bytes_per_token;    /* from kv/layout: all layers, K and V */
+    int64_t tokens_cached;     /* tokens held over all sessions */
+    int64_t pages_used, pages_free_in_budget;
+    int32_t page_tokens;
+    int32_t n_layer_caches;    /* layers that own a cache */
+};
+void kvx_engine_kv_stats(const struct kvx_engine *e, struct kvx_kv_stats *out);
+
+/* A human-readable per-layer cache report (kind, codec, bytes/token, pages); malloc'd. */
+char *kvx_engine_kv_report(const struct kvx_engine *e);
+
+/* ---------------------------------------------------------------------------------------------
+ * Sessions: one sequence each */
+
+struct kvx_session;
+
+enum kvx_status kvx_session_create(struct kvx_engine *e, struct kvx_session **out,
+                                   struct kvx_err *err);
+void kvx_session_destroy(struct kvx_session *s);
+
+/* Append `n` tokens to the sequence and run them through the model (prefill in chunks of
+ * n_batch).  Logits (n_vocab floats per row) are written to `logits` when it is not NULL:
+ * for the last token only, or for every token when `all_logits` (n * n_vocab floats).
+ * On error the session is unchanged (its cache keeps the tokens it had). */
+enum kvx_status kvx_session_feed(struct kvx_session *s, const int32_t *tokens, int64_t n,
+                                 bool all_logits, float *logits, struct kvx_err *err);
+
+int64_t kvx_session_n_past(const struct kvx_session *s);
+
+/* Drop every token after the first `n_keep`, freeing their pages. */
+enum kvx_status kvx_session_truncate(struct kvx_session *s, int64_t n_keep, struct kvx_err *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Sampling */
+
+struct kvx_sampler;
+
+struct kvx_sampler_cfg {
+    float temperature;         /* <= 0: greedy */
+    int32_t top_k;             /* <= 0: off */
+    float top_p;               /* >= 1: off */
+    float min_p;               /* <= 0: off */
+    float repeat_penalty;      /* 1: off */
+    int32_t repeat_last_n;     /* tokens looked back for the penalty */
+    uint64_t seed;
+};
+struct kvx_sampler_cfg kvx_sampler_cfg_default(void);
+
+enum kvx_status kvx_sampler_create(const struct kvx_sampler_cfg *cfg, int32_t n_vocab,
+                                   struct kvx_sampler **out, struct kvx_err *err);
+void kvx_sampler_destroy(struct kvx_sampler *s);
+/* Choose a token from `logits` (n_vocab floats, not modified). */
+int32_t kvx_sampler_sample(struct kvx_sampler *s, const float *logits);
+/* Tell the sampler a token entered the sequence (prompt or generated), for penalties. */
+void kvx_sampler_accept(struct kvx_sampler *s, int32_t token);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

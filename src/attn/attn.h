@@ -1,0 +1,31 @@
+/* attn: attention over a layer's cache, read through a struct kvx_kv_view.
+ *
+ * Full / GQA attention for the n_q query heads that share one KV head, over keys [k0, k1):
+ *   s_it  = scale * q_i · k_t
+ *   m_i   = max_t s_it,   l_i = sum_t exp(s_it - m_i),   acc_i = sum_t exp(s_it - m_i) v_t
+ * kvx_attn_partial produces (m, l, acc) for one key range so that callers can split long
+ * contexts across threads (flash-decoding); kvx_attn_merge combines ranges and divides:
+ *   out_i = (sum_r exp(m_ir - M_i) acc_ir) / (sum_r exp(m_ir - M_i) l_ir),  M_i = max_r m_ir.
+ * The kernels read the codec's page layout in place; exp is evaluated in fp32. */
+#ifndef KVX_ATTN_ATTN_H
+#define KVX_ATTN_ATTN_H
+
+#include <stdint.h>
+
+#include "kv/pool.h"
+
+/* Scratch floats kvx_attn_partial needs for n_q queries and a key range of n_keys keys. */
+int64_t kvx_attn_scratch_floats(int32_t n_q, int64_t n_keys, int32_t page_tokens);
+
+/* q: n_q rows of k_dim floats; m, l: n_q floats; acc: n_q rows of v_dim floats (overwritten).
+ * An empty range gives m = -inf, l = 0, acc = 0. */
+void kvx_attn_partial(const struct kvx_kv_view *v, int32_t kv_head, int64_t k0, int64_t k1,
+                      const float *q, int32_t n_q, float scale, float *scratch, float *m, float *l,
+                      float *acc);
+
+/* Combine n_parts partial results (part r at m + r*n_q, l + r*n_q, acc + r*n_q*v_dim) into
+ * out (n_q rows of v_dim floats). */
+void kvx_attn_merge(int32_t n_parts, int32_t n_q, int32_t v_dim, const float *m, const float *l,
+                    const float *acc, float *out);
+
+#endif

@@ -1,0 +1,75 @@
+/* kv/layout: the per-layer cache declaration, and every KV byte count derived from it.
+ *
+ * Each model layer declares, through a struct kvx_layer_cache, what one token adds to its cache
+ * and how it is stored.  From that declaration alone this module computes bytes per token, page
+ * geometry and bytes per sequence; the pool allocates with these numbers, `kvx inspect` and the
+ * planner print them, and a test checks that the pool's bytes equal the prediction.  Nobody
+ * else multiplies heads by dimensions by element sizes.
+ *
+ * Page geometry (one page = page_tokens tokens of one layer):
+ *   [K head 0][K head 1]...[K head n_kv-1][V head 0]...[V head n_kv-1]
+ * each region sized by the K or V codec (kv/codec.h) for page_tokens tokens of one head. */
+#ifndef KVX_KV_LAYOUT_H
+#define KVX_KV_LAYOUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvx.h"
+
+enum kvx_kv_kind {
+    KVX_KV_KIND_NONE = 0,     /* the layer keeps no per-token state */
+    KVX_KV_KIND_FULL,         /* K and V for every token (MHA / GQA / MQA) */
+    KVX_KV_KIND_WINDOW,       /* K and V for the last `window` tokens only */
+    KVX_KV_KIND_SHARED,       /* reads layer `shared_from`'s cache; holds nothing itself */
+    KVX_KV_KIND_COUNT,
+};
+
+struct kvx_layer_cache {
+    enum kvx_kv_kind kind;
+    int32_t n_kv_heads;       /* FULL, WINDOW */
+    int32_t k_dim, v_dim;     /* per head */
+    int64_t window;           /* WINDOW: tokens visible including the current one */
+    int32_t shared_from;      /* SHARED: the layer whose cache is read */
+    enum kvx_kv_codec k_codec, v_codec;
+};
+
+struct kvx_kv_layout {
+    int32_t n_layer;
+    int32_t page_tokens;      /* multiple of 16 */
+    struct kvx_layer_cache *layers;  /* n_layer entries, owned */
+};
+
+const char *kvx_kv_kind_name(enum kvx_kv_kind k);
+
+/* Allocate a layout of n_layer NONE layers with the given page size. */
+enum kvx_status kvx_kv_layout_init(struct kvx_kv_layout *l, int32_t n_layer, int32_t page_tokens,
+                                   struct kvx_err *err);
+void kvx_kv_layout_free(struct kvx_kv_layout *l);
+/* Check every declaration (dims > 0, shared_from names an earlier owning layer, ...). */
+enum kvx_status kvx_kv_layout_validate(const struct kvx_kv_layout *l, struct kvx_err *err);
+
+/* True when the layer owns cache memory (FULL or WINDOW). */
+bool kvx_kv_layer_owns(const struct kvx_layer_cache *c);
+/* Bytes of the K (resp. V) region of one head in one page. */
+size_t kvx_kv_layer_k_head_bytes(const struct kvx_kv_layout *l, int32_t layer);
+size_t kvx_kv_layer_v_head_bytes(const struct kvx_kv_layout *l, int32_t layer);
+/* Bytes of one page of `layer` (0 for layers that own nothing). */
+size_t kvx_kv_layer_page_bytes(const struct kvx_kv_layout *l, int32_t layer);
+/* Byte offsets inside a page of the K and V regions of head h. */
+size_t kvx_kv_layer_k_offset(const struct kvx_kv_layout *l, int32_t layer, int32_t h);
+size_t kvx_kv_layer_v_offset(const struct kvx_kv_layout *l, int32_t layer, int32_t h);
+/* Pages `layer` holds for a sequence of n_tokens tokens (window layers: only the pages that
+ * can still hold visible tokens). */
+int64_t kvx_kv_layer_pages(const struct kvx_kv_layout *l, int32_t layer, int64_t n_tokens);
+
+/* Growth of the cache per extra token, all layers, K and V, at the declared codecs (the
+ * asymptotic rate; window layers count 0). */
+size_t kvx_kv_layout_bytes_per_token(const struct kvx_kv_layout *l);
+/* Bytes a sequence of n_tokens tokens holds in the pool, whole pages included. */
+size_t kvx_kv_layout_seq_bytes(const struct kvx_kv_layout *l, int64_t n_tokens);
+/* Pages of all layers for a sequence of n_tokens tokens. */
+int64_t kvx_kv_layout_seq_pages(const struct kvx_kv_layout *l, int64_t n_tokens);
+
+#endif
