@@ -1,0 +1,92 @@
+/* cli/cmd_inspect: `kvx inspect MODEL` — metadata, tensor table, and the per-layer KV cache
+ * declaration with bytes/token as kv/layout computes them. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/common.h"
+#include "engine/engine.h"
+#include "io/gguf.h"
+#include "kv/layout.h"
+#include "ops/dtype.h"
+
+static void print_value(const struct kvx_gguf_value *v)
+{
+    switch (v->type) {
+    case KVX_GGUF_STRING: {
+        const uint64_t n = v->v.str.len < 80 ? v->v.str.len : 80;
+        putchar('"');
+        for (uint64_t i = 0; i < n; i++) {
+            char c = v->v.str.ptr[i];
+            putchar(c == '\n' ? ' ' : c);
+        }
+        printf("%s\"", v->v.str.len > 80 ? "..." : "");
+        break;
+    }
+    case KVX_GGUF_ARRAY:
+        printf("[%s x %llu]", kvx_gguf_type_name(v->v.arr.elem), (unsigned long long)v->v.arr.n);
+        break;
+    case KVX_GGUF_FLOAT32: case KVX_GGUF_FLOAT64: printf("%g", v->v.f64); break;
+    case KVX_GGUF_BOOL: printf("%s", v->v.b ? "true" : "false"); break;
+    case KVX_GGUF_INT8: case KVX_GGUF_INT16: case KVX_GGUF_INT32: case KVX_GGUF_INT64:
+        printf("%lld", (long long)v->v.i64);
+        break;
+    default: printf("%llu", (unsigned long long)v->v.u64); break;
+    }
+}
+
+static int print_file(const char *path)
+{
+    struct kvx_gguf *g;
+    struct kvx_err err = {0};
+    if (kvx_gguf_open(path, &g, &err) != KVX_OK)
+        return cli_fail_err(&err);
+    printf("file: %s\nGGUF v%u, %llu metadata keys, %llu tensors, alignment %llu\n\nmetadata:\n",
+           path, g->version, (unsigned long long)g->n_kv, (unsigned long long)g->n_tensors,
+           (unsigned long long)g->alignment);
+    for (uint64_t i = 0; i < g->n_kv; i++) {
+        printf("  %-44.*s ", (int)g->kv[i].key.len, g->kv[i].key.ptr);
+        print_value(&g->kv[i].val);
+        putchar('\n');
+    }
+    printf("\ntensors:\n  %-36s %-6s %-22s %12s\n", "name", "type", "shape", "bytes");
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const struct kvx_gguf_tensor *t = &g->tensors[i];
+        char shape[64] = "";
+        size_t n = 0;
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            n += (size_t)snprintf(shape + n, sizeof shape - n, "%s%lld", d ? " x " : "",
+                                  (long long)t->ne[d]);
+        printf("  %-36.*s %-6s %-22s %12zu\n", (int)t->name.len, t->name.ptr,
+               kvx_dtype_name(t->type), shape, t->nbytes);
+    }
+    kvx_gguf_close(g);
+    return 0;
+}
+
+int cmd_inspect(const struct cli_opts *o)
+{
+    if (!o->model)
+        return cli_fail("inspect: no model given");
+    if (print_file(o->model))
+        return 1;
+    struct cli_opts eo = *o;
+    eo.threads = 1;
+    eo.batch = 1;
+    struct kvx_model *m;
+    struct kvx_engine *e;
+    if (cli_open(&eo, 0, &m, &e))
+        return 1;
+    char *rep = kvx_engine_kv_report(e);
+    const struct kvx_kv_layout *l = kvx_engine_layout(e);
+    printf("\n%s", rep ? rep : "");
+    const int64_t ctxs[] = {1024, 8192, 32768, 131072};
+    for (size_t i = 0; i < sizeof ctxs / sizeof ctxs[0]; i++)
+        printf("KV bytes for one sequence of %7lld tokens: %13zu (%.1f MiB)\n", (long long)ctxs[i],
+               kvx_kv_layout_seq_bytes(l, ctxs[i]),
+               (double)kvx_kv_layout_seq_bytes(l, ctxs[i]) / 1048576.0);
+    free(rep);
+    kvx_engine_destroy(e);
+    kvx_model_close(m);
+    return 0;
+}

@@ -1,0 +1,196 @@
+/* cli/opts: one table of options; parsing and help texts come from it. */
+#include "cli/opts.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum opt_type { OPT_STR, OPT_INT, OPT_FLOAT, OPT_FLAG, OPT_BYTES };
+
+struct opt {
+    const char *name;     /* long form, without "--" */
+    char short_name;      /* 0 if none */
+    enum opt_type type;
+    size_t offset;
+    unsigned cmds;
+    double min, max;      /* numeric range */
+    const char *meta, *help;
+};
+
+#define ALL (CMD_RUN | CMD_LOGITS | CMD_EVAL | CMD_BENCH | CMD_INSPECT)
+#define GEN (CMD_RUN | CMD_LOGITS | CMD_EVAL | CMD_BENCH)
+#define O(f) offsetof(struct cli_opts, f)
+
+static const struct opt opts[] = {
+    {"model", 'm', OPT_STR, O(model), ALL, 0, 0, "FILE", "model file (GGUF)"},
+    {"prompt", 'p', OPT_STR, O(prompt), CMD_RUN | CMD_LOGITS, 0, 0, "TEXT", "prompt text"},
+    {"tokens", 0, OPT_STR, O(tokens), CMD_LOGITS, 0, 0, "\"ID ID ...\"", "token ids instead of a prompt"},
+    {"file", 'f', OPT_STR, O(file), CMD_EVAL | CMD_RUN, 0, 0, "FILE", "text file (eval: the corpus; run: the prompt)"},
+    {"n-predict", 'n', OPT_INT, O(n_predict), CMD_RUN | CMD_BENCH, 0, 1e9, "N", "tokens to generate (bench: decode steps)"},
+    {"temp", 0, OPT_FLOAT, O(temp), CMD_RUN, 0, 100, "T", "temperature; 0 = greedy"},
+    {"top-k", 0, OPT_INT, O(top_k), CMD_RUN, 0, 1e9, "K", "keep the K most likely tokens; 0 = off"},
+    {"top-p", 0, OPT_FLOAT, O(top_p), CMD_RUN, 0, 1, "P", "nucleus sampling; 1 = off"},
+    {"min-p", 0, OPT_FLOAT, O(min_p), CMD_RUN, 0, 1, "P", "drop tokens below P x the best; 0 = off"},
+    {"repeat-penalty", 0, OPT_FLOAT, O(repeat_penalty), CMD_RUN, 0, 100, "R", "penalty for repeated tokens; 1 = off"},
+    {"repeat-last-n", 0, OPT_INT, O(repeat_last_n), CMD_RUN, 0, 1e9, "N", "tokens looked back for the penalty"},
+    {"seed", 's', OPT_INT, O(seed), CMD_RUN, 0, 9.2e18, "S", "random seed"},
+    {"chat", 0, OPT_FLAG, O(chat), CMD_RUN, 0, 0, NULL, "wrap the prompt in the model's chat template"},
+    {"system", 0, OPT_STR, O(system), CMD_RUN, 0, 0, "TEXT", "system message for --chat"},
+    {"kv-report", 0, OPT_FLAG, O(kv_report), CMD_RUN, 0, 0, NULL, "print the per-layer KV cache report to stderr"},
+    {"no-bos", 0, OPT_FLAG, O(no_bos), CMD_RUN | CMD_LOGITS | CMD_EVAL, 0, 0, NULL, "never add a BOS token"},
+    {"json", 0, OPT_FLAG, O(json), ALL, 0, 0, NULL, "print one JSON object on stdout"},
+    {"top", 0, OPT_INT, O(top), CMD_LOGITS, 1, 1e6, "K", "print the K best (id, logit) per position instead of all logits"},
+    {"threads", 't', OPT_INT, O(threads), GEN, 0, 512, "N", "worker threads; 0 = all CPUs"},
+    {"ctx", 'c', OPT_INT, O(ctx), GEN | CMD_INSPECT, 0, 1 << 30, "N", "context length (eval: window size)"},
+    {"chunks", 0, OPT_INT, O(chunks), CMD_EVAL, 0, 1e9, "N", "eval: number of windows; 0 = all the text allows"},
+    {"n-prompt", 'p', OPT_INT, O(n_prompt), CMD_BENCH, 1, 1e6, "N", "bench: prompt tokens (prefill)"},
+    {"depth", 'd', OPT_INT, O(depth), CMD_BENCH, 0, 1e8, "D", "bench: tokens already in the context"},
+    {"reps", 'r', OPT_INT, O(reps), CMD_BENCH, 1, 1000, "N", "bench: repetitions (the best is reported)"},
+    {"batch", 'b', OPT_INT, O(batch), GEN, 1, 8192, "N", "tokens per forward step during prefill"},
+    {"page-tokens", 0, OPT_INT, O(page_tokens), GEN | CMD_INSPECT, 16, 65536, "N", "tokens per KV page (multiple of 16)"},
+    {"kv-budget", 0, OPT_BYTES, O(kv_budget), GEN, 1, 1e15, "BYTES", "KV pool budget, e.g. 512M, 2G; default: one full context"},
+    {"kv", 0, OPT_STR, O(kv), GEN | CMD_INSPECT, 0, 0, "CODEC", "KV storage for K and V: f16 (default) or f32"},
+    {"kv-k", 0, OPT_STR, O(kv_k), GEN | CMD_INSPECT, 0, 0, "CODEC", "K storage codec"},
+    {"kv-v", 0, OPT_STR, O(kv_v), GEN | CMD_INSPECT, 0, 0, "CODEC", "V storage codec"},
+    {"isa", 0, OPT_STR, O(isa), GEN, 0, 0, "ISA", "kernels: auto, scalar, avx2, avx512"},
+    {"help", 'h', OPT_FLAG, O(help), ALL, 0, 0, NULL, "this help"},
+};
+
+void cli_opts_default(struct cli_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->n_predict = 64;
+    o->temp = 0.8f;
+    o->top_k = 40;
+    o->top_p = 0.95f;
+    o->min_p = 0.05f;
+    o->repeat_penalty = 1.0f;
+    o->repeat_last_n = 64;
+    o->seed = 0;
+    o->ctx = 0;
+    o->n_prompt = 512;
+    o->reps = 1;
+    o->batch = 512;
+    o->page_tokens = 256;
+}
+
+static const struct opt *find_opt(unsigned cmd, const char *arg)
+{
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        const struct opt *o = &opts[i];
+        if (!(o->cmds & cmd))
+            continue;
+        if (arg[1] == '-' && strcmp(arg + 2, o->name) == 0)
+            return o;
+        if (arg[1] != '-' && o->short_name && arg[1] == o->short_name && arg[2] == '\0')
+            return o;
+    }
+    return NULL;
+}
+
+static bool parse_bytes(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno)
+        return false;
+    double mult = 1;
+    switch (*end) {
+    case 'k': case 'K': mult = 1024.0; end++; break;
+    case 'm': case 'M': mult = 1048576.0; end++; break;
+    case 'g': case 'G': mult = 1073741824.0; end++; break;
+    case 't': case 'T': mult = 1099511627776.0; end++; break;
+    default: break;
+    }
+    if (*end == 'i' || *end == 'B')
+        end += *end == 'i' ? (end[1] == 'B' ? 2 : 1) : 1;
+    if (*end)
+        return false;
+    *out = v * mult;
+    return true;
+}
+
+static bool set_value(struct cli_opts *dst, const struct opt *o, const char *val, char *err,
+                      size_t cap)
+{
+    char *base = (char *)dst + o->offset;
+    if (o->type == OPT_STR) {
+        *(const char **)base = val;
+        return true;
+    }
+    double v;
+    char *end = NULL;
+    errno = 0;
+    if (o->type == OPT_BYTES) {
+        if (!parse_bytes(val, &v)) {
+            snprintf(err, cap, "--%s: '%s' is not a size (e.g. 512M, 2G)", o->name, val);
+            return false;
+        }
+    } else {
+        v = strtod(val, &end);
+        if (end == val || *end || errno || !isfinite(v)) {
+            snprintf(err, cap, "--%s: '%s' is not a number", o->name, val);
+            return false;
+        }
+        if (o->type == OPT_INT && v != floor(v)) {
+            snprintf(err, cap, "--%s: '%s' is not an integer", o->name, val);
+            return false;
+        }
+    }
+    if (v < o->min || v > o->max) {
+        snprintf(err, cap, "--%s: %s is outside %g..%g", o->name, val, o->min, o->max);
+        return false;
+    }
+    if (o->type == OPT_FLOAT)
+        *(float *)base = (float)v;
+    else
+        *(int64_t *)base = (int64_t)v;
+    return true;
+}
+
+bool cli_opts_parse(struct cli_opts *o, unsigned cmd, int argc, char **argv, int first, char *err,
+                    size_t cap)
+{
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || a[1] == '\0') {
+            snprintf(err, cap, "unexpected argument '%s'", a);
+            return false;
+        }
+        const struct opt *d = find_opt(cmd, a);
+        if (!d) {
+            snprintf(err, cap, "unknown option '%s' (see --help)", a);
+            return false;
+        }
+        if (d->type == OPT_FLAG) {
+            *(bool *)((char *)o + d->offset) = true;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            snprintf(err, cap, "option '%s' needs a value (%s)", a, d->meta);
+            return false;
+        }
+        if (!set_value(o, d, argv[++i], err, cap))
+            return false;
+    }
+    return true;
+}
+
+void cli_opts_print_help(unsigned cmd, void *stream)
+{
+    FILE *f = stream;
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        const struct opt *o = &opts[i];
+        if (!(o->cmds & cmd))
+            continue;
+        char lhs[64];
+        if (o->short_name)
+            snprintf(lhs, sizeof lhs, "-%c, --%s %s", o->short_name, o->name, o->meta ? o->meta : "");
+        else
+            snprintf(lhs, sizeof lhs, "    --%s %s", o->name, o->meta ? o->meta : "");
+        fprintf(f, "  %-30s %s\n", lhs, o->help);
+    }
+}

@@ -1,0 +1,338 @@
+/* engine/engine: the public engine and session API — KV pool, worker threads, scratch, and
+ * feeding tokens through the model in batches.
+ *
+ * kvx_session_feed is two-phase: it validates the tokens, checks the context limit and
+ * reserves every KV page the whole request needs before running anything, so an error leaves
+ * the session exactly as it was. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn/attn.h"
+#include "engine/engine.h"
+#include "engine/forward.h"
+#include "kv/layout.h"
+#include "kv/pool.h"
+#include "model/model.h"
+#include "util/err.h"
+#include "util/threadpool.h"
+
+struct kvx_engine {
+    const struct kvx_model *model;
+    struct kvx_engine_cfg cfg;
+    enum kvx_isa isa;
+    struct kvx_kv_layout layout;
+    struct kvx_kv_pool *pool;
+    struct kvx_threadpool *tp;
+    struct kvx_forward_scratch scratch;
+    void *scratch_mem;
+    /* per-step batch description */
+    int64_t *pos;
+    struct kvx_kv_seq **seq;
+    uint8_t *want;
+    struct kvx_session *sessions;   /* doubly linked list of live sessions */
+};
+
+struct kvx_session {
+    struct kvx_engine *e;
+    struct kvx_kv_seq *seq;
+    struct kvx_session *prev, *next;
+};
+
+struct kvx_engine_cfg kvx_engine_cfg_default(void)
+{
+    return (struct kvx_engine_cfg){
+        .kv_budget_bytes = 0,
+        .n_ctx = 0,
+        .k_codec = KVX_KV_CODEC_F16,
+        .v_codec = KVX_KV_CODEC_F16,
+        .page_tokens = 256,
+        .n_threads = 0,
+        .n_batch = 512,
+        .isa = -1,
+    };
+}
+
+static enum kvx_status check_cfg(const struct kvx_model *m, struct kvx_engine_cfg *c,
+                                 struct kvx_err *err)
+{
+    if (c->n_ctx == 0)
+        c->n_ctx = m->hp.n_ctx_train;
+    if (c->n_ctx < 1 || c->n_ctx > ((int64_t)1 << 30))
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "context length %lld is outside 1..2^30",
+                           (long long)c->n_ctx);
+    if (c->page_tokens < 16 || c->page_tokens % 16 || c->page_tokens > 65536)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "page size %d tokens is not a multiple of "
+                           "16 in 16..65536", c->page_tokens);
+    if (c->n_threads == 0)
+        c->n_threads = kvx_cpu_count();
+    if (c->n_threads < 1 || c->n_threads > 512)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "thread count %d is outside 1..512",
+                           c->n_threads);
+    if (c->n_batch < 1 || c->n_batch > 8192)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "batch size %d is outside 1..8192",
+                           c->n_batch);
+    if (c->isa >= KVX_ISA_COUNT || (c->isa >= 0 && !kvx_cpu_has_isa((enum kvx_isa)c->isa)))
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "this CPU cannot run ISA %d", c->isa);
+    if (!kvx_kv_codec_ops(c->k_codec, KVX_ISA_SCALAR) || !kvx_kv_codec_ops(c->v_codec, KVX_ISA_SCALAR))
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "unknown KV codec");
+    return KVX_OK;
+}
+
+/* One allocation for every scratch buffer of a step of n_batch tokens. */
+static enum kvx_status alloc_scratch(struct kvx_engine *e, struct kvx_err *err)
+{
+    const struct kvx_hparams *hp = &e->model->hp;
+    const int64_t B = e->cfg.n_batch, nth = e->cfg.n_threads;
+    const int64_t nq = (int64_t)hp->n_head * hp->head_dim, nkv = (int64_t)hp->n_head_kv * hp->head_dim;
+    const int64_t G = hp->n_head / hp->n_head_kv;
+    size_t xq_row = 0;
+    const struct kvx_mat *mats[] = {&e->model->output, &e->model->layers[0].wq,
+                                    &e->model->layers[0].wo, &e->model->layers[0].w_down};
+    for (int i = 0; i < 4; i++) {
+        size_t r = kvx_matmul_xq_row_bytes(mats[i]);
+        xq_row = r > xq_row ? r : xq_row;
+    }
+    /* other layers may use other formats: take the largest vec-dot row of any width */
+    xq_row = xq_row < (size_t)(4 * (hp->n_ff > nq ? hp->n_ff : nq) + 64)
+                 ? (size_t)(4 * (hp->n_ff > nq ? hp->n_ff : nq) + 64) : xq_row;
+    xq_row = (xq_row + 63) & ~(size_t)63;
+    const int64_t max_tasks = 2 * B * hp->n_head_kv + 4 * nth;
+    const int64_t attn_scr = kvx_attn_scratch_floats((int32_t)G, e->cfg.n_ctx, e->cfg.page_tokens);
+    const int64_t floats[] = {
+        B * hp->n_embd, B * hp->n_embd, B * nq, B * nkv, B * nkv, B * nq, B * hp->n_ff,
+        B * hp->n_ff, max_tasks * G * (2 + hp->head_dim), nth * attn_scr, B * hp->n_rot,
+    };
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++)
+        total += ((size_t)floats[i] * sizeof(float) + 63) & ~(size_t)63;
+    total += (size_t)B * xq_row;
+    if (posix_memalign(&e->scratch_mem, 64, total) != 0)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory for %zu bytes of scratch", total);
+    uint8_t *p = e->scratch_mem;
+    float **slots[] = {&e->scratch.x, &e->scratch.xn, &e->scratch.q, &e->scratch.k,
+                       &e->scratch.v, &e->scratch.attn, &e->scratch.gate, &e->scratch.up,
+                       &e->scratch.attn_part, &e->scratch.attn_scratch, &e->scratch.rope_cs};
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
+        *slots[i] = (float *)p;
+        p += ((size_t)floats[i] * sizeof(float) + 63) & ~(size_t)63;
+    }
+    e->scratch.xq = p;
+    e->scratch.xq_stride = xq_row;
+    e->scratch.attn_scratch_floats = attn_scr;
+    e->scratch.attn_part_floats = max_tasks * G * (2 + hp->head_dim);
+    e->pos = calloc((size_t)B, sizeof *e->pos);
+    e->seq = calloc((size_t)B, sizeof *e->seq);
+    e->want = calloc((size_t)B, 1);
+    if (!e->pos || !e->seq || !e->want)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
+    return KVX_OK;
+}
+
+enum kvx_status kvx_engine_create(const struct kvx_model *m, const struct kvx_engine_cfg *cfg,
+                                  struct kvx_engine **out, struct kvx_err *err)
+{
+    *out = NULL;
+    struct kvx_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
+    e->model = m;
+    e->cfg = cfg ? *cfg : kvx_engine_cfg_default();
+    enum kvx_status st = check_cfg(m, &e->cfg, err);
+    if (st != KVX_OK)
+        goto fail;
+    e->isa = e->cfg.isa >= 0 ? (enum kvx_isa)e->cfg.isa : kvx_cpu_best_isa();
+    if ((st = kvx_kv_layout_init(&e->layout, m->hp.n_layer, e->cfg.page_tokens, err)) != KVX_OK)
+        goto fail;
+    m->arch->declare_cache(m, &e->layout, e->cfg.k_codec, e->cfg.v_codec);
+    if ((st = kvx_kv_layout_validate(&e->layout, err)) != KVX_OK)
+        goto fail;
+    if (e->cfg.kv_budget_bytes == 0)
+        e->cfg.kv_budget_bytes = kvx_kv_layout_seq_bytes(&e->layout, e->cfg.n_ctx);
+    struct kvx_kv_pool_cfg pc = {.layout = &e->layout, .budget_bytes = e->cfg.kv_budget_bytes,
+                                 .isa = e->isa};
+    if ((st = kvx_kv_pool_create(&pc, &e->pool, err)) != KVX_OK ||
+        (st = kvx_threadpool_create(e->cfg.n_threads, &e->tp, err)) != KVX_OK ||
+        (st = alloc_scratch(e, err)) != KVX_OK)
+        goto fail;
+    *out = e;
+    return KVX_OK;
+fail:
+    kvx_engine_destroy(e);
+    return st;
+}
+
+void kvx_engine_destroy(struct kvx_engine *e)
+{
+    if (!e)
+        return;
+    kvx_threadpool_destroy(e->tp);
+    kvx_kv_pool_destroy(e->pool);
+    kvx_kv_layout_free(&e->layout);
+    free(e->scratch_mem);
+    free(e->pos);
+    free(e->seq);
+    free(e->want);
+    free(e);
+}
+
+void kvx_engine_kv_stats(const struct kvx_engine *e, struct kvx_kv_stats *out)
+{
+    struct kvx_kv_pool_stats ps;
+    kvx_kv_pool_get_stats(e->pool, &ps);
+    memset(out, 0, sizeof *out);
+    out->budget_bytes = ps.budget_bytes;
+    out->bytes_used = ps.bytes_used;
+    out->bytes_per_token = kvx_kv_layout_bytes_per_token(&e->layout);
+    out->pages_used = ps.pages_used;
+    out->page_tokens = e->layout.page_tokens;
+    size_t page0 = 0;
+    for (int32_t l = 0; l < e->layout.n_layer; l++) {
+        if (kvx_kv_layer_owns(&e->layout.layers[l])) {
+            out->n_layer_caches++;
+            if (!page0)
+                page0 = kvx_kv_layer_page_bytes(&e->layout, l);
+        }
+    }
+    out->pages_free_in_budget = page0 ? (int64_t)((ps.budget_bytes - ps.bytes_used) / page0) : 0;
+    for (const struct kvx_session *s = e->sessions; s; s = s->next)
+        out->tokens_cached += kvx_kv_seq_len(s->seq);
+}
+
+const struct kvx_kv_layout *kvx_engine_layout(const struct kvx_engine *e) { return &e->layout; }
+struct kvx_kv_pool *kvx_engine_pool(const struct kvx_engine *e) { return e->pool; }
+
+char *kvx_engine_kv_report(const struct kvx_engine *e)
+{
+    const struct kvx_kv_layout *l = &e->layout;
+    struct kvx_kv_stats st;
+    kvx_engine_kv_stats(e, &st);
+    size_t cap = 512 + (size_t)l->n_layer * 160;
+    char *buf = malloc(cap);
+    if (!buf)
+        return NULL;
+    size_t n = 0;
+#define OUT(...) n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, __VA_ARGS__)
+    OUT("KV cache: %d layers, page %d tokens, budget %zu bytes\n", l->n_layer, l->page_tokens,
+        st.budget_bytes);
+    OUT("%-6s %-7s %-5s %-5s %-9s %-9s %12s %12s\n", "layer", "kind", "heads", "dim", "K codec",
+        "V codec", "bytes/token", "page bytes");
+    for (int32_t i = 0; i < l->n_layer; i++) {
+        const struct kvx_layer_cache *c = &l->layers[i];
+        const size_t page = kvx_kv_layer_page_bytes(l, i);
+        OUT("%-6d %-7s %-5d %-5d %-9s %-9s %12zu %12zu\n", i, kvx_kv_kind_name(c->kind),
+            c->n_kv_heads, c->k_dim, kvx_kv_codec_name(c->k_codec), kvx_kv_codec_name(c->v_codec),
+            page / (size_t)l->page_tokens, page);
+    }
+    OUT("total: %zu bytes/token; %lld tokens cached in %lld pages = %zu bytes (%.2f MiB of "
+        "%.2f MiB budget)\n", st.bytes_per_token, (long long)st.tokens_cached,
+        (long long)st.pages_used, st.bytes_used, (double)st.bytes_used / 1048576.0,
+        (double)st.budget_bytes / 1048576.0);
+#undef OUT
+    if (n >= cap)
+        buf[cap - 1] = '\0';
+    return buf;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Sessions */
+
+enum kvx_status kvx_session_create(struct kvx_engine *e, struct kvx_session **out,
+                                   struct kvx_err *err)
+{
+    *out = NULL;
+    struct kvx_session *s = calloc(1, sizeof *s);
+    if (!s)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
+    enum kvx_status st = kvx_kv_seq_create(e->pool, &s->seq, err);
+    if (st != KVX_OK) {
+        free(s);
+        return st;
+    }
+    s->e = e;
+    s->next = e->sessions;
+    if (e->sessions)
+        e->sessions->prev = s;
+    e->sessions = s;
+    *out = s;
+    return KVX_OK;
+}
+
+void kvx_session_destroy(struct kvx_session *s)
+{
+    if (!s)
+        return;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        s->e->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    kvx_kv_seq_destroy(s->seq);
+    free(s);
+}
+
+int64_t kvx_session_n_past(const struct kvx_session *s) { return kvx_kv_seq_len(s->seq); }
+
+enum kvx_status kvx_session_truncate(struct kvx_session *s, int64_t n_keep, struct kvx_err *err)
+{
+    if (n_keep < 0 || n_keep > kvx_kv_seq_len(s->seq))
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "cannot keep %lld of %lld tokens",
+                           (long long)n_keep, (long long)kvx_kv_seq_len(s->seq));
+    kvx_kv_seq_truncate(s->seq, n_keep);
+    return KVX_OK;
+}
+
+static enum kvx_status check_tokens(const struct kvx_session *s, const int32_t *tokens, int64_t n,
+                                    struct kvx_err *err)
+{
+    const struct kvx_engine *e = s->e;
+    const int64_t n_past = kvx_kv_seq_len(s->seq);
+    if (n < 0 || (n > 0 && !tokens))
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "no tokens given");
+    if (n > e->cfg.n_ctx - n_past)
+        return kvx_err_set(err, KVX_ERR_CONTEXT, "%lld tokens after %lld already in the session "
+                           "exceed the context of %lld tokens", (long long)n, (long long)n_past,
+                           (long long)e->cfg.n_ctx);
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= e->model->hp.n_vocab)
+            return kvx_err_set(err, KVX_ERR_INVALID_ARG, "token %lld has id %d, outside the "
+                               "vocabulary of %d", (long long)i, tokens[i], e->model->hp.n_vocab);
+    return KVX_OK;
+}
+
+enum kvx_status kvx_session_feed(struct kvx_session *s, const int32_t *tokens, int64_t n,
+                                 bool all_logits, float *logits, struct kvx_err *err)
+{
+    struct kvx_engine *e = s->e;
+    enum kvx_status st = check_tokens(s, tokens, n, err);
+    if (st != KVX_OK || n == 0)
+        return st;
+    const int64_t n_past = kvx_kv_seq_len(s->seq);
+    if ((st = kvx_kv_seq_reserve(s->seq, n_past + n, err)) != KVX_OK)
+        return st;
+    const int64_t n_vocab = e->model->hp.n_vocab;
+    for (int64_t done = 0; done < n; done += e->cfg.n_batch) {
+        const int64_t nb = n - done < e->cfg.n_batch ? n - done : e->cfg.n_batch;
+        for (int64_t t = 0; t < nb; t++) {
+            e->pos[t] = n_past + done + t;
+            e->seq[t] = s->seq;
+            e->want[t] = logits && (all_logits || done + t == n - 1);
+        }
+        struct kvx_forward f = {
+            .n_tok = nb,
+            .tokens = tokens + done,
+            .pos = e->pos,
+            .seq = e->seq,
+            .want_logits = e->want,
+            .logits = all_logits ? logits + done * n_vocab : logits,
+            .tp = e->tp,
+            .isa = e->isa,
+            .s = &e->scratch,
+            .n_batch = e->cfg.n_batch,
+        };
+        e->model->arch->forward(e->model, &f);
+        kvx_kv_seq_set_len(s->seq, n_past + done + nb);
+    }
+    return KVX_OK;
+}

@@ -1,0 +1,13 @@
+/* engine/engine: internal accessors to an engine's parts, for tests, `kvx inspect` and the
+ * planner (the public API is in include/kvx.h). */
+#ifndef KVX_ENGINE_ENGINE_H
+#define KVX_ENGINE_ENGINE_H
+
+#include "kv/layout.h"
+#include "kv/pool.h"
+#include "kvx.h"
+
+const struct kvx_kv_layout *kvx_engine_layout(const struct kvx_engine *e);
+struct kvx_kv_pool *kvx_engine_pool(const struct kvx_engine *e);
+
+#endif

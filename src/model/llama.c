@@ -1,0 +1,502 @@
+/* model/llama: the Llama family (Llama 2/3, SmolLM2, Mistral-style GGUFs, Qwen2 with QKV
+ * biases, Qwen3 with per-head q/k RMSNorm): hyper-parameters, weights, cache declaration and
+ * the forward pass.
+ *
+ * Per layer (x is the residual stream, one row per token):
+ *   h = RMSNorm(x) * attn_norm
+ *   q = h Wq (+bq), k = h Wk (+bk), v = h Wv (+bv)      q: n_head heads, k/v: n_head_kv heads
+ *   [q, k per head: RMSNorm * q_norm / k_norm]           (Qwen3)
+ *   q, k = RoPE(q, k, pos)                               normal pairs (llama) or NeoX (qwen)
+ *   cache[layer][pos] = (k, v)
+ *   a = softmax(q K^T / sqrt(head_dim)) V  over positions <= pos, head h reading KV head
+ *       h / (n_head / n_head_kv)                          (GQA)
+ *   x = x + a Wo
+ *   h = RMSNorm(x) * ffn_norm
+ *   x = x + (silu(h Wgate) * (h Wup)) Wdown
+ * logits = (RMSNorm(x) * output_norm) Wout, Wout = token_embd when the file has no output. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn/attn.h"
+#include "engine/forward.h"
+#include "model/model.h"
+#include "util/err.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Loading */
+
+static enum kvx_status get_u32_key(const struct kvx_model *m, const char *suffix, bool required,
+                                   uint32_t def, int32_t *out, struct kvx_err *err)
+{
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
+    uint32_t v = def;
+    enum kvx_status st = kvx_gguf_get_u32(m->gguf, key, &v, err);
+    if (st == KVX_ERR_NOT_FOUND && !required)
+        st = KVX_OK;
+    else if (st == KVX_ERR_NOT_FOUND)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "key '%s' is missing", key);
+    if (st != KVX_OK)
+        return st;
+    if (v > (uint32_t)INT32_MAX)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "key '%s' = %u is too large", key, v);
+    *out = (int32_t)v;
+    return KVX_OK;
+}
+
+static enum kvx_status get_f32_key(const struct kvx_model *m, const char *suffix, float def,
+                                   float *out, struct kvx_err *err)
+{
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
+    *out = def;
+    enum kvx_status st = kvx_gguf_get_f32(m->gguf, key, out, err);
+    return st == KVX_ERR_NOT_FOUND ? KVX_OK : st;
+}
+
+static enum kvx_status load_hparams(struct kvx_model *m, struct kvx_err *err)
+{
+    struct kvx_hparams *hp = &m->hp;
+    enum kvx_status st;
+    int32_t ctx = 0;
+    if ((st = get_u32_key(m, "block_count", true, 0, &hp->n_layer, err)) ||
+        (st = get_u32_key(m, "embedding_length", true, 0, &hp->n_embd, err)) ||
+        (st = get_u32_key(m, "feed_forward_length", true, 0, &hp->n_ff, err)) ||
+        (st = get_u32_key(m, "attention.head_count", true, 0, &hp->n_head, err)) ||
+        (st = get_u32_key(m, "context_length", false, 4096, &ctx, err)))
+        return st;
+    hp->n_ctx_train = ctx;
+    if (hp->n_layer < 1 || hp->n_embd < 1 || hp->n_head < 1 || hp->n_ff < 1 || ctx < 1)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "hyper-parameters out of range: block_count %d, "
+                           "embedding_length %d, head_count %d, feed_forward_length %d, "
+                           "context_length %d", hp->n_layer, hp->n_embd, hp->n_head, hp->n_ff,
+                           ctx);
+    if ((st = get_u32_key(m, "attention.head_count_kv", false, (uint32_t)hp->n_head,
+                          &hp->n_head_kv, err)) ||
+        (st = get_u32_key(m, "attention.key_length", false,
+                          (uint32_t)(hp->n_embd / hp->n_head), &hp->head_dim, err)))
+        return st;
+    if (hp->n_head_kv < 1 || hp->n_head % hp->n_head_kv != 0 || hp->head_dim < 2 ||
+        hp->head_dim % 2 != 0)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "attention.head_count %d, head_count_kv %d, "
+                           "key_length %d do not describe a GQA layout", hp->n_head,
+                           hp->n_head_kv, hp->head_dim);
+    if ((st = get_u32_key(m, "rope.dimension_count", false, (uint32_t)hp->head_dim, &hp->n_rot,
+                          err)) ||
+        (st = get_f32_key(m, "attention.layer_norm_rms_epsilon", 1e-5f, &hp->norm_eps, err)) ||
+        (st = get_f32_key(m, "rope.freq_base", 10000.0f, &hp->rope_theta, err)))
+        return st;
+    if (hp->n_rot < 2 || hp->n_rot > hp->head_dim || hp->n_rot % 2 || hp->n_rot > 1024)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "%s.rope.dimension_count = %d is not an even "
+                           "number <= key_length %d", m->arch_name, hp->n_rot, hp->head_dim);
+    float factor = 0.0f;
+    if ((st = get_f32_key(m, "rope.scaling.factor", 0.0f, &factor, err)))
+        return st;
+    struct kvx_gguf_str stype;
+    char key[160];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch_name);
+    hp->rope_freq_scale = 1.0f;
+    if (kvx_gguf_get_str(m->gguf, key, &stype, NULL) == KVX_OK && !kvx_gguf_str_eq(stype, "none")) {
+        if (!kvx_gguf_str_eq(stype, "linear"))
+            return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "key '%s' = '%.*s': only linear RoPE "
+                               "scaling is supported", key, (int)stype.len, stype.ptr);
+        if (factor > 0.0f)
+            hp->rope_freq_scale = 1.0f / factor;
+    }
+    hp->rope_kind = strcmp(m->arch_name, "llama") == 0 ? KVX_ROPE_NORMAL : KVX_ROPE_NEOX;
+    return KVX_OK;
+}
+
+static enum kvx_status load_layer(struct kvx_model *m, int il, struct kvx_err *err)
+{
+    const struct kvx_hparams *hp = &m->hp;
+    struct kvx_llama_layer *L = &m->layers[il];
+    const int64_t nq = (int64_t)hp->n_head * hp->head_dim, nkv = (int64_t)hp->n_head_kv * hp->head_dim;
+    char n[128];
+    enum kvx_status st;
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
+    if ((st = kvx_model_bind_vec(m, NAME("attn_norm.weight"), hp->n_embd, true, &L->attn_norm, err)) ||
+        (st = kvx_model_bind_vec(m, NAME("ffn_norm.weight"), hp->n_embd, true, &L->ffn_norm, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("attn_q.weight"), hp->n_embd, nq, true, &L->wq, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("attn_k.weight"), hp->n_embd, nkv, true, &L->wk, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("attn_v.weight"), hp->n_embd, nkv, true, &L->wv, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("attn_output.weight"), nq, hp->n_embd, true, &L->wo, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("ffn_gate.weight"), hp->n_embd, hp->n_ff, true, &L->w_gate, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("ffn_up.weight"), hp->n_embd, hp->n_ff, true, &L->w_up, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("ffn_down.weight"), hp->n_ff, hp->n_embd, true, &L->w_down, err)) ||
+        (st = kvx_model_bind_vec(m, NAME("attn_q.bias"), nq, false, &L->bq, err)) ||
+        (st = kvx_model_bind_vec(m, NAME("attn_k.bias"), nkv, false, &L->bk, err)) ||
+        (st = kvx_model_bind_vec(m, NAME("attn_v.bias"), nkv, false, &L->bv, err)) ||
+        (st = kvx_model_bind_vec(m, NAME("attn_q_norm.weight"), hp->head_dim, false, &L->q_norm, err)) ||
+        (st = kvx_model_bind_vec(m, NAME("attn_k_norm.weight"), hp->head_dim, false, &L->k_norm, err)))
+        return st;
+#undef NAME
+    if (hp->n_ff % 32 || hp->n_embd % 32)
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "layer %d: widths %d/%d are not multiples "
+                           "of 32", il, hp->n_embd, hp->n_ff);
+    return KVX_OK;
+}
+
+static enum kvx_status llama_load(struct kvx_model *m, struct kvx_err *err)
+{
+    enum kvx_status st = load_hparams(m, err);
+    if (st != KVX_OK)
+        return st;
+    struct kvx_hparams *hp = &m->hp;
+    const struct kvx_gguf_tensor *emb = kvx_gguf_find_tensor(m->gguf, "token_embd.weight");
+    if (!emb)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor 'token_embd.weight' is missing");
+    if (emb->ne[1] < 1 || emb->ne[1] > INT32_MAX)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor 'token_embd.weight' has %lld rows",
+                           (long long)emb->ne[1]);
+    hp->n_vocab = (int32_t)emb->ne[1];
+    if ((st = kvx_model_bind_mat(m, "token_embd.weight", hp->n_embd, hp->n_vocab, true,
+                                 &m->tok_embd, err)) ||
+        (st = kvx_model_bind_vec(m, "output_norm.weight", hp->n_embd, true, &m->output_norm, err)) ||
+        (st = kvx_model_bind_mat(m, "output.weight", hp->n_embd, hp->n_vocab, false, &m->output,
+                                 err)))
+        return st;
+    if (!m->output.data)
+        m->output = m->tok_embd; /* tied embeddings */
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
+    for (int il = 0; il < hp->n_layer; il++)
+        if ((st = load_layer(m, il, err)) != KVX_OK)
+            return st;
+    return KVX_OK;
+}
+
+static void llama_declare_cache(const struct kvx_model *m, struct kvx_kv_layout *layout,
+                                enum kvx_kv_codec k_codec, enum kvx_kv_codec v_codec)
+{
+    for (int il = 0; il < m->hp.n_layer; il++)
+        layout->layers[il] = (struct kvx_layer_cache){
+            .kind = KVX_KV_KIND_FULL,
+            .n_kv_heads = m->hp.n_head_kv,
+            .k_dim = m->hp.head_dim,
+            .v_dim = m->hp.head_dim,
+            .k_codec = k_codec,
+            .v_codec = v_codec,
+        };
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Forward: each step below is one parallel region over the engine's threads. */
+
+struct step {
+    const struct kvx_model *m;
+    struct kvx_forward *f;
+    const struct kvx_llama_layer *L;
+    int il;
+    const float *norm_w;       /* norm step: weight */
+    const float *add;          /* norm step: residual to add to x first (or NULL) */
+    int64_t add_ld;
+    struct kvx_matmul_job job; /* matmul step */
+    const float *mm_in;        /* quantize step: input rows */
+    int64_t mm_in_ld;
+    int64_t n_split;           /* attention: key-range splits per (token, kv head) */
+    atomic_long next_task;
+};
+
+/* Embedding rows and RoPE angles per token. */
+static void step_embed(void *ctx, int ith, int nth)
+{
+    struct step *s = ctx;
+    const struct kvx_model *m = s->m;
+    struct kvx_forward *f = s->f;
+    const struct kvx_quant_kernels *k = kvx_quant_kernels((enum kvx_dtype)m->tok_embd.type, KVX_ISA_SCALAR);
+    int64_t b, e;
+    kvx_split_range(f->n_tok, 1, ith, nth, &b, &e);
+    for (int64_t t = b; t < e; t++) {
+        k->to_float(m->tok_embd.data + (size_t)f->tokens[t] * m->tok_embd.row_bytes,
+                    f->s->x + t * m->hp.n_embd, m->hp.n_embd);
+        kvx_rope_cache(f->s->rope_cs + t * m->hp.n_rot, m->hp.n_rot, f->pos[t], m->hp.rope_theta,
+                       m->hp.rope_freq_scale);
+    }
+}
+
+/* x += add (optional); xn = RMSNorm(x) * w; xq = quantize(xn) for the next matmul. */
+static void step_norm(void *ctx, int ith, int nth)
+{
+    struct step *s = ctx;
+    struct kvx_forward *f = s->f;
+    const int64_t d = s->m->hp.n_embd;
+    int64_t b, e;
+    kvx_split_range(f->n_tok, 1, ith, nth, &b, &e);
+    for (int64_t t = b; t < e; t++) {
+        float *x = f->s->x + t * d;
+        if (s->add)
+            kvx_add(x, s->add + t * s->add_ld, d);
+        if (s->norm_w) {
+            kvx_rmsnorm(f->s->xn + t * d, x, s->norm_w, d, s->m->hp.norm_eps);
+            kvx_matmul_quantize_rows(s->job.w[0], f->isa, s->mm_in, s->mm_in_ld, t, t + 1,
+                                     f->s->xq, f->s->xq_stride);
+        }
+    }
+}
+
+/* Quantize arbitrary input rows for the job (FFN down projection, attention output). */
+static void step_quantize(void *ctx, int ith, int nth)
+{
+    struct step *s = ctx;
+    int64_t b, e;
+    kvx_split_range(s->f->n_tok, 1, ith, nth, &b, &e);
+    kvx_matmul_quantize_rows(s->job.w[0], s->f->isa, s->mm_in, s->mm_in_ld, b, e, s->f->s->xq,
+                             s->f->s->xq_stride);
+}
+
+static void step_matmul(void *ctx, int ith, int nth)
+{
+    struct step *s = ctx;
+    kvx_matmul_part(&s->job, ith, nth);
+}
+
+static void head_norm(float *x, const float *w, int n_heads, int hd, float eps)
+{
+    for (int h = 0; h < n_heads; h++)
+        kvx_rmsnorm(x + h * hd, x + h * hd, w, hd, eps);
+}
+
+/* Biases, q/k norms, RoPE, then store k and v in the cache. */
+static void step_qk_rope_store(void *ctx, int ith, int nth)
+{
+    struct step *s = ctx;
+    const struct kvx_hparams *hp = &s->m->hp;
+    const struct kvx_llama_layer *L = s->L;
+    struct kvx_forward *f = s->f;
+    const int hd = hp->head_dim, nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
+    int64_t b, e;
+    kvx_split_range(f->n_tok, 1, ith, nth, &b, &e);
+    for (int64_t t = b; t < e; t++) {
+        float *q = f->s->q + t * nq, *k = f->s->k + t * nkv, *v = f->s->v + t * nkv;
+        if (L->bq) kvx_add(q, L->bq, nq);
+        if (L->bk) kvx_add(k, L->bk, nkv);
+        if (L->bv) kvx_add(v, L->bv, nkv);
+        if (L->q_norm) head_norm(q, L->q_norm, hp->n_head, hd, hp->norm_eps);
+        if (L->k_norm) head_norm(k, L->k_norm, hp->n_head_kv, hd, hp->norm_eps);
+        const float *cs = f->s->rope_cs + t * hp->n_rot;
+        for (int h = 0; h < hp->n_head; h++)
+            kvx_rope_apply(q + h * hd, cs, hp->n_rot, hp->rope_kind);
+        for (int h = 0; h < hp->n_head_kv; h++)
+            kvx_rope_apply(k + h * hd, cs, hp->n_rot, hp->rope_kind);
+        kvx_kv_seq_write(f->seq[t], s->il, f->pos[t], k, v);
+    }
+}
+
+/* Attention tasks: (token, kv head, key range); each writes a partial softmax result. */
+static void step_attention(void *ctx, int ith, int nth)
+{
+    (void)nth;
+    struct step *s = ctx;
+    const struct kvx_hparams *hp = &s->m->hp;
+    struct kvx_forward *f = s->f;
+    const int hd = hp->head_dim, G = hp->n_head / hp->n_head_kv;
+    const int64_t n_tasks = f->n_tok * hp->n_head_kv * s->n_split;
+    float *scratch = f->s->attn_scratch + ith * f->s->attn_scratch_floats;
+    float *pm = f->s->attn_part, *pl = pm + n_tasks * G, *pacc = pl + n_tasks * G;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (;;) {
+        const int64_t task = atomic_fetch_add_explicit(&s->next_task, 1, memory_order_relaxed);
+        if (task >= n_tasks)
+            break;
+        const int64_t r = task % s->n_split, tg = task / s->n_split;
+        const int64_t t = tg / hp->n_head_kv, g = tg % hp->n_head_kv;
+        struct kvx_kv_view view;
+        kvx_kv_seq_view(f->seq[t], s->il, &view);
+        int64_t k0, k1;
+        kvx_split_range(f->pos[t] + 1, 16, (int)r, (int)s->n_split, &k0, &k1);
+        kvx_attn_partial(&view, (int32_t)g, k0, k1, f->s->q + t * hp->n_head * hd + g * G * hd, G,
+                         scale, scratch, pm + task * G, pl + task * G, pacc + task * G * hd);
+    }
+}
+
+static void step_attn_merge(void *ctx, int ith, int nth)
+{
+    struct step *s = ctx;
+    const struct kvx_hparams *hp = &s->m->hp;
+    struct kvx_forward *f = s->f;
+    const int hd = hp->head_dim, G = hp->n_head / hp->n_head_kv;
+    const int64_t n_tasks = f->n_tok * hp->n_head_kv * s->n_split;
+    const float *pm = f->s->attn_part, *pl = pm + n_tasks * G, *pacc = pl + n_tasks * G;
+    int64_t b, e;
+    kvx_split_range(f->n_tok * hp->n_head_kv, 1, ith, nth, &b, &e);
+    for (int64_t tg = b; tg < e; tg++) {
+        const int64_t first = tg * s->n_split;
+        kvx_attn_merge((int32_t)s->n_split, G, hd, pm + first * G, pl + first * G,
+                       pacc + first * G * hd, f->s->attn + tg * G * hd);
+    }
+}
+
+static void step_swiglu(void *ctx, int ith, int nth)
+{
+    struct step *s = ctx;
+    struct kvx_forward *f = s->f;
+    const int64_t nff = s->m->hp.n_ff;
+    int64_t b, e;
+    kvx_split_range(f->n_tok, 1, ith, nth, &b, &e);
+    for (int64_t t = b; t < e; t++) {
+        kvx_swiglu(f->s->gate + t * nff, f->s->gate + t * nff, f->s->up + t * nff, nff);
+        kvx_matmul_quantize_rows(s->job.w[0], f->isa, s->mm_in, s->mm_in_ld, t, t + 1,
+                                 f->s->xq, f->s->xq_stride);
+    }
+}
+
+static void set_job(struct step *s, int n, const struct kvx_mat *const *w, float *const *y,
+                    const int64_t *ldy)
+{
+    struct kvx_forward *f = s->f;
+    memset(&s->job, 0, sizeof s->job);
+    s->job.n_mats = n;
+    s->job.n_tok = f->n_tok;
+    s->job.isa = f->isa;
+    for (int i = 0; i < n; i++) {
+        s->job.w[i] = w[i];
+        s->job.y[i] = y[i];
+        s->job.ldy[i] = ldy[i];
+        s->job.xq[i] = f->s->xq;
+        s->job.xq_stride[i] = f->s->xq_stride;
+    }
+}
+
+/* y[i] = mm_in W[i] for each matrix.  `prepare` computes the float input rows s->mm_in (norm,
+ * residual, activation) and quantizes them for the first job; matrices in one job share the
+ * quantized input, so they must share a vec-dot type, and files that mix types within Q/K/V
+ * (or gate/up) run the others as further jobs whose input is re-quantized from s->mm_in. */
+static void run_matmuls(struct step *s, int n, const struct kvx_mat *const *w, float *const *y,
+                        const int64_t *ldy, kvx_parallel_fn prepare)
+{
+    int i = 0;
+    while (i < n) {
+        int j = i + 1;
+        while (j < n && kvx_quant_vec_dot_type((enum kvx_dtype)w[j]->type) ==
+                            kvx_quant_vec_dot_type((enum kvx_dtype)w[i]->type))
+            j++;
+        set_job(s, j - i, w + i, y + i, ldy + i);
+        kvx_threadpool_run(s->f->tp, i == 0 ? prepare : step_quantize, s);
+        kvx_threadpool_run(s->f->tp, step_matmul, s);
+        i = j;
+    }
+}
+
+static int64_t attention_splits(const struct kvx_forward *f, int n_kv_heads)
+{
+    int64_t max_keys = 0;
+    for (int64_t t = 0; t < f->n_tok; t++)
+        if (f->pos[t] + 1 > max_keys)
+            max_keys = f->pos[t] + 1;
+    const int64_t nth = kvx_threadpool_size(f->tp);
+    const int64_t units = f->n_tok * n_kv_heads;
+    int64_t want = (4 * nth + units - 1) / units;        /* enough tasks to balance threads */
+    int64_t most = (max_keys + 255) / 256;               /* but at least 256 keys per task */
+    int64_t n = want < most ? want : most;
+    return n < 1 ? 1 : n;
+}
+
+static void attention_block(struct step *s)
+{
+    const struct kvx_llama_layer *L = s->L;
+    const struct kvx_hparams *hp = &s->m->hp;
+    struct kvx_forward *f = s->f;
+    const int64_t nq = (int64_t)hp->n_head * hp->head_dim, nkv = (int64_t)hp->n_head_kv * hp->head_dim;
+    s->norm_w = L->attn_norm;
+    s->mm_in = f->s->xn;
+    s->mm_in_ld = hp->n_embd;
+    const struct kvx_mat *w[3] = {&L->wq, &L->wk, &L->wv};
+    float *y[3] = {f->s->q, f->s->k, f->s->v};
+    const int64_t ldy[3] = {nq, nkv, nkv};
+    run_matmuls(s, 3, w, y, ldy, step_norm);
+    kvx_threadpool_run(f->tp, step_qk_rope_store, s);
+    s->n_split = attention_splits(f, hp->n_head_kv);
+    atomic_store(&s->next_task, 0);
+    kvx_threadpool_run(f->tp, step_attention, s);
+    kvx_threadpool_run(f->tp, step_attn_merge, s);
+    /* attention output projection into xn, added to x by the next norm step */
+    const struct kvx_mat *wo[1] = {&L->wo};
+    float *yo[1] = {f->s->xn};
+    const int64_t ldo[1] = {hp->n_embd};
+    s->mm_in = f->s->attn;
+    s->mm_in_ld = nq;
+    run_matmuls(s, 1, wo, yo, ldo, step_quantize);
+}
+
+static void ffn_block(struct step *s)
+{
+    const struct kvx_llama_layer *L = s->L;
+    const struct kvx_hparams *hp = &s->m->hp;
+    struct kvx_forward *f = s->f;
+    /* x += attention output (in xn); xn = norm(x) */
+    s->add = f->s->xn;
+    s->add_ld = hp->n_embd;
+    s->norm_w = L->ffn_norm;
+    s->mm_in = f->s->xn;
+    s->mm_in_ld = hp->n_embd;
+    const struct kvx_mat *w[2] = {&L->w_gate, &L->w_up};
+    float *y[2] = {f->s->gate, f->s->up};
+    const int64_t ldy[2] = {hp->n_ff, hp->n_ff};
+    run_matmuls(s, 2, w, y, ldy, step_norm);
+    s->add = NULL;
+    s->mm_in = f->s->gate;
+    s->mm_in_ld = hp->n_ff;
+    const struct kvx_mat *wd[1] = {&L->w_down};
+    float *yd[1] = {f->s->xn};
+    const int64_t ldd[1] = {hp->n_embd};
+    run_matmuls(s, 1, wd, yd, ldd, step_swiglu);
+    /* the FFN output (in xn) is added to x by the next layer's norm step or the output step */
+    s->add = f->s->xn;
+}
+
+/* x += the last layer's FFN output. */
+static void step_residual(void *ctx, int ith, int nth)
+{
+    struct step *s = ctx;
+    struct kvx_forward *f = s->f;
+    const int64_t d = s->m->hp.n_embd;
+    int64_t b, e;
+    kvx_split_range(f->n_tok, 1, ith, nth, &b, &e);
+    for (int64_t t = b; t < e; t++)
+        kvx_add(f->s->x + t * d, s->add + t * d, d);
+}
+
+static void llama_forward(const struct kvx_model *m, struct kvx_forward *f)
+{
+    struct step s = {.m = m, .f = f};
+    kvx_threadpool_run(f->tp, step_embed, &s);
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        s.il = il;
+        s.L = &m->layers[il];
+        attention_block(&s);
+        ffn_block(&s);
+    }
+    kvx_threadpool_run(f->tp, step_residual, &s);
+    s.add = NULL;
+    /* gather rows that want logits, normalise, project */
+    int64_t n_out = 0;
+    const int64_t d = m->hp.n_embd;
+    for (int64_t t = 0; t < f->n_tok; t++)
+        if (f->want_logits[t]) {
+            kvx_rmsnorm(f->s->xn + n_out * d, f->s->x + t * d, m->output_norm, d, m->hp.norm_eps);
+            n_out++;
+        }
+    if (n_out == 0)
+        return;
+    const int64_t n_tok = f->n_tok;
+    f->n_tok = n_out;
+    const struct kvx_mat *w[1] = {&m->output};
+    float *y[1] = {f->logits};
+    const int64_t ldy[1] = {m->hp.n_vocab};
+    s.mm_in = f->s->xn;
+    s.mm_in_ld = d;
+    run_matmuls(&s, 1, w, y, ldy, step_quantize);
+    f->n_tok = n_tok;
+}
+
+const struct kvx_arch kvx_arch_llama = {
+    .name = "llama",
+    .load = llama_load,
+    .declare_cache = llama_declare_cache,
+    .forward = llama_forward,
+};

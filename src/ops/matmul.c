@@ -1,0 +1,57 @@
+/* ops/matmul: the threaded driver around the per-format vec_dot kernels. */
+#include "ops/matmul.h"
+
+#include "util/threadpool.h"
+
+/* Rows of W kept hot in L1/L2 while every token of the batch passes over them. */
+#define ROW_BLOCK 16
+
+size_t kvx_matmul_xq_row_bytes(const struct kvx_mat *w)
+{
+    size_t bytes = 0;
+    kvx_dtype_row_bytes(kvx_quant_vec_dot_type((enum kvx_dtype)w->type), w->n_in, &bytes);
+    return bytes;
+}
+
+void kvx_matmul_quantize_rows(const struct kvx_mat *w, enum kvx_isa isa, const float *x,
+                              int64_t ldx, int64_t t0, int64_t t1, uint8_t *xq, size_t xq_stride)
+{
+    const struct kvx_quant_kernels *k =
+        kvx_quant_kernels(kvx_quant_vec_dot_type((enum kvx_dtype)w->type), isa);
+    for (int64_t t = t0; t < t1; t++)
+        k->from_float(x + t * ldx, xq + (size_t)t * xq_stride, w->n_in);
+}
+
+static void matmul_rows(const struct kvx_matmul_job *job, int m, int64_t r0, int64_t r1,
+                        const struct kvx_quant_kernels *k)
+{
+    const struct kvx_mat *w = job->w[m];
+    for (int64_t rb = r0; rb < r1; rb += ROW_BLOCK) {
+        const int64_t re = rb + ROW_BLOCK < r1 ? rb + ROW_BLOCK : r1;
+        for (int64_t t = 0; t < job->n_tok; t++) {
+            const uint8_t *xt = job->xq[m] + (size_t)t * job->xq_stride[m];
+            float *yt = job->y[m] + t * job->ldy[m];
+            for (int64_t r = rb; r < re; r++)
+                k->vec_dot(w->n_in, &yt[r], w->data + (size_t)r * w->row_bytes, xt);
+        }
+    }
+}
+
+void kvx_matmul_part(const struct kvx_matmul_job *job, int ith, int nth)
+{
+    /* Split the concatenated rows of all matrices evenly, in whole row blocks. */
+    int64_t total = 0;
+    for (int m = 0; m < job->n_mats; m++)
+        total += job->w[m]->n_out;
+    int64_t b, e;
+    kvx_split_range(total, ROW_BLOCK, ith, nth, &b, &e);
+    int64_t base = 0;
+    for (int m = 0; m < job->n_mats && b < e; m++) {
+        const int64_t n = job->w[m]->n_out;
+        const int64_t lo = b > base ? b - base : 0;
+        const int64_t hi = e - base < n ? e - base : n;
+        if (lo < hi)
+            matmul_rows(job, m, lo, hi, kvx_quant_kernels((enum kvx_dtype)job->w[m]->type, job->isa));
+        base += n;
+    }
+}

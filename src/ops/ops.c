@@ -1,0 +1,66 @@
+/* ops/ops: norms, RoPE, activations (fp32 reference kernels). */
+#include "ops/ops.h"
+
+#include <math.h>
+
+void kvx_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps)
+{
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        ss += (double)x[i] * (double)x[i];
+    const float scale = 1.0f / sqrtf((float)(ss / (double)n) + eps);
+    if (w)
+        for (int64_t i = 0; i < n; i++)
+            y[i] = x[i] * scale * w[i];
+    else
+        for (int64_t i = 0; i < n; i++)
+            y[i] = x[i] * scale;
+}
+
+void kvx_rope_cache(float *cs, int32_t n_rot, int64_t pos, float theta_base, float freq_scale)
+{
+    /* theta_i = pos * base^(-2i/n_rot), computed by repeated multiplication like ggml so that
+     * the angles agree with llama.cpp to the last bit where it matters. */
+    const float step = powf(theta_base, -2.0f / (float)n_rot);
+    float theta = (float)pos * freq_scale;
+    for (int32_t i = 0; i < n_rot / 2; i++) {
+        cs[2 * i] = cosf(theta);
+        cs[2 * i + 1] = sinf(theta);
+        theta *= step;
+    }
+}
+
+void kvx_rope_apply(float *x, const float *cs, int32_t n_rot, enum kvx_rope_kind kind)
+{
+    const int32_t half = n_rot / 2;
+    for (int32_t i = 0; i < half; i++) {
+        const float c = cs[2 * i], s = cs[2 * i + 1];
+        const int32_t a = kind == KVX_ROPE_NEOX ? i : 2 * i;
+        const int32_t b = kind == KVX_ROPE_NEOX ? i + half : 2 * i + 1;
+        const float x0 = x[a], x1 = x[b];
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+    }
+}
+
+void kvx_rope(float *x, int32_t n_rot, int64_t pos, float theta_base, float freq_scale,
+              enum kvx_rope_kind kind)
+{
+    float cs[1024];
+    if (n_rot > 1024 || n_rot < 2)
+        return;
+    kvx_rope_cache(cs, n_rot, pos, theta_base, freq_scale);
+    kvx_rope_apply(x, cs, n_rot, kind);
+}
+
+void kvx_swiglu(float *h, const float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void kvx_add(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += x[i];
+}

@@ -1,0 +1,31 @@
+/* ops/ops: the element-wise and row-wise kernels of a transformer forward pass (fp32).
+ * These are a small share of the work (the matmuls and attention dominate), so they are plain
+ * C that the compiler vectorizes; each is its own reference. */
+#ifndef KVX_OPS_OPS_H
+#define KVX_OPS_OPS_H
+
+#include <stdint.h>
+
+/* y = x / sqrt(mean(x^2) + eps) * w   (n floats; w may be NULL for no weight; y may alias x).
+ * Sum of squares accumulated in double, as llama.cpp's ggml_rms_norm does (ggml_float). */
+void kvx_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
+
+/* Rotary embedding of one head vector x (head_dim floats, rotating the first n_rot), in place,
+ * at position pos, with inverse frequencies theta^(-2i/n_rot):
+ *   normal (GPT-J / llama GGUF): pairs (2i, 2i+1)
+ *   neox:                        pairs (i, i + n_rot/2)
+ * freq_scale multiplies the position (linear scaling; 1 for none). */
+enum kvx_rope_kind { KVX_ROPE_NORMAL = 0, KVX_ROPE_NEOX };
+void kvx_rope(float *x, int32_t n_rot, int64_t pos, float theta_base, float freq_scale,
+              enum kvx_rope_kind kind);
+/* Same, with cos/sin precomputed for this position: cs[2i] = cos, cs[2i+1] = sin. */
+void kvx_rope_cache(float *cs, int32_t n_rot, int64_t pos, float theta_base, float freq_scale);
+void kvx_rope_apply(float *x, const float *cs, int32_t n_rot, enum kvx_rope_kind kind);
+
+/* h[i] = silu(g[i]) * u[i],  silu(z) = z / (1 + exp(-z)). */
+void kvx_swiglu(float *h, const float *g, const float *u, int64_t n);
+
+/* y[i] += x[i]. */
+void kvx_add(float *y, const float *x, int64_t n);
+
+#endif
