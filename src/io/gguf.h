@@ -4,7 +4,16 @@
  * live as long as the struct kvx_gguf.  Every count, length, offset and size read from the file
  * is bounds- and overflow-checked before use: a truncated, lying or hostile file yields
  * KVX_ERR_FORMAT with a message naming the key or tensor and the byte offset, never a crash.
- * The reader knows nothing of architectures. */
+ * The reader knows nothing of architectures.
+ *
+ * What parsing guarantees on success: keys are unique and so are tensor names; arrays nest at
+ * most 8 levels; bools are 0 or 1; general.alignment (any integer type) is a power of two
+ * (default 32); every tensor has 1 to 4 dims, each ne >= 1 (empty tensors are UNSUPPORTED), a
+ * supported type (UNSUPPORTED otherwise) with ne[0] a multiple of its block size, an element
+ * count below 2^63, and data [offset, offset + nbytes) inside the file, with offset a multiple of
+ * the alignment (so `data` is aligned relative to the start of the file; the mapping made by
+ * kvx_gguf_open is page-aligned).  Overlapping tensors are not rejected.  Versions 2 and 3 are
+ * read; version 1 and big-endian files are refused with UNSUPPORTED.  Little-endian hosts only. */
 #ifndef KVX_IO_GGUF_H
 #define KVX_IO_GGUF_H
 

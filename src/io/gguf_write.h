@@ -26,12 +26,23 @@ enum kvx_status kvx_gguf_writer_add_arr(struct kvx_gguf_writer *w, const char *k
                                         enum kvx_gguf_type elem, const void *data, uint64_t n);
 enum kvx_status kvx_gguf_writer_add_str_arr(struct kvx_gguf_writer *w, const char *key,
                                             const char *const *strs, uint64_t n);
+/* Any value in the reader's representation (io/gguf.h): every scalar type, strings, and arrays
+ * of anything including arrays of arrays (items[i].type must be KVX_GGUF_ARRAY).  Scalars must
+ * fit their type (INVALID_ARG otherwise); FLOAT32 is narrowed from v.f64.  A value parsed from
+ * one file can be passed here to copy it into another. */
+enum kvx_status kvx_gguf_writer_add_value(struct kvx_gguf_writer *w, const char *key,
+                                          const struct kvx_gguf_value *v);
 /* A tensor: `data` (copied) holds the row-major bytes of shape ne[0..n_dims) in `type`. */
 enum kvx_status kvx_gguf_writer_add_tensor(struct kvx_gguf_writer *w, const char *name,
                                            uint32_t type, uint32_t n_dims, const int64_t *ne,
                                            const void *data, size_t nbytes);
 
-/* The finished file image (malloc'd; free() it) or written to `path`. */
+/* The finished file image (malloc'd; free() it) or written to `path`.  The writer is not
+ * consumed: more may be added and finish called again.  When the alignment given to
+ * kvx_gguf_writer_create is not the default 32 and no "general.alignment" key was added, one
+ * (uint32) is appended after the other key/value pairs.  Type, shape and nbytes of tensors are
+ * written as given, unchecked, so tests can make lying files.  The first error of any add_*
+ * call is sticky and returned here (with its message). */
 enum kvx_status kvx_gguf_writer_finish(struct kvx_gguf_writer *w, uint8_t **out, size_t *size,
                                        struct kvx_err *err);
 enum kvx_status kvx_gguf_writer_save(struct kvx_gguf_writer *w, const char *path,

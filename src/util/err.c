@@ -21,13 +21,21 @@ void kvx_err_prefix(struct kvx_err *err, const char *fmt, ...)
 {
     if (!err)
         return;
-    char pre[256], old[sizeof err->msg];
+    char old[sizeof err->msg];
+    memcpy(old, err->msg, sizeof old);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(pre, sizeof pre, fmt, ap);
+    int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
     va_end(ap);
-    memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", pre, old);
+    if (n < 0 || (size_t)n >= sizeof err->msg - 2)
+        return;
+    /* "<prefix>: <old message>", cut at the buffer's end */
+    err->msg[n] = ':';
+    err->msg[n + 1] = ' ';
+    size_t room = sizeof err->msg - (size_t)n - 2;
+    size_t len = strnlen(old, room - 1);
+    memcpy(err->msg + n + 2, old, len);
+    err->msg[(size_t)n + 2 + len] = '\0';
 }
 
 void kvx_err_clear(struct kvx_err *err)
