@@ -6,7 +6,9 @@
  * kvx_attn_partial produces (m, l, acc) for one key range so that callers can split long
  * contexts across threads (flash-decoding); kvx_attn_merge combines ranges and divides:
  *   out_i = (sum_r exp(m_ir - M_i) acc_ir) / (sum_r exp(m_ir - M_i) l_ir),  M_i = max_r m_ir.
- * The kernels read the codec's page layout in place; exp is evaluated in fp32. */
+ * The kernels read the codec's page layout in place; exp is evaluated in fp32 (the view's ISA
+ * picks a vectorized exp, relative error ~1e-7).  Reentrant: callers on several threads pass
+ * their own scratch. */
 #ifndef KVX_ATTN_ATTN_H
 #define KVX_ATTN_ATTN_H
 
@@ -14,11 +16,15 @@
 
 #include "kv/pool.h"
 
-/* Scratch floats kvx_attn_partial needs for n_q queries and a key range of n_keys keys. */
+/* Scratch floats kvx_attn_partial needs for n_q queries and a key range of n_keys keys,
+ * exactly: n_q rows of round_up(n_keys + 15, 16) scores (the range plus the keys before k0 in
+ * its first 16-token tile); 0 for an empty range.  page_tokens does not change it. */
 int64_t kvx_attn_scratch_floats(int32_t n_q, int64_t n_keys, int32_t page_tokens);
 
 /* q: n_q rows of k_dim floats; m, l: n_q floats; acc: n_q rows of v_dim floats (overwritten).
- * An empty range gives m = -inf, l = 0, acc = 0. */
+ * An empty range gives m = -inf, l = 0, acc = 0.  [k0, k1) may start and end anywhere but must
+ * lie in pages the view holds (a window layer: k0 >= kvx_kv_layer_first_pos of the query).
+ * m is the largest scaled score, l = sum exp(s - m), acc = sum exp(s - m) v (not divided). */
 void kvx_attn_partial(const struct kvx_kv_view *v, int32_t kv_head, int64_t k0, int64_t k1,
                       const float *q, int32_t n_q, float scale, float *scratch, float *m, float *l,
                       float *acc);

@@ -31,13 +31,45 @@ struct kvx_kv_codec_ops {
     void (*k_get)(const void *region, int32_t page_tokens, int32_t dim, int32_t tok, float *k);
     void (*v_get)(const void *region, int32_t page_tokens, int32_t dim, int32_t tok, float *v);
     /* scores[i*ld + (t - t0)] = q_i · k_t  for i < n_q, t0 <= t < t1 (t0 % 16 == 0; t1 <= page_tokens).
-     * q is n_q rows of dim floats. */
+     * q is n_q rows of dim floats.  Writes nothing outside those entries (a partial last tile
+     * is computed whole and stored masked). */
     void (*qk)(const void *region, int32_t page_tokens, int32_t dim, int32_t t0, int32_t t1,
                const float *q, int32_t n_q, float *scores, int64_t ld);
-    /* acc[i*dim + d] += sum_{t0<=t<t1} p[i*ld + (t - t0)] * v_t[d]  for i < n_q. */
+    /* acc[i*dim + d] += sum_{t0<=t<t1} p[i*ld + (t - t0)] * v_t[d]  for i < n_q (any t0). */
     void (*pv)(const void *region, int32_t page_tokens, int32_t dim, int32_t t0, int32_t t1,
                const float *p, int32_t n_q, int64_t ld, float *acc);
 };
+
+/* ---------------------------------------------------------------------------------------------
+ * The kernels behind the ops tables (kv/codec*.c), declared here for the table and the tests.
+ * Arguments as in struct kvx_kv_codec_ops.  The *_avx2 / *_avx512 kernels exist on x86 only
+ * and must be called only when kvx_cpu_has_isa says so; kvx_kv_codec_ops does that. */
+size_t kvx_kv_k_region_bytes_f32(int32_t page_tokens, int32_t dim);
+size_t kvx_kv_v_region_bytes_f32(int32_t page_tokens, int32_t dim);
+void kvx_kv_k_put_f32(void *region, int32_t page_tokens, int32_t dim, int32_t tok, const float *k);
+void kvx_kv_v_put_f32(void *region, int32_t page_tokens, int32_t dim, int32_t tok, const float *v);
+void kvx_kv_k_get_f32(const void *region, int32_t page_tokens, int32_t dim, int32_t tok, float *k);
+void kvx_kv_v_get_f32(const void *region, int32_t page_tokens, int32_t dim, int32_t tok, float *v);
+size_t kvx_kv_k_region_bytes_f16(int32_t page_tokens, int32_t dim);
+size_t kvx_kv_v_region_bytes_f16(int32_t page_tokens, int32_t dim);
+void kvx_kv_k_put_f16(void *region, int32_t page_tokens, int32_t dim, int32_t tok, const float *k);
+void kvx_kv_v_put_f16(void *region, int32_t page_tokens, int32_t dim, int32_t tok, const float *v);
+void kvx_kv_k_get_f16(const void *region, int32_t page_tokens, int32_t dim, int32_t tok, float *k);
+void kvx_kv_v_get_f16(const void *region, int32_t page_tokens, int32_t dim, int32_t tok, float *v);
+
+#define KVX_KV_DECLARE_KERNELS(codec, isa)                                                      \
+    void kvx_kv_qk_##codec##_##isa(const void *region, int32_t page_tokens, int32_t dim,        \
+                                   int32_t t0, int32_t t1, const float *q, int32_t n_q,         \
+                                   float *scores, int64_t ld);                                  \
+    void kvx_kv_pv_##codec##_##isa(const void *region, int32_t page_tokens, int32_t dim,        \
+                                   int32_t t0, int32_t t1, const float *p, int32_t n_q,         \
+                                   int64_t ld, float *acc)
+KVX_KV_DECLARE_KERNELS(f32, scalar);
+KVX_KV_DECLARE_KERNELS(f16, scalar);
+KVX_KV_DECLARE_KERNELS(f32, avx2);
+KVX_KV_DECLARE_KERNELS(f16, avx2);
+KVX_KV_DECLARE_KERNELS(f32, avx512);
+KVX_KV_DECLARE_KERNELS(f16, avx512);
 
 /* Kernels of codec `c` for `isa` (an ISA without its own variant gets the scalar one);
  * NULL for an unknown codec. */

@@ -8,7 +8,16 @@
  *
  * Page geometry (one page = page_tokens tokens of one layer):
  *   [K head 0][K head 1]...[K head n_kv-1][V head 0]...[V head n_kv-1]
- * each region sized by the K or V codec (kv/codec.h) for page_tokens tokens of one head. */
+ * each region sized by the K or V codec (kv/codec.h) for page_tokens tokens of one head, its
+ * stride rounded up to KVX_KV_PAGE_ALIGN bytes (so every region of every page is 64-byte
+ * aligned; the f32/f16 codecs with page_tokens % 16 == 0 and even dims need no padding).
+ *
+ * Window layers (WINDOW, `window` = w): a query at position p sees keys [p-w+1, p]
+ * (kvx_kv_layer_first_pos).  The pool drops a window layer's pages that lie wholly before the
+ * first key any later query can see; kvx_kv_layer_pages counts, for a sequence of n tokens, the
+ * pages overlapping positions [max(0, n-w), n): the keys of the query at n-1 (whose page
+ * is the one being filled).  That is exactly what a sequence grown one token per reserve holds
+ * (decode); during a multi-token step a sequence holds more (see kv/pool.h). */
 #ifndef KVX_KV_LAYOUT_H
 #define KVX_KV_LAYOUT_H
 
@@ -17,6 +26,9 @@
 #include <stdint.h>
 
 #include "kvx.h"
+
+/* Every page, and every K/V region inside it, starts at a multiple of this many bytes. */
+#define KVX_KV_PAGE_ALIGN 64
 
 enum kvx_kv_kind {
     KVX_KV_KIND_NONE = 0,     /* the layer keeps no per-token state */
@@ -61,11 +73,17 @@ size_t kvx_kv_layer_page_bytes(const struct kvx_kv_layout *l, int32_t layer);
 size_t kvx_kv_layer_k_offset(const struct kvx_kv_layout *l, int32_t layer, int32_t h);
 size_t kvx_kv_layer_v_offset(const struct kvx_kv_layout *l, int32_t layer, int32_t h);
 /* Pages `layer` holds for a sequence of n_tokens tokens (window layers: only the pages that
- * can still hold visible tokens). */
+ * can still hold visible tokens: those overlapping [max(0, n_tokens - window), n_tokens)). */
 int64_t kvx_kv_layer_pages(const struct kvx_kv_layout *l, int32_t layer, int64_t n_tokens);
+/* First key position visible to a query at position `pos`: max(0, pos - window + 1) for a
+ * WINDOW layer (a SHARED layer answers for the layer it reads), 0 for every other kind. */
+int64_t kvx_kv_layer_first_pos(const struct kvx_kv_layout *l, int32_t layer, int64_t pos);
+/* The layer whose cache `layer` reads: shared_from for SHARED, `layer` itself otherwise. */
+int32_t kvx_kv_layer_source(const struct kvx_kv_layout *l, int32_t layer);
 
 /* Growth of the cache per extra token, all layers, K and V, at the declared codecs (the
- * asymptotic rate; window layers count 0). */
+ * asymptotic rate; window layers count 0): the sum of FULL layers' page bytes divided by
+ * page_tokens (rounded up; exact whenever regions need no alignment padding). */
 size_t kvx_kv_layout_bytes_per_token(const struct kvx_kv_layout *l);
 /* Bytes a sequence of n_tokens tokens holds in the pool, whole pages included. */
 size_t kvx_kv_layout_seq_bytes(const struct kvx_kv_layout *l, int64_t n_tokens);

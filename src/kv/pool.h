@@ -9,7 +9,21 @@
  * KVX_ERR_KV_FULL, changing nothing, when the budget cannot hold them.
  * kvx_kv_pool_check verifies every invariant (refcounts equal table references, free lists
  * hold only unreferenced pages, byte accounting adds up); tests call it after each operation.
- * Not thread-safe: the engine calls it from one thread; kernels only read page memory. */
+ * Not thread-safe: the engine calls it from one thread; kernels only read page memory.
+ *
+ * Memory: the budget is one mmap(MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE) reservation, so
+ * pages never touched cost no RSS; pages of each size class are carved from it by a bump
+ * pointer and go back to a per-class free list when their last reference goes.  Every page is
+ * KVX_KV_PAGE_ALIGN-aligned.  The mapping is advised MADV_HUGEPAGE (attention streams through
+ * pages; measured ~1.3x faster at depth 8000), so RSS grows in steps of up to 2 MiB.
+ *
+ * Window layers (kv/layout.h): a sequence's page table keeps an entry for every page index
+ * from 0, with holes (id -1, NULL in views) for dropped pages.  kvx_kv_seq_reserve, called when
+ * the sequence has L tokens written, drops every window page lying wholly before
+ * kvx_kv_layer_first_pos(L) (the first key a query at position >= L can see) and reuses it,
+ * so during a step that writes and attends positions [L, n) a window layer holds the pages
+ * overlapping [first_pos(L), n); a sequence grown one token per reserve holds exactly
+ * kvx_kv_layer_pages(n).  Dropped tokens cannot come back: see kvx_kv_seq_truncate. */
 #ifndef KVX_KV_POOL_H
 #define KVX_KV_POOL_H
 
@@ -31,7 +45,8 @@ struct kvx_kv_pool_cfg {
 
 enum kvx_status kvx_kv_pool_create(const struct kvx_kv_pool_cfg *cfg, struct kvx_kv_pool **out,
                                    struct kvx_err *err);
-/* Destroys the pool; every sequence must have been destroyed first. */
+/* Destroys the pool; every sequence must have been destroyed first (a caller error otherwise:
+ * the pool then frees the remaining sequences too, and their handles become invalid). */
 void kvx_kv_pool_destroy(struct kvx_kv_pool *p);
 
 struct kvx_kv_pool_stats {
@@ -43,6 +58,14 @@ struct kvx_kv_pool_stats {
     int64_t n_seqs;
 };
 void kvx_kv_pool_get_stats(const struct kvx_kv_pool *p, struct kvx_kv_pool_stats *out);
+/* Verify: page descriptors tile [0, bytes_carved) exactly and carved <= budget; every page's
+ * refcount equals its page-table references over all live sequences; free-list pages have
+ * refcount 0, the right class and appear once, and every unreferenced page is on one;
+ * bytes_used and pages_used equal the referenced pages' sum; each sequence has
+ * ceil(reserved / page_tokens) entries per owning layer, FULL layers exactly
+ * kvx_kv_layer_pages(reserved) pages, window layers holes exactly below the first page the
+ * last reserve kept and every key the next query sees present.  KVX_ERR_FORMAT naming the
+ * first violation (KVX_ERR_NOMEM if its bookkeeping cannot be allocated). */
 enum kvx_status kvx_kv_pool_check(const struct kvx_kv_pool *p, struct kvx_err *err);
 const struct kvx_kv_layout *kvx_kv_pool_layout(const struct kvx_kv_pool *p);
 
@@ -53,16 +76,29 @@ void kvx_kv_seq_destroy(struct kvx_kv_seq *s);
 
 /* Tokens whose K/V are stored (positions 0 .. n-1). */
 int64_t kvx_kv_seq_len(const struct kvx_kv_seq *s);
-/* Ensure pages exist for positions [0, n_tokens) in every owning layer.  All or nothing:
- * KVX_ERR_KV_FULL (naming how many bytes were missing) leaves the sequence unchanged. */
+/* Ensure pages exist for positions [0, n_tokens) in every owning layer (and drop the window
+ * pages no query from kvx_kv_seq_len on can see, see above).  All or nothing:
+ * KVX_ERR_KV_FULL (naming how many bytes were missing) or KVX_ERR_NOMEM leaves the sequence
+ * and the pool unchanged. */
 enum kvx_status kvx_kv_seq_reserve(struct kvx_kv_seq *s, int64_t n_tokens, struct kvx_err *err);
-/* Mark positions [0, n_tokens) as written (n_tokens <= reserved capacity). */
+/* Mark positions [0, n_tokens) as written (n_tokens <= reserved capacity, clamped to it).
+ * Never shrinks the sequence (use kvx_kv_seq_truncate) and never frees pages. */
 void kvx_kv_seq_set_len(struct kvx_kv_seq *s, int64_t n_tokens);
-/* Forget positions >= n_keep and release pages no longer needed. */
+/* Forget positions >= n_keep and release pages no longer needed (reserved capacity beyond
+ * n_keep included).  A window layer that already dropped keys a query at position n_keep
+ * would see cannot serve n_keep: when 0 < n_keep < kvx_kv_seq_min_truncate(s) the sequence is
+ * emptied instead (length 0, every page released) and the caller must recompute it. */
 void kvx_kv_seq_truncate(struct kvx_kv_seq *s, int64_t n_keep);
+/* Positions [0, n) for which pages exist (>= kvx_kv_seq_len). */
+int64_t kvx_kv_seq_reserved(const struct kvx_kv_seq *s);
+/* The smallest n_keep > 0 that kvx_kv_seq_truncate keeps as asked: 1 when no window layer has
+ * dropped a page, otherwise a value <= kvx_kv_seq_len. */
+int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s);
 
 /* Store the K and V rows of position `pos` of `layer` (k: n_kv_heads*k_dim floats, v likewise);
- * the position must be reserved.  For a SHARED layer this is an error of the caller. */
+ * the position must be reserved.  For a SHARED layer this is an error of the caller (and, like
+ * an unreserved or dropped position, the call does nothing).  The page is written in place:
+ * copy-on-write of shared pages comes with prefix sharing. */
 void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const float *k,
                       const float *v);
 
@@ -76,7 +112,21 @@ struct kvx_kv_view {
     size_t k_off, k_stride;                /* K region of head h: page + k_off + h*k_stride */
     size_t v_off, v_stride;
     const struct kvx_kv_codec_ops *k_ops, *v_ops;
+    enum kvx_isa isa;                      /* the pool's ISA (attention picks its exp by it) */
 };
+/* pages[i] is NULL for a page a window layer dropped; a layer that owns nothing (NONE) gives
+ * n_pages = 0. */
 void kvx_kv_seq_view(const struct kvx_kv_seq *s, int32_t layer, struct kvx_kv_view *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Page references, for modules of kv/ that share pages (prefix, fork).  Page ids are int32
+ * indices into the pool's page descriptors.  A page whose count drops to 0 goes back to its
+ * class's free list.  kvx_kv_pool_check requires every reference to be a page-table entry of
+ * a live sequence, so a module that holds references must hold them in page tables. */
+void kvx_kv_page_ref(struct kvx_kv_pool *p, int32_t page);
+void kvx_kv_page_unref(struct kvx_kv_pool *p, int32_t page);
+int32_t kvx_kv_page_refcount(const struct kvx_kv_pool *p, int32_t page);
+/* Base address of a page (NULL for an id out of range). */
+uint8_t *kvx_kv_page_data(const struct kvx_kv_pool *p, int32_t page);
 
 #endif

@@ -1,0 +1,110 @@
+/* kv/codec_f32: the f32 KV codec, scalar (the specification for every SIMD variant).
+ *
+ * Storage of one head's region of one page (page_tokens tokens, dim values per token):
+ *   K: tiles of 16 tokens, channel-major inside a tile: K[tile][c][t % 16] (fp32)
+ *   V: token-major: V[t][d] (fp32)
+ * Stores round to the nearest representable value (ops/f16.h for half).  Owns the byte layout,
+ * put/get and the scalar qk/pv kernels; the SIMD kernels live in
+ * codec_avx2.c / codec_avx512.c, the ops tables in codec.c. */
+#include "kv/codec.h"
+
+/* K: whole tiles of 16 tokens (page_tokens is a multiple of 16 in any valid layout). */
+size_t kvx_kv_k_region_bytes_f32(int32_t page_tokens, int32_t dim)
+{
+    size_t tiles = ((size_t)page_tokens + KVX_KV_TILE - 1) / KVX_KV_TILE;
+    return tiles * KVX_KV_TILE * (size_t)dim * sizeof(float);
+}
+
+size_t kvx_kv_v_region_bytes_f32(int32_t page_tokens, int32_t dim)
+{
+    return (size_t)page_tokens * (size_t)dim * sizeof(float);
+}
+
+/* Index of K[tok][c] in the tiled layout. */
+static size_t k_index(int32_t dim, int32_t tok, int32_t c)
+{
+    return ((size_t)(tok / KVX_KV_TILE) * (size_t)dim + (size_t)c) * KVX_KV_TILE +
+           (size_t)(tok % KVX_KV_TILE);
+}
+
+void kvx_kv_k_put_f32(void *region, int32_t page_tokens, int32_t dim, int32_t tok, const float *k)
+{
+    (void)page_tokens;
+    float *K = region;
+    for (int32_t c = 0; c < dim; c++)
+        K[k_index(dim, tok, c)] = (k[c]);
+}
+
+void kvx_kv_v_put_f32(void *region, int32_t page_tokens, int32_t dim, int32_t tok, const float *v)
+{
+    (void)page_tokens;
+    float *row = (float *)region + (size_t)tok * (size_t)dim;
+    for (int32_t d = 0; d < dim; d++)
+        row[d] = (v[d]);
+}
+
+void kvx_kv_k_get_f32(const void *region, int32_t page_tokens, int32_t dim, int32_t tok, float *k)
+{
+    (void)page_tokens;
+    const float *K = region;
+    for (int32_t c = 0; c < dim; c++)
+        k[c] = (K[k_index(dim, tok, c)]);
+}
+
+void kvx_kv_v_get_f32(const void *region, int32_t page_tokens, int32_t dim, int32_t tok, float *v)
+{
+    (void)page_tokens;
+    const float *row = (const float *)region + (size_t)tok * (size_t)dim;
+    for (int32_t d = 0; d < dim; d++)
+        v[d] = (row[d]);
+}
+
+/* qk, f32 K, scalar (the specification).
+ *   scores[i*ld + t - t0] = sum_c q[i*dim + c] * K[t][c]   for i < n_q, t0 <= t < t1
+ * Shapes: q n_q x dim, t0 % 16 == 0, t1 <= page_tokens.  fp32 accumulator per score, channels
+ * summed in order c = 0..dim-1 (each SIMD lane does the same with FMA).  The SIMD kernels match
+ * it within 1e-5 x sum_c |q_c k_c| (test_kv.c). */
+void kvx_kv_qk_f32_scalar(const void *region, int32_t page_tokens, int32_t dim, int32_t t0,
+                          int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld)
+{
+    (void)page_tokens;
+    const float *K = region;
+    for (int32_t tile0 = t0; tile0 < t1; tile0 += KVX_KV_TILE) {
+        const float *kt = K + (size_t)(tile0 / KVX_KV_TILE) * KVX_KV_TILE * (size_t)dim;
+        int32_t n_t = t1 - tile0 < KVX_KV_TILE ? t1 - tile0 : KVX_KV_TILE;
+        for (int32_t i = 0; i < n_q; i++) {
+            const float *qi = q + (size_t)i * (size_t)dim;
+            float acc[KVX_KV_TILE] = {0};
+            for (int32_t c = 0; c < dim; c++) {
+                const float *row = kt + (size_t)c * KVX_KV_TILE;
+                for (int32_t j = 0; j < KVX_KV_TILE; j++)
+                    acc[j] += qi[c] * (row[j]);
+            }
+            float *out = scores + (int64_t)i * ld + (tile0 - t0);
+            for (int32_t j = 0; j < n_t; j++)
+                out[j] = acc[j];
+        }
+    }
+}
+
+/* pv, f32 V, scalar (the specification).
+ *   acc[i*dim + d] += sum_{t0 <= t < t1} p[i*ld + t - t0] * V[t][d]   for i < n_q, d < dim
+ * Shapes: p n_q rows (stride ld), acc n_q x dim, any t0 < t1 <= page_tokens.  fp32
+ * accumulation in token order t0..t1-1 (as the SIMD kernels do per lane); SIMD matches within
+ * 1e-5 x sum_t |p_t v_t[d]| (test_kv.c). */
+void kvx_kv_pv_f32_scalar(const void *region, int32_t page_tokens, int32_t dim, int32_t t0,
+                          int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc)
+{
+    (void)page_tokens;
+    const float *V = region;
+    for (int32_t i = 0; i < n_q; i++) {
+        float *ai = acc + (size_t)i * (size_t)dim;
+        const float *pi = p + (int64_t)i * ld;
+        for (int32_t t = t0; t < t1; t++) {
+            const float *row = V + (size_t)t * (size_t)dim;
+            float w = pi[t - t0];
+            for (int32_t d = 0; d < dim; d++)
+                ai[d] += w * (row[d]);
+        }
+    }
+}

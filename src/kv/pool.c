@@ -1,0 +1,736 @@
+/* kv/pool: pages under a byte budget, page tables, reference counts and the invariant check.
+ *
+ * Owns the budget's address space (one NORESERVE mapping), the page descriptors (offset, size
+ * class, refcount, free-list link), the per-class free lists and every live sequence's page
+ * tables.  Byte counts come from kv/layout; what is inside a page is kv/codec's business.
+ * Two-phase changes: kvx_kv_seq_reserve plans (counts pages per class, grows bookkeeping
+ * arrays) before it commits, so KV_FULL and NOMEM leave everything unchanged. */
+#include "kv/pool.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "util/err.h"
+
+struct kvx_kv_page {
+    size_t offset;          /* from the pool base */
+    int32_t cls;            /* size class */
+    int32_t refs;
+    int32_t next_free;      /* next page on the class free list, -1 at its end */
+};
+
+struct kvx_kv_class {
+    size_t page_bytes;
+    int32_t free_head;      /* -1: empty */
+    int64_t n_free;
+};
+
+/* One owning layer's pages of one sequence, indexed by page number (position / page_tokens). */
+struct kvx_kv_table {
+    int32_t *ids;           /* -1: dropped (window layers, below `first`) */
+    uint8_t **ptrs;         /* page base, NULL for a hole: what views hand out */
+    int64_t n;              /* entries = ceil(reserved / page_tokens) */
+    int64_t cap;            /* allocated entries */
+    int64_t first;          /* window layers: entries below are dropped */
+};
+
+struct kvx_kv_seq {
+    struct kvx_kv_pool *pool;
+    struct kvx_kv_seq *prev, *next;    /* the pool's list of live sequences */
+    int64_t len, reserved;
+    int64_t floor_len;                 /* length at the last window drop (reserve) */
+    struct kvx_kv_table *tables;       /* n_layer entries; non-owning layers stay empty */
+};
+
+struct kvx_kv_pool {
+    const struct kvx_kv_layout *layout;
+    enum kvx_isa isa;
+    uint8_t *base;
+    size_t map_bytes, budget, carved, bytes_used;
+    struct kvx_kv_page *pages;
+    int32_t n_pages, cap_pages;
+    int64_t pages_used;
+    struct kvx_kv_class *classes;
+    int32_t n_classes;
+    int32_t *layer_class;              /* per layer; -1 when the layer owns nothing */
+    const struct kvx_kv_codec_ops **k_ops, **v_ops;   /* per layer (resolved for SHARED) */
+    int64_t *plan_need, *plan_freed;   /* reserve's per-class counts (n_classes each) */
+    struct kvx_kv_seq *seqs;
+    int64_t n_seqs;
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Creation */
+
+static enum kvx_status pool_classes(struct kvx_kv_pool *p, struct kvx_err *err)
+{
+    const struct kvx_kv_layout *l = p->layout;
+    size_t n = (size_t)l->n_layer;
+    p->layer_class = malloc(n * sizeof *p->layer_class);
+    p->classes = calloc(n, sizeof *p->classes);
+    p->k_ops = calloc(n, sizeof *p->k_ops);
+    p->v_ops = calloc(n, sizeof *p->v_ops);
+    p->plan_need = calloc(n, sizeof *p->plan_need);
+    p->plan_freed = calloc(n, sizeof *p->plan_freed);
+    if (!p->layer_class || !p->classes || !p->k_ops || !p->v_ops || !p->plan_need ||
+        !p->plan_freed)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "kv pool: no memory for %d layers", (int)n);
+    for (int32_t i = 0; i < l->n_layer; i++) {
+        p->layer_class[i] = -1;
+        const struct kvx_layer_cache *src = &l->layers[kvx_kv_layer_source(l, i)];
+        if (kvx_kv_layer_owns(src)) {
+            p->k_ops[i] = kvx_kv_codec_ops(src->k_codec, p->isa);
+            p->v_ops[i] = kvx_kv_codec_ops(src->v_codec, p->isa);
+        }
+        if (!kvx_kv_layer_owns(&l->layers[i]))
+            continue;
+        size_t bytes = kvx_kv_layer_page_bytes(l, i);
+        int32_t c = 0;
+        while (c < p->n_classes && p->classes[c].page_bytes != bytes)
+            c++;
+        if (c == p->n_classes) {
+            p->classes[c] = (struct kvx_kv_class){.page_bytes = bytes, .free_head = -1};
+            p->n_classes++;
+        }
+        p->layer_class[i] = c;
+    }
+    return KVX_OK;
+}
+
+static enum kvx_status pool_map(struct kvx_kv_pool *p, struct kvx_err *err)
+{
+    if (p->budget == 0)
+        return KVX_OK;
+    long os_page = sysconf(_SC_PAGESIZE);
+    size_t page = os_page > 0 ? (size_t)os_page : 4096;
+    if (p->budget > SIZE_MAX - page)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv pool: budget %zu bytes too large",
+                           p->budget);
+    p->map_bytes = (p->budget + page - 1) / page * page;
+    void *m = mmap(NULL, p->map_bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) {
+        p->map_bytes = 0;
+        return kvx_err_set(err, KVX_ERR_NOMEM, "kv pool: cannot reserve %zu bytes of address space: %s",
+                           p->budget, strerror(errno));
+    }
+    p->base = m;
+#ifdef MADV_HUGEPAGE
+    /* attention streams through whole pages: 2 MiB pages spare the TLB (advice only) */
+    madvise(m, p->map_bytes, MADV_HUGEPAGE);
+#endif
+    return KVX_OK;
+}
+
+enum kvx_status kvx_kv_pool_create(const struct kvx_kv_pool_cfg *cfg, struct kvx_kv_pool **out,
+                                   struct kvx_err *err)
+{
+    *out = NULL;
+    if (!cfg || !cfg->layout)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv pool: no layout");
+    enum kvx_status st = kvx_kv_layout_validate(cfg->layout, err);
+    if (st != KVX_OK)
+        return st;
+    if ((int)cfg->isa < 0 || cfg->isa >= KVX_ISA_COUNT || !kvx_cpu_has_isa(cfg->isa))
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv pool: this CPU cannot run ISA %s",
+                           kvx_isa_name(cfg->isa));
+    struct kvx_kv_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "kv pool: no memory");
+    p->layout = cfg->layout;
+    p->isa = cfg->isa;
+    p->budget = cfg->budget_bytes;
+    st = pool_classes(p, err);
+    if (st == KVX_OK)
+        st = pool_map(p, err);
+    if (st != KVX_OK) {
+        kvx_kv_pool_destroy(p);
+        return st;
+    }
+    *out = p;
+    return KVX_OK;
+}
+
+void kvx_kv_pool_destroy(struct kvx_kv_pool *p)
+{
+    if (!p)
+        return;
+    while (p->seqs) /* caller error (documented): free them anyway */
+        kvx_kv_seq_destroy(p->seqs);
+    if (p->base)
+        munmap(p->base, p->map_bytes);
+    free(p->pages);
+    free(p->classes);
+    free(p->layer_class);
+    free(p->k_ops);
+    free(p->v_ops);
+    free(p->plan_need);
+    free(p->plan_freed);
+    free(p);
+}
+
+const struct kvx_kv_layout *kvx_kv_pool_layout(const struct kvx_kv_pool *p) { return p->layout; }
+
+void kvx_kv_pool_get_stats(const struct kvx_kv_pool *p, struct kvx_kv_pool_stats *out)
+{
+    int64_t n_free = 0;
+    for (int32_t c = 0; c < p->n_classes; c++)
+        n_free += p->classes[c].n_free;
+    *out = (struct kvx_kv_pool_stats){
+        .budget_bytes = p->budget,
+        .bytes_used = p->bytes_used,
+        .bytes_carved = p->carved,
+        .pages_used = p->pages_used,
+        .pages_free = n_free,
+        .n_seqs = p->n_seqs,
+    };
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Pages */
+
+static bool page_valid(const struct kvx_kv_pool *p, int32_t page)
+{
+    return page >= 0 && page < p->n_pages;
+}
+
+uint8_t *kvx_kv_page_data(const struct kvx_kv_pool *p, int32_t page)
+{
+    return page_valid(p, page) ? p->base + p->pages[page].offset : NULL;
+}
+
+int32_t kvx_kv_page_refcount(const struct kvx_kv_pool *p, int32_t page)
+{
+    return page_valid(p, page) ? p->pages[page].refs : 0;
+}
+
+void kvx_kv_page_ref(struct kvx_kv_pool *p, int32_t page)
+{
+    if (page_valid(p, page) && p->pages[page].refs > 0)
+        p->pages[page].refs++;
+}
+
+void kvx_kv_page_unref(struct kvx_kv_pool *p, int32_t page)
+{
+    if (!page_valid(p, page) || p->pages[page].refs <= 0)
+        return;
+    struct kvx_kv_page *pg = &p->pages[page];
+    if (--pg->refs > 0)
+        return;
+    struct kvx_kv_class *c = &p->classes[pg->cls];
+    pg->next_free = c->free_head;
+    c->free_head = page;
+    c->n_free++;
+    p->bytes_used -= c->page_bytes;
+    p->pages_used--;
+}
+
+/* A page of class `cls` with one reference: from the free list, else carved.  The caller has
+ * checked (reserve's plan) that one exists and that the descriptor array has room. */
+static int32_t page_alloc(struct kvx_kv_pool *p, int32_t cls)
+{
+    struct kvx_kv_class *c = &p->classes[cls];
+    int32_t id = c->free_head;
+    if (id >= 0) {
+        c->free_head = p->pages[id].next_free;
+        c->n_free--;
+    } else {
+        id = p->n_pages++;
+        p->pages[id] = (struct kvx_kv_page){.offset = p->carved, .cls = cls};
+        p->carved += c->page_bytes;
+    }
+    p->pages[id].refs = 1;
+    p->pages[id].next_free = -1;
+    p->bytes_used += c->page_bytes;
+    p->pages_used++;
+    return id;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Sequences */
+
+enum kvx_status kvx_kv_seq_create(struct kvx_kv_pool *p, struct kvx_kv_seq **out,
+                                  struct kvx_err *err)
+{
+    *out = NULL;
+    struct kvx_kv_seq *s = calloc(1, sizeof *s);
+    if (s)
+        s->tables = calloc((size_t)p->layout->n_layer, sizeof *s->tables);
+    if (!s || !s->tables) {
+        free(s);
+        return kvx_err_set(err, KVX_ERR_NOMEM, "kv pool: no memory for a sequence");
+    }
+    s->pool = p;
+    s->next = p->seqs;
+    if (p->seqs)
+        p->seqs->prev = s;
+    p->seqs = s;
+    p->n_seqs++;
+    *out = s;
+    return KVX_OK;
+}
+
+static void seq_free(struct kvx_kv_seq *s)
+{
+    for (int32_t i = 0; i < s->pool->layout->n_layer; i++) {
+        free(s->tables[i].ids);
+        free(s->tables[i].ptrs);
+    }
+    free(s->tables);
+    free(s);
+}
+
+void kvx_kv_seq_destroy(struct kvx_kv_seq *s)
+{
+    if (!s)
+        return;
+    kvx_kv_seq_truncate(s, 0);
+    struct kvx_kv_pool *p = s->pool;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        p->seqs = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    p->n_seqs--;
+    seq_free(s);
+}
+
+int64_t kvx_kv_seq_len(const struct kvx_kv_seq *s) { return s->len; }
+
+int64_t kvx_kv_seq_reserved(const struct kvx_kv_seq *s) { return s->reserved; }
+
+void kvx_kv_seq_set_len(struct kvx_kv_seq *s, int64_t n_tokens)
+{
+    if (n_tokens > s->reserved)
+        n_tokens = s->reserved;
+    if (n_tokens > s->len)
+        s->len = n_tokens;
+}
+
+/* First page a window layer must keep once `len` tokens are written (0 for FULL layers). */
+static int64_t table_first_needed(const struct kvx_kv_seq *s, int32_t layer, int64_t len)
+{
+    const struct kvx_kv_layout *l = s->pool->layout;
+    return kvx_kv_layer_first_pos(l, layer, len) / l->page_tokens;
+}
+
+int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s)
+{
+    const struct kvx_kv_layout *l = s->pool->layout;
+    int64_t min_keep = 1;
+    for (int32_t i = 0; i < l->n_layer; i++) {
+        const struct kvx_kv_table *t = &s->tables[i];
+        if (l->layers[i].kind != KVX_KV_KIND_WINDOW || t->first == 0)
+            continue;
+        /* first_pos(n) = n - w + 1 >= first * page_tokens */
+        int64_t need = t->first * l->page_tokens + l->layers[i].window - 1;
+        if (need > min_keep)
+            min_keep = need;
+    }
+    return min_keep;
+}
+
+void kvx_kv_seq_truncate(struct kvx_kv_seq *s, int64_t n_keep)
+{
+    if (n_keep < 0)
+        n_keep = 0;
+    if (n_keep >= s->reserved)
+        return;
+    if (n_keep > 0 && n_keep < s->len && n_keep < kvx_kv_seq_min_truncate(s))
+        n_keep = 0; /* a window layer lost keys position n_keep would see */
+    struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    int64_t end = (n_keep + l->page_tokens - 1) / l->page_tokens;
+    for (int32_t i = 0; i < l->n_layer; i++) {
+        struct kvx_kv_table *t = &s->tables[i];
+        for (int64_t k = end; k < t->n; k++) {
+            if (t->ids[k] >= 0)
+                kvx_kv_page_unref(p, t->ids[k]);
+            t->ids[k] = -1;
+            t->ptrs[k] = NULL;
+        }
+        if (t->n > end)
+            t->n = end;
+        if (n_keep == 0)
+            t->first = 0;
+    }
+    s->reserved = n_keep;
+    if (s->len > n_keep)
+        s->len = n_keep;
+    if (n_keep == 0)
+        s->floor_len = 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Reserve: plan, then commit */
+
+static enum kvx_status table_grow(struct kvx_kv_table *t, int64_t n)
+{
+    if (n <= t->cap)
+        return KVX_OK;
+    int64_t cap = t->cap ? t->cap : 8;
+    while (cap < n)
+        cap *= 2;
+    int32_t *ids = realloc(t->ids, (size_t)cap * sizeof *ids);
+    if (!ids)
+        return KVX_ERR_NOMEM;
+    t->ids = ids;
+    uint8_t **ptrs = realloc(t->ptrs, (size_t)cap * sizeof *ptrs);
+    if (!ptrs)
+        return KVX_ERR_NOMEM;
+    t->ptrs = ptrs;
+    t->cap = cap;
+    return KVX_OK;
+}
+
+static enum kvx_status pages_grow(struct kvx_kv_pool *p, int64_t n)
+{
+    if (n <= p->cap_pages)
+        return KVX_OK;
+    if (n > INT32_MAX)
+        return KVX_ERR_NOMEM;
+    int64_t cap = p->cap_pages ? p->cap_pages : 64;
+    while (cap < n)
+        cap *= 2;
+    if (cap > INT32_MAX)
+        cap = INT32_MAX;
+    struct kvx_kv_page *pages = realloc(p->pages, (size_t)cap * sizeof *pages);
+    if (!pages)
+        return KVX_ERR_NOMEM;
+    p->pages = pages;
+    p->cap_pages = (int32_t)cap;
+    return KVX_OK;
+}
+
+/* Count, per class, the pages reserving `end` entries needs and the pages the window drops
+ * free (those only this sequence references).  Returns the bytes the budget must supply and
+ * the descriptors carving will add. */
+static size_t reserve_plan(const struct kvx_kv_seq *s, int64_t end, int64_t *new_descs)
+{
+    const struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    memset(p->plan_need, 0, (size_t)p->n_classes * sizeof *p->plan_need);
+    memset(p->plan_freed, 0, (size_t)p->n_classes * sizeof *p->plan_freed);
+    for (int32_t i = 0; i < l->n_layer; i++) {
+        int32_t c = p->layer_class[i];
+        if (c < 0)
+            continue;
+        const struct kvx_kv_table *t = &s->tables[i];
+        int64_t first = table_first_needed(s, i, s->len);
+        for (int64_t k = t->first; k < first && k < t->n; k++)
+            if (t->ids[k] >= 0 && p->pages[t->ids[k]].refs == 1)
+                p->plan_freed[c]++;
+        int64_t lo = t->n > first ? t->n : first;
+        if (end > lo)
+            p->plan_need[c] += end - lo;
+    }
+    size_t bytes = 0;
+    *new_descs = 0;
+    for (int32_t c = 0; c < p->n_classes; c++) {
+        int64_t short_pages = p->plan_need[c] - p->classes[c].n_free - p->plan_freed[c];
+        if (short_pages <= 0)
+            continue;
+        size_t page_bytes = p->classes[c].page_bytes;
+        if ((uint64_t)short_pages > (SIZE_MAX - bytes) / page_bytes)
+            return SIZE_MAX; /* saturate: more than any budget */
+        bytes += (size_t)short_pages * page_bytes;
+        *new_descs += short_pages;
+    }
+    return bytes;
+}
+
+/* Commit for one layer: drop window pages below the first needed one, add pages up to end. */
+static void reserve_commit_table(struct kvx_kv_seq *s, int32_t layer, int64_t end)
+{
+    struct kvx_kv_pool *p = s->pool;
+    struct kvx_kv_table *t = &s->tables[layer];
+    int64_t first = table_first_needed(s, layer, s->len);
+    for (int64_t k = t->first; k < first && k < t->n; k++) {
+        if (t->ids[k] >= 0)
+            kvx_kv_page_unref(p, t->ids[k]);
+        t->ids[k] = -1;
+        t->ptrs[k] = NULL;
+    }
+    if (first > t->first)
+        t->first = first;
+    for (int64_t k = t->n; k < end; k++) {
+        if (k < t->first) {
+            t->ids[k] = -1;
+            t->ptrs[k] = NULL;
+            continue;
+        }
+        int32_t id = page_alloc(p, p->layer_class[layer]);
+        t->ids[k] = id;
+        t->ptrs[k] = p->base + p->pages[id].offset;
+    }
+    if (end > t->n)
+        t->n = end;
+}
+
+enum kvx_status kvx_kv_seq_reserve(struct kvx_kv_seq *s, int64_t n_tokens, struct kvx_err *err)
+{
+    struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    if (n_tokens < 0)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv reserve: %lld tokens", (long long)n_tokens);
+    if (n_tokens / l->page_tokens >= INT32_MAX) /* page ids are int32: no budget holds this */
+        return kvx_err_set(err, KVX_ERR_KV_FULL, "KV budget exhausted: %lld tokens is more than "
+                           "any budget holds (budget %zu, in use %zu)", (long long)n_tokens,
+                           p->budget, p->bytes_used);
+    int64_t target = n_tokens > s->reserved ? n_tokens : s->reserved;
+    int64_t end = (target + l->page_tokens - 1) / l->page_tokens;
+    int64_t new_descs = 0;
+    size_t bytes = reserve_plan(s, end, &new_descs);
+    if (bytes > p->budget - p->carved)
+        return kvx_err_set(err, KVX_ERR_KV_FULL,
+                           "KV budget exhausted: need %zu more bytes for %lld tokens (budget %zu, "
+                           "in use %zu)", bytes - (p->budget - p->carved),
+                           (long long)(target - s->reserved), p->budget, p->bytes_used);
+    if (pages_grow(p, (int64_t)p->n_pages + new_descs) != KVX_OK)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "kv reserve: no memory for %lld page descriptors",
+                           (long long)p->n_pages + (long long)new_descs);
+    for (int32_t i = 0; i < l->n_layer; i++)
+        if (p->layer_class[i] >= 0 && table_grow(&s->tables[i], end) != KVX_OK)
+            return kvx_err_set(err, KVX_ERR_NOMEM, "kv reserve: no memory for a page table of %lld entries",
+                               (long long)end);
+    for (int32_t i = 0; i < l->n_layer; i++)
+        if (p->layer_class[i] >= 0)
+            reserve_commit_table(s, i, end);
+    s->reserved = target;
+    s->floor_len = s->len;
+    return KVX_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Writing and reading */
+
+void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const float *k,
+                      const float *v)
+{
+    const struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    if (layer < 0 || layer >= l->n_layer || p->layer_class[layer] < 0 || pos < 0 ||
+        pos >= s->reserved)
+        return;
+    const struct kvx_kv_table *t = &s->tables[layer];
+    int64_t pg = pos / l->page_tokens;
+    if (pg >= t->n || !t->ptrs[pg])
+        return;
+    const struct kvx_layer_cache *c = &l->layers[layer];
+    int32_t tok = (int32_t)(pos % l->page_tokens);
+    size_t ks = kvx_kv_layer_k_head_bytes(l, layer), vs = kvx_kv_layer_v_head_bytes(l, layer);
+    uint8_t *k_base = t->ptrs[pg] + kvx_kv_layer_k_offset(l, layer, 0);
+    uint8_t *v_base = t->ptrs[pg] + kvx_kv_layer_v_offset(l, layer, 0);
+    for (int32_t h = 0; h < c->n_kv_heads; h++) {
+        p->k_ops[layer]->k_put(k_base + (size_t)h * ks, l->page_tokens, c->k_dim, tok,
+                               k + (size_t)h * (size_t)c->k_dim);
+        p->v_ops[layer]->v_put(v_base + (size_t)h * vs, l->page_tokens, c->v_dim, tok,
+                               v + (size_t)h * (size_t)c->v_dim);
+    }
+}
+
+void kvx_kv_seq_view(const struct kvx_kv_seq *s, int32_t layer, struct kvx_kv_view *out)
+{
+    const struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    memset(out, 0, sizeof *out);
+    out->isa = p->isa;
+    out->page_tokens = l->page_tokens;
+    if (layer < 0 || layer >= l->n_layer)
+        return;
+    int32_t src = kvx_kv_layer_source(l, layer);
+    if (p->layer_class[src] < 0)
+        return;
+    const struct kvx_layer_cache *c = &l->layers[src];
+    const struct kvx_kv_table *t = &s->tables[src];
+    out->pages = t->ptrs;
+    out->n_pages = t->n;
+    out->n_kv_heads = c->n_kv_heads;
+    out->k_dim = c->k_dim;
+    out->v_dim = c->v_dim;
+    out->k_off = kvx_kv_layer_k_offset(l, src, 0);
+    out->k_stride = kvx_kv_layer_k_head_bytes(l, src);
+    out->v_off = kvx_kv_layer_v_offset(l, src, 0);
+    out->v_stride = kvx_kv_layer_v_head_bytes(l, src);
+    out->k_ops = p->k_ops[layer];
+    out->v_ops = p->v_ops[layer];
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The invariant check */
+
+#define CHECK(cond, ...)                                                                       \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            kvx_err_set(err, KVX_ERR_FORMAT, "kv pool check: " __VA_ARGS__);                   \
+            return KVX_ERR_FORMAT;                                                             \
+        }                                                                                      \
+    } while (0)
+
+/* Page descriptors tile [0, carved) exactly, aligned, without overlap. */
+struct extent {
+    size_t offset, bytes;
+};
+
+static int cmp_extent(const void *a, const void *b)
+{
+    size_t x = ((const struct extent *)a)->offset, y = ((const struct extent *)b)->offset;
+    return x < y ? -1 : x > y;
+}
+
+static enum kvx_status check_carving(const struct kvx_kv_pool *p, struct kvx_err *err)
+{
+    CHECK(p->carved <= p->budget, "carved %zu > budget %zu", p->carved, p->budget);
+    struct extent *ext = malloc(((size_t)p->n_pages + 1) * sizeof *ext);
+    if (!ext)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "kv pool check: no memory");
+    for (int32_t i = 0; i < p->n_pages; i++) {
+        int32_t c = p->pages[i].cls;
+        ext[i].offset = p->pages[i].offset;
+        ext[i].bytes = c >= 0 && c < p->n_classes ? p->classes[c].page_bytes : 0;
+    }
+    qsort(ext, (size_t)p->n_pages, sizeof *ext, cmp_extent);
+    size_t expect = 0;
+    int32_t bad = -1;
+    for (int32_t i = 0; i < p->n_pages && bad < 0; i++) {
+        if (ext[i].offset != expect || ext[i].offset % KVX_KV_PAGE_ALIGN != 0 || !ext[i].bytes)
+            bad = i;
+        else
+            expect += ext[i].bytes;
+    }
+    size_t bad_off = bad >= 0 ? ext[bad].offset : 0;
+    free(ext);
+    CHECK(bad < 0, "a page starts at offset %zu, expected %zu", bad_off, expect);
+    CHECK(expect == p->carved, "pages cover %zu bytes, carved %zu", expect, p->carved);
+    return KVX_OK;
+}
+
+static enum kvx_status check_free_lists(const struct kvx_kv_pool *p, uint8_t *seen,
+                                        struct kvx_err *err)
+{
+    for (int32_t c = 0; c < p->n_classes; c++) {
+        int64_t n = 0;
+        for (int32_t id = p->classes[c].free_head; id >= 0; id = p->pages[id].next_free) {
+            CHECK(id < p->n_pages, "class %d free list holds page %d of %d", (int)c, (int)id,
+                  (int)p->n_pages);
+            CHECK(!seen[id], "page %d twice on free lists", (int)id);
+            seen[id] = 1;
+            CHECK(p->pages[id].refs == 0, "free page %d has refcount %d", (int)id,
+                  (int)p->pages[id].refs);
+            CHECK(p->pages[id].cls == c, "page %d of class %d on class %d's free list", (int)id,
+                  (int)p->pages[id].cls, (int)c);
+            n++;
+        }
+        CHECK(n == p->classes[c].n_free, "class %d free list has %lld pages, counted %lld",
+              (int)c, (long long)n, (long long)p->classes[c].n_free);
+    }
+    return KVX_OK;
+}
+
+/* One owning layer's table of one sequence; adds its references to refs[]. */
+static enum kvx_status check_table(const struct kvx_kv_seq *s, int32_t layer, int32_t *refs,
+                                   struct kvx_err *err)
+{
+    const struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    const struct kvx_kv_table *t = &s->tables[layer];
+    int64_t pt = l->page_tokens;
+    CHECK(t->n == (s->reserved + pt - 1) / pt, "layer %d: %lld table entries for %lld tokens",
+          (int)layer, (long long)t->n, (long long)s->reserved);
+    int64_t first = table_first_needed(s, layer, s->floor_len);
+    CHECK(t->first == first,
+          "layer %d: first page %lld, expected %lld", (int)layer, (long long)t->first, (long long)first);
+    CHECK(t->first * pt <= kvx_kv_layer_first_pos(l, layer, s->len),
+          "layer %d: dropped keys still visible at length %lld", (int)layer, (long long)s->len);
+    for (int64_t k = 0; k < t->n; k++) {
+        int32_t id = t->ids[k];
+        if (k < t->first) {
+            CHECK(id == -1 && !t->ptrs[k], "layer %d: dropped entry %lld holds page %d", (int)layer,
+                  (long long)k, (int)id);
+            continue;
+        }
+        CHECK(id >= 0 && id < p->n_pages, "layer %d: entry %lld holds page %d", (int)layer,
+              (long long)k, (int)id);
+        CHECK(p->pages[id].cls == p->layer_class[layer], "layer %d: page %d has class %d",
+              (int)layer, (int)id, (int)p->pages[id].cls);
+        CHECK(t->ptrs[k] == p->base + p->pages[id].offset, "layer %d: entry %lld pointer", (int)layer,
+              (long long)k);
+        refs[id]++;
+    }
+    if (l->layers[layer].kind == KVX_KV_KIND_FULL)
+        CHECK(t->n == kvx_kv_layer_pages(l, layer, s->reserved), "layer %d: %lld pages, layout says %lld",
+              (int)layer, (long long)t->n, (long long)kvx_kv_layer_pages(l, layer, s->reserved));
+    return KVX_OK;
+}
+
+static enum kvx_status check_seqs(const struct kvx_kv_pool *p, int32_t *refs, struct kvx_err *err)
+{
+    int64_t n = 0;
+    for (const struct kvx_kv_seq *s = p->seqs; s; s = s->next) {
+        CHECK(n < p->n_seqs, "more sequences on the list than %lld", (long long)p->n_seqs);
+        CHECK(s->pool == p && (s == p->seqs ? !s->prev : s->prev && s->prev->next == s),
+              "sequence list links");
+        CHECK(s->len >= 0 && s->len <= s->reserved, "sequence length %lld, reserved %lld",
+              (long long)s->len, (long long)s->reserved);
+        for (int32_t i = 0; i < p->layout->n_layer; i++) {
+            if (p->layer_class[i] < 0) {
+                CHECK(s->tables[i].n == 0, "layer %d owns nothing but holds pages", (int)i);
+                continue;
+            }
+            enum kvx_status st = check_table(s, i, refs, err);
+            if (st != KVX_OK)
+                return st;
+        }
+        n++;
+    }
+    CHECK(n == p->n_seqs, "%lld sequences listed, %lld counted", (long long)n, (long long)p->n_seqs);
+    return KVX_OK;
+}
+
+static enum kvx_status check_refs(const struct kvx_kv_pool *p, const int32_t *refs,
+                                  const uint8_t *on_free_list, struct kvx_err *err)
+{
+    size_t used = 0;
+    int64_t n_used = 0;
+    for (int32_t id = 0; id < p->n_pages; id++) {
+        const struct kvx_kv_page *pg = &p->pages[id];
+        CHECK(pg->cls >= 0 && pg->cls < p->n_classes, "page %d has class %d", (int)id, (int)pg->cls);
+        CHECK(pg->refs == refs[id], "page %d: refcount %d, %d page-table references", (int)id,
+              (int)pg->refs, (int)refs[id]);
+        CHECK(pg->refs > 0 || on_free_list[id], "page %d unreferenced and not on a free list",
+              (int)id);
+        if (pg->refs > 0) {
+            used += p->classes[pg->cls].page_bytes;
+            n_used++;
+        }
+    }
+    CHECK(used == p->bytes_used, "referenced pages hold %zu bytes, accounted %zu", used,
+          p->bytes_used);
+    CHECK(n_used == p->pages_used, "%lld pages referenced, accounted %lld", (long long)n_used,
+          (long long)p->pages_used);
+    return KVX_OK;
+}
+
+enum kvx_status kvx_kv_pool_check(const struct kvx_kv_pool *p, struct kvx_err *err)
+{
+    enum kvx_status st = check_carving(p, err);
+    if (st != KVX_OK)
+        return st;
+    int32_t *refs = calloc((size_t)p->n_pages + 1, sizeof *refs);
+    uint8_t *seen = calloc((size_t)p->n_pages + 1, 1);
+    if (!refs || !seen)
+        st = kvx_err_set(err, KVX_ERR_NOMEM, "kv pool check: no memory");
+    if (st == KVX_OK)
+        st = check_free_lists(p, seen, err);
+    if (st == KVX_OK)
+        st = check_seqs(p, refs, err);
+    if (st == KVX_OK)
+        st = check_refs(p, refs, seen, err);
+    free(refs);
+    free(seen);
+    return st;
+}
