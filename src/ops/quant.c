@@ -1,0 +1,146 @@
+/* ops/quant: the kernel tables, one per ISA, and the vec-dot type of each weight format.
+ *
+ * Each table is static const and complete: an entry an ISA does not implement names the scalar
+ * kernel, so what runs for (format, ISA) can be read off here.  The AVX-512 ISA has two tables;
+ * the one with the VNNI kernels (vpdpbusd) is picked at run time when the CPU has VNNI.
+ * The kernels themselves live in quant_scalar.c and quant_<isa>.c (x86-64 only). */
+#include "ops/quant.h"
+
+#include "ops/quant_internal.h"
+
+#define KERNELS(to, from, dot) {.to_float = (to), .from_float = (from), .vec_dot = (dot)}
+
+/* scalar entries of format `f` whose vec-dot kernel is `dot` */
+#define SCALAR(f, dot) KERNELS(kvx_to_float_##f##_scalar, kvx_from_float_##f##_scalar, dot)
+
+static const struct kvx_quant_kernels table_scalar[KVX_DTYPE_COUNT] = {
+    [KVX_DTYPE_F32] = SCALAR(f32, kvx_vec_dot_f32_f32_scalar),
+    [KVX_DTYPE_F16] = SCALAR(f16, kvx_vec_dot_f16_f16_scalar),
+    [KVX_DTYPE_BF16] = SCALAR(bf16, kvx_vec_dot_bf16_bf16_scalar),
+    [KVX_DTYPE_Q4_0] = SCALAR(q4_0, kvx_vec_dot_q4_0_q8_0_scalar),
+    [KVX_DTYPE_Q4_1] = SCALAR(q4_1, kvx_vec_dot_q4_1_q8_1_scalar),
+    [KVX_DTYPE_Q5_0] = SCALAR(q5_0, kvx_vec_dot_q5_0_q8_0_scalar),
+    [KVX_DTYPE_Q5_1] = SCALAR(q5_1, kvx_vec_dot_q5_1_q8_1_scalar),
+    [KVX_DTYPE_Q8_0] = SCALAR(q8_0, kvx_vec_dot_q8_0_q8_0_scalar),
+    [KVX_DTYPE_Q8_1] = SCALAR(q8_1, kvx_vec_dot_q8_1_q8_1_scalar),
+    [KVX_DTYPE_Q2_K] = SCALAR(q2_K, kvx_vec_dot_q2_K_q8_K_scalar),
+    [KVX_DTYPE_Q3_K] = SCALAR(q3_K, kvx_vec_dot_q3_K_q8_K_scalar),
+    [KVX_DTYPE_Q4_K] = SCALAR(q4_K, kvx_vec_dot_q4_K_q8_K_scalar),
+    [KVX_DTYPE_Q5_K] = SCALAR(q5_K, kvx_vec_dot_q5_K_q8_K_scalar),
+    [KVX_DTYPE_Q6_K] = SCALAR(q6_K, kvx_vec_dot_q6_K_q8_K_scalar),
+    [KVX_DTYPE_Q8_K] = SCALAR(q8_K, kvx_vec_dot_q8_K_q8_K_scalar),
+};
+
+static const struct kvx_quant_kernels table_avx2[KVX_DTYPE_COUNT] = {
+    [KVX_DTYPE_F32] = SCALAR(f32, kvx_vec_dot_f32_f32_avx2),
+    [KVX_DTYPE_F16] = KERNELS(kvx_to_float_f16_avx2, kvx_from_float_f16_avx2,
+                              kvx_vec_dot_f16_f16_avx2),
+    [KVX_DTYPE_BF16] = KERNELS(kvx_to_float_bf16_scalar, kvx_from_float_bf16_avx2,
+                               kvx_vec_dot_bf16_bf16_avx2),
+    [KVX_DTYPE_Q4_0] = SCALAR(q4_0, kvx_vec_dot_q4_0_q8_0_avx2),
+    [KVX_DTYPE_Q4_1] = SCALAR(q4_1, kvx_vec_dot_q4_1_q8_1_avx2),
+    [KVX_DTYPE_Q5_0] = SCALAR(q5_0, kvx_vec_dot_q5_0_q8_0_avx2),
+    [KVX_DTYPE_Q5_1] = SCALAR(q5_1, kvx_vec_dot_q5_1_q8_1_avx2),
+    [KVX_DTYPE_Q8_0] = KERNELS(kvx_to_float_q8_0_scalar, kvx_from_float_q8_0_avx2,
+                               kvx_vec_dot_q8_0_q8_0_avx2),
+    [KVX_DTYPE_Q8_1] = KERNELS(kvx_to_float_q8_1_scalar, kvx_from_float_q8_1_avx2,
+                               kvx_vec_dot_q8_1_q8_1_scalar),
+    [KVX_DTYPE_Q2_K] = SCALAR(q2_K, kvx_vec_dot_q2_K_q8_K_avx2),
+    [KVX_DTYPE_Q3_K] = SCALAR(q3_K, kvx_vec_dot_q3_K_q8_K_avx2),
+    [KVX_DTYPE_Q4_K] = SCALAR(q4_K, kvx_vec_dot_q4_K_q8_K_avx2),
+    [KVX_DTYPE_Q5_K] = SCALAR(q5_K, kvx_vec_dot_q5_K_q8_K_avx2),
+    [KVX_DTYPE_Q6_K] = SCALAR(q6_K, kvx_vec_dot_q6_K_q8_K_avx2),
+    [KVX_DTYPE_Q8_K] = KERNELS(kvx_to_float_q8_K_scalar, kvx_from_float_q8_K_avx2,
+                               kvx_vec_dot_q8_K_q8_K_scalar),
+};
+
+/* The rows every AVX-512 table shares; dot_* name the vec-dot kernels of the 32-element formats. */
+#define AVX512_TABLE(dot_q4_0, dot_q4_1, dot_q5_0, dot_q5_1, dot_q8_0)                             \
+    {                                                                                              \
+        [KVX_DTYPE_F32] = SCALAR(f32, kvx_vec_dot_f32_f32_avx512),                                 \
+        [KVX_DTYPE_F16] = KERNELS(kvx_to_float_f16_avx512, kvx_from_float_f16_avx512,              \
+                                  kvx_vec_dot_f16_f16_avx512),                                     \
+        [KVX_DTYPE_BF16] = KERNELS(kvx_to_float_bf16_scalar, kvx_from_float_bf16_avx512,           \
+                                   kvx_vec_dot_bf16_bf16_avx512),                                  \
+        [KVX_DTYPE_Q4_0] = SCALAR(q4_0, dot_q4_0),                                                 \
+        [KVX_DTYPE_Q4_1] = SCALAR(q4_1, dot_q4_1),                                                 \
+        [KVX_DTYPE_Q5_0] = SCALAR(q5_0, dot_q5_0),                                                 \
+        [KVX_DTYPE_Q5_1] = SCALAR(q5_1, dot_q5_1),                                                 \
+        [KVX_DTYPE_Q8_0] =                                                                         \
+            KERNELS(kvx_to_float_q8_0_scalar, kvx_from_float_q8_0_avx512, dot_q8_0),               \
+        [KVX_DTYPE_Q8_1] = KERNELS(kvx_to_float_q8_1_scalar, kvx_from_float_q8_1_avx512,           \
+                                   kvx_vec_dot_q8_1_q8_1_scalar),                                  \
+        [KVX_DTYPE_Q2_K] = SCALAR(q2_K, kvx_vec_dot_q2_K_q8_K_avx512),                             \
+        [KVX_DTYPE_Q3_K] = SCALAR(q3_K, kvx_vec_dot_q3_K_q8_K_avx512),                             \
+        [KVX_DTYPE_Q4_K] = SCALAR(q4_K, kvx_vec_dot_q4_K_q8_K_avx512),                             \
+        [KVX_DTYPE_Q5_K] = SCALAR(q5_K, kvx_vec_dot_q5_K_q8_K_avx512),                             \
+        [KVX_DTYPE_Q6_K] = SCALAR(q6_K, kvx_vec_dot_q6_K_q8_K_avx512),                             \
+        [KVX_DTYPE_Q8_K] = KERNELS(kvx_to_float_q8_K_scalar, kvx_from_float_q8_K_avx512,           \
+                                   kvx_vec_dot_q8_K_q8_K_scalar),                                  \
+    }
+
+static const struct kvx_quant_kernels table_avx512[KVX_DTYPE_COUNT] =
+    AVX512_TABLE(kvx_vec_dot_q4_0_q8_0_avx512, kvx_vec_dot_q4_1_q8_1_avx512,
+                 kvx_vec_dot_q5_0_q8_0_avx512, kvx_vec_dot_q5_1_q8_1_avx512,
+                 kvx_vec_dot_q8_0_q8_0_avx512);
+
+static const struct kvx_quant_kernels table_avx512vnni[KVX_DTYPE_COUNT] =
+    AVX512_TABLE(kvx_vec_dot_q4_0_q8_0_avx512vnni, kvx_vec_dot_q4_1_q8_1_avx512vnni,
+                 kvx_vec_dot_q5_0_q8_0_avx512vnni, kvx_vec_dot_q5_1_q8_1_avx512vnni,
+                 kvx_vec_dot_q8_0_q8_0_avx512vnni);
+
+enum kvx_dtype kvx_quant_vec_dot_type(enum kvx_dtype w)
+{
+    switch (w) {
+    case KVX_DTYPE_F32:
+    case KVX_DTYPE_F16:
+    case KVX_DTYPE_BF16:
+    case KVX_DTYPE_Q8_0:
+    case KVX_DTYPE_Q8_1:
+    case KVX_DTYPE_Q8_K:
+        return w;
+    case KVX_DTYPE_Q4_0:
+    case KVX_DTYPE_Q5_0:
+        return KVX_DTYPE_Q8_0;
+    case KVX_DTYPE_Q4_1:
+    case KVX_DTYPE_Q5_1:
+        return KVX_DTYPE_Q8_1;
+    case KVX_DTYPE_Q2_K:
+    case KVX_DTYPE_Q3_K:
+    case KVX_DTYPE_Q4_K:
+    case KVX_DTYPE_Q5_K:
+    case KVX_DTYPE_Q6_K:
+        return KVX_DTYPE_Q8_K;
+    default:
+        return KVX_DTYPE_COUNT; /* unsupported format: no vec-dot type */
+    }
+}
+
+static const struct kvx_quant_kernels *table_entry(const struct kvx_quant_kernels *table,
+                                                   enum kvx_dtype t)
+{
+    if (!kvx_dtype_supported((uint32_t)t))
+        return NULL;
+    return &table[t];
+}
+
+/* The caller checks kvx_cpu_has_isa(isa) first: the tables of an ISA the CPU lacks are returned
+ * as asked, and calling their kernels would fault.  Only the VNNI choice is made here. */
+const struct kvx_quant_kernels *kvx_quant_kernels(enum kvx_dtype t, enum kvx_isa isa)
+{
+    switch (isa) {
+    case KVX_ISA_SCALAR:
+        return table_entry(table_scalar, t);
+    case KVX_ISA_AVX2:
+        return table_entry(table_avx2, t);
+    case KVX_ISA_AVX512:
+        return table_entry(kvx_cpu_has_avx512_vnni() ? table_avx512vnni : table_avx512, t);
+    default:
+        return NULL;
+    }
+}
+
+const struct kvx_quant_kernels *kvx_quant_kernels_avx512_novnni(enum kvx_dtype t)
+{
+    return table_entry(table_avx512, t);
+}
