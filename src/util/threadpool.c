@@ -16,8 +16,19 @@
 #define cpu_relax() ((void)0)
 #endif
 
-/* Spins before a worker goes to sleep: about 100 µs of pause instructions. */
+/* A waiting thread first spins with pause instructions (the next region usually starts within
+ * microseconds), then yields the CPU between checks (so that an oversubscribed machine still
+ * runs the thread it waits for), and a worker finally sleeps on the condition variable. */
+#define SPIN_PAUSE 2048
 #define SPIN_ROUNDS 20000
+
+static void spin_wait(int spins)
+{
+    if (spins < SPIN_PAUSE)
+        cpu_relax();
+    else
+        sched_yield();
+}
 
 struct worker {
     struct kvx_threadpool *tp;
@@ -49,7 +60,7 @@ static void *worker_main(void *arg)
         while ((gen = atomic_load_explicit(&tp->generation, memory_order_acquire)) == seen &&
                !atomic_load_explicit(&tp->stop, memory_order_acquire)) {
             if (++spins < SPIN_ROUNDS) {
-                cpu_relax();
+                spin_wait(spins);
                 continue;
             }
             pthread_mutex_lock(&tp->lock);
@@ -134,8 +145,8 @@ void kvx_threadpool_run(struct kvx_threadpool *tp, kvx_parallel_fn fn, void *ctx
         pthread_mutex_unlock(&tp->lock);
     }
     fn(ctx, 0, tp->n_threads);
-    while (atomic_load_explicit(&tp->pending, memory_order_acquire) > 0)
-        cpu_relax();
+    for (int spins = 0; atomic_load_explicit(&tp->pending, memory_order_acquire) > 0; spins++)
+        spin_wait(spins);
 }
 
 void kvx_split_range(int64_t n, int64_t align, int ith, int nth, int64_t *begin, int64_t *end)

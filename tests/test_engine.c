@@ -1,0 +1,258 @@
+/* tests/test_engine.c: the engine on the default model — decode equals prefill, every ISA
+ * equals the scalar reference, the pool holds exactly what kv/layout predicts, and requests
+ * that do not fit fail cleanly without changing the session. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine.h"
+#include "kv/layout.h"
+#include "kv/pool.h"
+#include "kvx.h"
+#include "ops/cpu.h"
+#include "test.h"
+
+struct fixture {
+    struct kvx_model *m;
+    struct kvx_engine *e;
+    struct kvx_model_info info;
+};
+
+static bool open_model(struct fixture *f, struct kvx_engine_cfg *ec)
+{
+    memset(f, 0, sizeof *f);
+    const char *path = kvx_test_model_path();
+    if (!path) {
+        kvx_test_skip("default model not present (make model)");
+        return false;
+    }
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = path;
+    struct kvx_err err = {0};
+    if (kvx_model_open(&mc, &f->m, &err) != KVX_OK) {
+        kvx_test_fail(__FILE__, __LINE__, "open: %s", err.msg);
+        return false;
+    }
+    kvx_model_get_info(f->m, &f->info);
+    if (ec && kvx_engine_create(f->m, ec, &f->e, &err) != KVX_OK) {
+        kvx_test_fail(__FILE__, __LINE__, "engine: %s", err.msg);
+        kvx_model_close(f->m);
+        return false;
+    }
+    return true;
+}
+
+static void close_model(struct fixture *f)
+{
+    kvx_engine_destroy(f->e);
+    kvx_model_close(f->m);
+}
+
+static void make_tokens(int32_t *t, int n, int32_t n_vocab, uint32_t seed)
+{
+    for (int i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        t[i] = (int32_t)((seed >> 8) % (uint32_t)n_vocab);
+    }
+}
+
+static double max_abs_diff(const float *a, const float *b, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = a[i] > b[i] ? a[i] - b[i] : b[i] - a[i];
+        m = d > m ? d : m;
+    }
+    return m;
+}
+
+KVX_TEST(engine_model_info)
+{
+    struct fixture f;
+    if (!open_model(&f, NULL))
+        return;
+    KVX_CHECK(strcmp(f.info.arch, "llama") == 0);
+    KVX_CHECK_EQ_INT(f.info.n_vocab, 49152);
+    KVX_CHECK_EQ_INT(f.info.n_layer, 30);
+    KVX_CHECK_EQ_INT(f.info.n_embd, 576);
+    KVX_CHECK_EQ_INT(f.info.n_head, 9);
+    KVX_CHECK_EQ_INT(f.info.n_head_kv, 3);
+    KVX_CHECK_EQ_INT(f.info.head_dim, 64);
+    KVX_CHECK_EQ_INT(f.info.n_ctx_train, 8192);
+    close_model(&f);
+}
+
+/* Feeding 40 tokens at once, or 7 + 1 + 32 in pieces with a small batch, gives the same
+ * logits at the positions both compute: the cache written by prefill is what decode reads. */
+KVX_TEST(engine_decode_equals_prefill)
+{
+    struct kvx_engine_cfg ec = kvx_engine_cfg_default();
+    ec.n_ctx = 256;
+    ec.n_threads = 2;
+    ec.page_tokens = 16; /* the default budget (one n_ctx sequence) then holds both sessions */
+    struct fixture f;
+    if (!open_model(&f, &ec))
+        return;
+    const int n = 40;
+    const size_t V = (size_t)f.info.n_vocab;
+    int32_t toks[40];
+    make_tokens(toks, n, f.info.n_vocab, 7);
+    float *all = malloc((size_t)n * V * sizeof *all), *step = malloc((size_t)n * V * sizeof *step);
+    struct kvx_session *a = NULL, *b = NULL;
+    struct kvx_err err = {0};
+    KVX_CHECK(kvx_session_create(f.e, &a, &err) == KVX_OK);
+    KVX_CHECK(kvx_session_create(f.e, &b, &err) == KVX_OK);
+    KVX_CHECK(kvx_session_feed(a, toks, n, true, all, &err) == KVX_OK);
+    KVX_CHECK(kvx_session_feed(b, toks, 7, true, step, &err) == KVX_OK);
+    KVX_CHECK(kvx_session_feed(b, toks + 7, 1, true, step + 7 * V, &err) == KVX_OK);
+    for (int i = 8; i < n; i++)
+        KVX_CHECK(kvx_session_feed(b, toks + i, 1, false, step + (size_t)i * V, &err) == KVX_OK);
+    KVX_CHECK_NEAR(max_abs_diff(all, step, (size_t)n * V), 0.0, 2e-3);
+    KVX_CHECK_EQ_INT(kvx_session_n_past(a), n);
+    KVX_CHECK_EQ_INT(kvx_session_n_past(b), n);
+    kvx_session_destroy(a);
+    kvx_session_destroy(b);
+    free(all);
+    free(step);
+    close_model(&f);
+}
+
+/* Every ISA the CPU has, and every thread count, against the scalar single-thread engine.
+ * The kernels are compared exactly in test_quant/test_kv/test_attn; here the whole network
+ * is compared, and it amplifies summation-order differences (activations are re-quantized
+ * to 8 bits before every matmul, so a last-bit difference can flip a rounding): the check is
+ * on the mean |dlogit| and the top-1 token, which a wrong kernel moves by whole units. */
+KVX_TEST(engine_isa_and_threads_match_scalar)
+{
+    struct fixture f;
+    if (!open_model(&f, NULL))
+        return;
+    const int n = 24;
+    const size_t V = (size_t)f.info.n_vocab;
+    int32_t toks[24];
+    make_tokens(toks, n, f.info.n_vocab, 11);
+    float *ref = malloc((size_t)n * V * sizeof *ref), *got = malloc((size_t)n * V * sizeof *got);
+    for (int isa = 0; isa < KVX_ISA_COUNT; isa++) {
+        if (!kvx_cpu_has_isa((enum kvx_isa)isa))
+            continue;
+        for (int nth = 1; nth <= 3; nth += 2) {
+            struct kvx_engine_cfg ec = kvx_engine_cfg_default();
+            ec.n_ctx = 128;
+            ec.isa = isa;
+            ec.n_threads = nth;
+            ec.n_batch = 16; /* two batches */
+            struct kvx_engine *e = NULL;
+            struct kvx_session *s = NULL;
+            struct kvx_err err = {0};
+            KVX_CHECK(kvx_engine_create(f.m, &ec, &e, &err) == KVX_OK);
+            KVX_CHECK(e && kvx_session_create(e, &s, &err) == KVX_OK);
+            KVX_CHECK(s && kvx_session_feed(s, toks, n, true, isa == 0 && nth == 1 ? ref : got,
+                                            &err) == KVX_OK);
+            if (isa || nth > 1) {
+                double sum = 0;
+                int same_top1 = 0;
+                for (int t = 0; t < n; t++) {
+                    const float *a = ref + (size_t)t * V, *b = got + (size_t)t * V;
+                    size_t ia = 0, ib = 0;
+                    for (size_t i = 0; i < V; i++) {
+                        sum += a[i] > b[i] ? a[i] - b[i] : b[i] - a[i];
+                        ia = a[i] > a[ia] ? i : ia;
+                        ib = b[i] > b[ib] ? i : ib;
+                    }
+                    same_top1 += ia == ib;
+                }
+                const double mean = sum / (double)((size_t)n * V);
+                if (mean > 0.3 || same_top1 < n - 5)
+                    kvx_test_fail(__FILE__, __LINE__, "isa %d threads %d: mean |dlogit| %.3g, "
+                                  "top-1 equal at %d/%d", isa, nth, mean, same_top1, n);
+            }
+            kvx_session_destroy(s);
+            kvx_engine_destroy(e);
+        }
+    }
+    free(ref);
+    free(got);
+    close_model(&f);
+}
+
+/* The pool holds exactly what kv/layout predicts, at page granularity, and frees it. */
+KVX_TEST(engine_pool_bytes_match_layout)
+{
+    struct kvx_engine_cfg ec = kvx_engine_cfg_default();
+    ec.n_ctx = 1024;
+    ec.page_tokens = 64;
+    ec.n_threads = 2;
+    struct fixture f;
+    if (!open_model(&f, &ec))
+        return;
+    const struct kvx_kv_layout *l = kvx_engine_layout(f.e);
+    KVX_CHECK_EQ_INT(kvx_kv_layout_bytes_per_token(l), 30 * 3 * 64 * 2 * 2); /* f16 K and V */
+    struct kvx_session *s = NULL;
+    struct kvx_err err = {0};
+    KVX_CHECK(kvx_session_create(f.e, &s, &err) == KVX_OK);
+    int32_t toks[200];
+    make_tokens(toks, 200, f.info.n_vocab, 3);
+    const int steps[] = {1, 63, 1, 70, 65};
+    int64_t total = 0;
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        KVX_CHECK(kvx_session_feed(s, toks + total, steps[i], false, NULL, &err) == KVX_OK);
+        total += steps[i];
+        struct kvx_kv_stats st;
+        kvx_engine_kv_stats(f.e, &st);
+        KVX_CHECK_EQ_INT(st.bytes_used, kvx_kv_layout_seq_bytes(l, total));
+        KVX_CHECK_EQ_INT(st.tokens_cached, total);
+        KVX_CHECK(kvx_kv_pool_check(kvx_engine_pool(f.e), &err) == KVX_OK);
+    }
+    KVX_CHECK(kvx_session_truncate(s, 10, &err) == KVX_OK);
+    struct kvx_kv_stats st;
+    kvx_engine_kv_stats(f.e, &st);
+    KVX_CHECK_EQ_INT(st.bytes_used, kvx_kv_layout_seq_bytes(l, 10));
+    kvx_session_destroy(s);
+    kvx_engine_kv_stats(f.e, &st);
+    KVX_CHECK_EQ_INT(st.bytes_used, 0);
+    close_model(&f);
+}
+
+/* A request that does not fit the budget or the context fails and leaves the session as it
+ * was: the next feed continues as if the failed one never happened. */
+KVX_TEST(engine_refusals_leave_session_unchanged)
+{
+    struct kvx_engine_cfg ec = kvx_engine_cfg_default();
+    ec.n_ctx = 512;
+    ec.page_tokens = 16;
+    ec.n_threads = 1;
+    struct fixture f;
+    if (!open_model(&f, &ec))
+        return;
+    kvx_engine_destroy(f.e);
+    f.e = NULL;
+    struct kvx_err err = {0};
+    /* budget: exactly 32 tokens (two pages of 16 in each of 30 layers) */
+    ec.kv_budget_bytes = 32 * (size_t)(30 * 3 * 64 * 2 * 2);
+    KVX_CHECK(kvx_engine_create(f.m, &ec, &f.e, &err) == KVX_OK);
+    struct kvx_session *s = NULL;
+    KVX_CHECK(kvx_session_create(f.e, &s, &err) == KVX_OK);
+    int32_t toks[600];
+    make_tokens(toks, 600, f.info.n_vocab, 5);
+    const size_t V = (size_t)f.info.n_vocab;
+    float *l1 = malloc(V * sizeof *l1), *l2 = malloc(V * sizeof *l2);
+    KVX_CHECK(kvx_session_feed(s, toks, 20, false, NULL, &err) == KVX_OK);
+    KVX_CHECK(kvx_session_feed(s, toks + 20, 13, false, NULL, &err) == KVX_ERR_KV_FULL);
+    KVX_CHECK(strstr(err.msg, "budget") != NULL);
+    KVX_CHECK_EQ_INT(kvx_session_n_past(s), 20);
+    KVX_CHECK(kvx_kv_pool_check(kvx_engine_pool(f.e), &err) == KVX_OK);
+    KVX_CHECK(kvx_session_feed(s, toks + 20, 600 - 20, false, NULL, &err) == KVX_ERR_CONTEXT);
+    KVX_CHECK_EQ_INT(kvx_session_n_past(s), 20);
+    int32_t bad = f.info.n_vocab;
+    KVX_CHECK(kvx_session_feed(s, &bad, 1, false, NULL, &err) == KVX_ERR_INVALID_ARG);
+    KVX_CHECK(kvx_session_feed(s, toks + 20, 12, false, l1, &err) == KVX_OK);
+    /* same 32 tokens in a fresh session give the same last logits */
+    struct kvx_session *s2 = NULL;
+    kvx_session_destroy(s);
+    KVX_CHECK(kvx_session_create(f.e, &s2, &err) == KVX_OK);
+    KVX_CHECK(kvx_session_feed(s2, toks, 32, false, l2, &err) == KVX_OK);
+    KVX_CHECK_NEAR(max_abs_diff(l1, l2, V), 0.0, 2e-3);
+    kvx_session_destroy(s2);
+    free(l1);
+    free(l2);
+    close_model(&f);
+}
