@@ -357,8 +357,8 @@ KVX_TEST(quant_known_q4_k_q5_k_q6_k)
 
 /* =============================== activation rounding rules ================================ */
 
-/* q8_0 / q8_1 round half away from zero; q8_K rounds half to even and takes the sign of the
- * largest-magnitude element; checked on every ISA's from_float. */
+/* q8_0 / q8_1 (llama.cpp's x86 run-time rule) and q8_K round half to even; q8_K takes the sign
+ * of the largest-magnitude element; checked on every ISA's from_float. */
 KVX_TEST(quant_q8_rounding_rules)
 {
     float x[256] = {0};
@@ -373,13 +373,17 @@ KVX_TEST(quant_q8_rounding_rules)
         struct kvx_block_q8_0 b0;
         variants[v].get(KVX_DTYPE_Q8_0)->from_float(x, &b0, 32);
         KVX_CHECK(kvx_quant_load_u16(b0.d) == 0x3c00);
-        KVX_CHECK(b0.qs[0] == 127 && b0.qs[1] == 3 && b0.qs[2] == -3 && b0.qs[3] == 1 &&
+        KVX_CHECK(b0.qs[0] == 127 && b0.qs[1] == 2 && b0.qs[2] == -2 && b0.qs[3] == 0 &&
                   b0.qs[4] == -127);
 
         struct kvx_block_q8_1 b1;
         variants[v].get(KVX_DTYPE_Q8_1)->from_float(x, &b1, 32);
-        KVX_CHECK(b1.qs[1] == 3 && b1.qs[3] == 1);
-        KVX_CHECK(kvx_quant_load_f16(b1.s) == 1.0f); /* d * (127 + 3 - 3 + 1 - 127) */
+        KVX_CHECK(b1.qs[1] == 2 && b1.qs[2] == -2 && b1.qs[3] == 0);
+        KVX_CHECK(kvx_quant_load_f16(b1.s) == 0.0f); /* d * (127 + 2 - 2 + 0 - 127) */
+        x[5] = 3.5f; /* 3.5 rounds to 4 */
+        variants[v].get(KVX_DTYPE_Q8_1)->from_float(x, &b1, 32);
+        KVX_CHECK(b1.qs[5] == 4 && kvx_quant_load_f16(b1.s) == 4.0f);
+        x[5] = 0;
 
         static struct kvx_block_q8_K bk;
         variants[v].get(KVX_DTYPE_Q8_K)->from_float(x, &bk, 256);

@@ -542,15 +542,6 @@ void kvx_vec_dot_q6_K_q8_K_avx2(int64_t n, float *s, const void *w, const void *
 
 /* ============================== activation quantizers ===================================== */
 
-/* roundf on 8 lanes: truncate, then step away from zero when the (exact) remainder is >= 0.5. */
-static inline __m256 round_half_away(__m256 v)
-{
-    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    __m256 up = _mm256_cmp_ps(abs_ps(_mm256_sub_ps(v, t)), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
-    __m256 one = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(v, _mm256_set1_ps(-0.0f)));
-    return _mm256_add_ps(t, _mm256_and_ps(up, one));
-}
-
 /* 4 x 8 int32 in -128..127 to 32 int8 in order. */
 static inline __m256i pack_i32_i8(const __m256i q[4])
 {
@@ -558,7 +549,8 @@ static inline __m256i pack_i32_i8(const __m256i q[4])
     return _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-/* q = roundf(x * id) of one 32-block (the q8_0/q8_1 rule); returns sum(q).  *d = amax / 127. */
+/* q = rne(x * 127/amax) of one 32-block (the q8_0/q8_1 rule of kvx_from_float_q8_0_scalar);
+ * returns sum(q).  *d = amax / 127. */
 static inline int q8_block(const float *x, int8_t *qs, float *d_out)
 {
     __m256 v[4], amax = _mm256_setzero_ps();
@@ -566,11 +558,11 @@ static inline int q8_block(const float *x, int8_t *qs, float *d_out)
         v[k] = _mm256_loadu_ps(x + 8 * k);
         amax = _mm256_max_ps(amax, abs_ps(v[k]));
     }
-    float d = hmax_ps(amax) / 127;
-    __m256 id = _mm256_set1_ps(d != 0 ? 1.0f / d : 0.0f);
+    const float mx = hmax_ps(amax), d = mx / 127.0f;
+    __m256 id = _mm256_set1_ps(mx != 0 ? 127.0f / mx : 0.0f);
     __m256i q[4], sum = _mm256_setzero_si256();
     for (int k = 0; k < 4; k++) {
-        q[k] = _mm256_cvttps_epi32(round_half_away(_mm256_mul_ps(v[k], id)));
+        q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], id)); /* rounds half to even */
         sum = _mm256_add_epi32(sum, q[k]);
     }
     _mm256_storeu_si256((__m256i *)qs, pack_i32_i8(q));
@@ -578,7 +570,7 @@ static inline int q8_block(const float *x, int8_t *qs, float *d_out)
     return hsum_epi32(sum);
 }
 
-/* Bit-identical to kvx_from_float_q8_0_scalar (ggml quantize_row_q8_0_ref). */
+/* Bit-identical to kvx_from_float_q8_0_scalar . */
 void kvx_from_float_q8_0_avx2(const float *src, void *dst, int64_t n)
 {
     struct kvx_block_q8_0 *b = dst;
@@ -589,7 +581,7 @@ void kvx_from_float_q8_0_avx2(const float *src, void *dst, int64_t n)
     }
 }
 
-/* Bit-identical to kvx_from_float_q8_1_scalar (ggml quantize_row_q8_1_ref). */
+/* Bit-identical to kvx_from_float_q8_1_scalar . */
 void kvx_from_float_q8_1_avx2(const float *src, void *dst, int64_t n)
 {
     struct kvx_block_q8_1 *b = dst;
@@ -597,7 +589,7 @@ void kvx_from_float_q8_1_avx2(const float *src, void *dst, int64_t n)
         float d;
         int sum = q8_block(src, b->qs, &d);
         kvx_quant_store_f16(b->d, d);
-        kvx_quant_store_f16(b->s, (float)sum * d);
+        kvx_quant_store_f16(b->s, d * (float)sum);
     }
 }
 

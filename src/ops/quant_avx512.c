@@ -430,31 +430,23 @@ void kvx_vec_dot_q6_K_q8_K_avx512(int64_t n, float *s, const void *w, const void
 
 /* ============================== activation quantizers ===================================== */
 
-/* roundf on 16 lanes: truncate, then step away from zero when the (exact) remainder is >= 0.5. */
-static inline __m512 round_half_away(__m512 v)
-{
-    __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    __mmask16 up =
-        _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(v, t)), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
-    __m512 one = _mm512_or_ps(_mm512_set1_ps(1.0f), _mm512_and_ps(v, _mm512_set1_ps(-0.0f)));
-    return _mm512_mask_add_ps(t, up, t, one);
-}
-
 /* q = roundf(x * id) of one 32-block (the q8_0/q8_1 rule); returns sum(q); *d = amax / 127. */
 static inline int q8_block(const float *x, int8_t *qs, float *d_out)
 {
     __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
-    float d = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1))) / 127;
-    __m512 id = _mm512_set1_ps(d != 0 ? 1.0f / d : 0.0f);
-    __m512i q0 = _mm512_cvttps_epi32(round_half_away(_mm512_mul_ps(v0, id)));
-    __m512i q1 = _mm512_cvttps_epi32(round_half_away(_mm512_mul_ps(v1, id)));
+    const float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float d = mx / 127.0f;
+    __m512 id = _mm512_set1_ps(mx != 0 ? 127.0f / mx : 0.0f);
+    /* vcvtps2dq rounds half to even, the rule of kvx_from_float_q8_0_scalar */
+    __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
+    __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
     _mm_storeu_si128((__m128i *)qs, _mm512_cvtepi32_epi8(q0));
     _mm_storeu_si128((__m128i *)(qs + 16), _mm512_cvtepi32_epi8(q1));
     *d_out = d;
     return _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
 }
 
-/* Bit-identical to kvx_from_float_q8_0_scalar (ggml quantize_row_q8_0_ref). */
+/* Bit-identical to kvx_from_float_q8_0_scalar . */
 void kvx_from_float_q8_0_avx512(const float *src, void *dst, int64_t n)
 {
     struct kvx_block_q8_0 *b = dst;
@@ -465,7 +457,7 @@ void kvx_from_float_q8_0_avx512(const float *src, void *dst, int64_t n)
     }
 }
 
-/* Bit-identical to kvx_from_float_q8_1_scalar (ggml quantize_row_q8_1_ref). */
+/* Bit-identical to kvx_from_float_q8_1_scalar . */
 void kvx_from_float_q8_1_avx512(const float *src, void *dst, int64_t n)
 {
     struct kvx_block_q8_1 *b = dst;
@@ -473,7 +465,7 @@ void kvx_from_float_q8_1_avx512(const float *src, void *dst, int64_t n)
         float d;
         int sum = q8_block(src, b->qs, &d);
         kvx_quant_store_f16(b->d, d);
-        kvx_quant_store_f16(b->s, (float)sum * d);
+        kvx_quant_store_f16(b->s, d * (float)sum);
     }
 }
 

@@ -279,40 +279,45 @@ void kvx_from_float_q5_1_scalar(const float *src, void *dst, int64_t n)
     }
 }
 
-/* ggml quantize_row_q8_0_ref: d = amax / 127 (stored fp16), id = 1/d in fp32 (from the fp32 d),
- * q = roundf(x * id) (half away from zero). */
+/* Activation quantizer of q8_0 and q8_1, the rule llama.cpp applies at run time on x86
+ * (its AVX path, not quantize_row_q8_0_ref), so that kvx quantizes activations exactly as the
+ * reference it is checked against:
+ *   d = amax / 127 (stored as fp16), id = 127 / amax (0 when amax = 0),
+ *   q = round-half-to-even(x * id).
+ * Returns sum(q) (q8_1 stores s = fp16(d * sum(q))). */
+static int q8_block_scalar(const float *x, int8_t *qs, float *d_out)
+{
+    float amax = 0;
+    for (int j = 0; j < KVX_QK; j++)
+        amax = fmaxf(amax, fabsf(x[j]));
+    const float id = amax != 0 ? 127.0f / amax : 0.0f;
+    int sum = 0;
+    for (int j = 0; j < KVX_QK; j++) {
+        qs[j] = (int8_t)rintf(x[j] * id);
+        sum += qs[j];
+    }
+    *d_out = amax / 127.0f;
+    return sum;
+}
+
 void kvx_from_float_q8_0_scalar(const float *src, void *dst, int64_t n)
 {
     struct kvx_block_q8_0 *b = dst;
     for (int64_t i = 0; i < n / KVX_QK; i++, b++, src += KVX_QK) {
-        float amax = 0;
-        for (int j = 0; j < KVX_QK; j++)
-            amax = fmaxf(amax, fabsf(src[j]));
-        float d = amax / 127;
-        float id = d != 0 ? 1.0f / d : 0.0f;
+        float d;
+        q8_block_scalar(src, b->qs, &d);
         kvx_quant_store_f16(b->d, d);
-        for (int j = 0; j < KVX_QK; j++)
-            b->qs[j] = (int8_t)roundf(src[j] * id);
     }
 }
 
-/* ggml quantize_row_q8_1_ref: as q8_0, plus s = fp16((float)sum(q) * d) with the fp32 d. */
 void kvx_from_float_q8_1_scalar(const float *src, void *dst, int64_t n)
 {
     struct kvx_block_q8_1 *b = dst;
     for (int64_t i = 0; i < n / KVX_QK; i++, b++, src += KVX_QK) {
-        float amax = 0;
-        for (int j = 0; j < KVX_QK; j++)
-            amax = fmaxf(amax, fabsf(src[j]));
-        float d = amax / 127;
-        float id = d != 0 ? 1.0f / d : 0.0f;
+        float d;
+        const int sum = q8_block_scalar(src, b->qs, &d);
         kvx_quant_store_f16(b->d, d);
-        int sum = 0;
-        for (int j = 0; j < KVX_QK; j++) {
-            b->qs[j] = (int8_t)roundf(src[j] * id);
-            sum += b->qs[j];
-        }
-        kvx_quant_store_f16(b->s, (float)sum * d);
+        kvx_quant_store_f16(b->s, d * (float)sum);
     }
 }
 
