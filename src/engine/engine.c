@@ -85,7 +85,6 @@ static enum kvx_status alloc_scratch(struct kvx_engine *e, struct kvx_err *err)
     const struct kvx_hparams *hp = &e->model->hp;
     const int64_t B = e->cfg.n_batch, nth = e->cfg.n_threads;
     const int64_t nq = (int64_t)hp->n_head * hp->head_dim, nkv = (int64_t)hp->n_head_kv * hp->head_dim;
-    const int64_t G = hp->n_head / hp->n_head_kv;
     size_t xq_row = 0;
     const struct kvx_mat *mats[] = {&e->model->output, &e->model->layers[0].wq,
                                     &e->model->layers[0].wo, &e->model->layers[0].w_down};
@@ -97,11 +96,11 @@ static enum kvx_status alloc_scratch(struct kvx_engine *e, struct kvx_err *err)
     xq_row = xq_row < (size_t)(4 * (hp->n_ff > nq ? hp->n_ff : nq) + 64)
                  ? (size_t)(4 * (hp->n_ff > nq ? hp->n_ff : nq) + 64) : xq_row;
     xq_row = (xq_row + 63) & ~(size_t)63;
-    const int64_t max_tasks = 2 * B * hp->n_head_kv + 4 * nth;
-    const int64_t attn_scr = kvx_attn_scratch_floats((int32_t)G, e->cfg.n_ctx, e->cfg.page_tokens);
+    const int64_t attn_floats = (int64_t)kvx_attn_workspace_size(
+        &e->scratch.attn_ws, B, e->cfg.n_ctx, (int)nth, hp->n_head, hp->n_head_kv, hp->head_dim);
     const int64_t floats[] = {
         B * hp->n_embd, B * hp->n_embd, B * nq, B * nkv, B * nkv, B * nq, B * hp->n_ff,
-        B * hp->n_ff, max_tasks * G * (2 + hp->head_dim), nth * attn_scr, B * hp->n_rot,
+        B * hp->n_ff, attn_floats, B * hp->n_rot,
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++)
@@ -110,17 +109,18 @@ static enum kvx_status alloc_scratch(struct kvx_engine *e, struct kvx_err *err)
     if (posix_memalign(&e->scratch_mem, 64, total) != 0)
         return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory for %zu bytes of scratch", total);
     uint8_t *p = e->scratch_mem;
+    float *attn_mem = NULL;
     float **slots[] = {&e->scratch.x, &e->scratch.xn, &e->scratch.q, &e->scratch.k,
                        &e->scratch.v, &e->scratch.attn, &e->scratch.gate, &e->scratch.up,
-                       &e->scratch.attn_part, &e->scratch.attn_scratch, &e->scratch.rope_cs};
+                       &attn_mem, &e->scratch.rope_cs};
     for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
         *slots[i] = (float *)p;
         p += ((size_t)floats[i] * sizeof(float) + 63) & ~(size_t)63;
     }
     e->scratch.xq = p;
     e->scratch.xq_stride = xq_row;
-    e->scratch.attn_scratch_floats = attn_scr;
-    e->scratch.attn_part_floats = max_tasks * G * (2 + hp->head_dim);
+    kvx_attn_workspace_bind(&e->scratch.attn_ws, attn_mem, B, hp->n_head, hp->n_head_kv,
+                            hp->head_dim);
     e->pos = calloc((size_t)B, sizeof *e->pos);
     e->seq = calloc((size_t)B, sizeof *e->seq);
     e->want = calloc((size_t)B, 1);

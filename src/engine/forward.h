@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "attn/causal.h"
 #include "kv/pool.h"
 #include "ops/cpu.h"
 #include "util/threadpool.h"
@@ -19,10 +20,7 @@ struct kvx_forward_scratch {
     float *gate, *up;          /* n_batch x n_ff */
     uint8_t *xq;               /* n_batch quantized input rows (largest vec-dot row) */
     size_t xq_stride;
-    float *attn_part;          /* per-task partial softmax results (attention splits) */
-    float *attn_scratch;       /* per-thread scores */
-    int64_t attn_scratch_floats;   /* per thread */
-    int64_t attn_part_floats;
+    struct kvx_attn_workspace attn_ws;  /* batched causal attention (attn/causal.h) */
     float *rope_cs;            /* n_batch x n_rot: cos/sin per position */
 };
 

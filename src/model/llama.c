@@ -15,12 +15,11 @@
  *   x = x + (silu(h Wgate) * (h Wup)) Wdown
  * logits = (RMSNorm(x) * output_norm) Wout, Wout = token_embd when the file has no output. */
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "attn/attn.h"
+#include "attn/causal.h"
 #include "engine/forward.h"
 #include "model/model.h"
 #include "util/err.h"
@@ -198,8 +197,6 @@ struct step {
     struct kvx_matmul_job job; /* matmul step */
     const float *mm_in;        /* quantize step: input rows */
     int64_t mm_in_ld;
-    int64_t n_split;           /* attention: key-range splits per (token, kv head) */
-    atomic_long next_task;
 };
 
 /* Embedding rows and RoPE angles per token. */
@@ -287,50 +284,6 @@ static void step_qk_rope_store(void *ctx, int ith, int nth)
     }
 }
 
-/* Attention tasks: (token, kv head, key range); each writes a partial softmax result. */
-static void step_attention(void *ctx, int ith, int nth)
-{
-    (void)nth;
-    struct step *s = ctx;
-    const struct kvx_hparams *hp = &s->m->hp;
-    struct kvx_forward *f = s->f;
-    const int hd = hp->head_dim, G = hp->n_head / hp->n_head_kv;
-    const int64_t n_tasks = f->n_tok * hp->n_head_kv * s->n_split;
-    float *scratch = f->s->attn_scratch + ith * f->s->attn_scratch_floats;
-    float *pm = f->s->attn_part, *pl = pm + n_tasks * G, *pacc = pl + n_tasks * G;
-    const float scale = 1.0f / sqrtf((float)hd);
-    for (;;) {
-        const int64_t task = atomic_fetch_add_explicit(&s->next_task, 1, memory_order_relaxed);
-        if (task >= n_tasks)
-            break;
-        const int64_t r = task % s->n_split, tg = task / s->n_split;
-        const int64_t t = tg / hp->n_head_kv, g = tg % hp->n_head_kv;
-        struct kvx_kv_view view;
-        kvx_kv_seq_view(f->seq[t], s->il, &view);
-        int64_t k0, k1;
-        kvx_split_range(f->pos[t] + 1, 16, (int)r, (int)s->n_split, &k0, &k1);
-        kvx_attn_partial(&view, (int32_t)g, k0, k1, f->s->q + t * hp->n_head * hd + g * G * hd, G,
-                         scale, scratch, pm + task * G, pl + task * G, pacc + task * G * hd);
-    }
-}
-
-static void step_attn_merge(void *ctx, int ith, int nth)
-{
-    struct step *s = ctx;
-    const struct kvx_hparams *hp = &s->m->hp;
-    struct kvx_forward *f = s->f;
-    const int hd = hp->head_dim, G = hp->n_head / hp->n_head_kv;
-    const int64_t n_tasks = f->n_tok * hp->n_head_kv * s->n_split;
-    const float *pm = f->s->attn_part, *pl = pm + n_tasks * G, *pacc = pl + n_tasks * G;
-    int64_t b, e;
-    kvx_split_range(f->n_tok * hp->n_head_kv, 1, ith, nth, &b, &e);
-    for (int64_t tg = b; tg < e; tg++) {
-        const int64_t first = tg * s->n_split;
-        kvx_attn_merge((int32_t)s->n_split, G, hd, pm + first * G, pl + first * G,
-                       pacc + first * G * hd, f->s->attn + tg * G * hd);
-    }
-}
-
 static void step_swiglu(void *ctx, int ith, int nth)
 {
     struct step *s = ctx;
@@ -382,20 +335,6 @@ static void run_matmuls(struct step *s, int n, const struct kvx_mat *const *w, f
     }
 }
 
-static int64_t attention_splits(const struct kvx_forward *f, int n_kv_heads)
-{
-    int64_t max_keys = 0;
-    for (int64_t t = 0; t < f->n_tok; t++)
-        if (f->pos[t] + 1 > max_keys)
-            max_keys = f->pos[t] + 1;
-    const int64_t nth = kvx_threadpool_size(f->tp);
-    const int64_t units = f->n_tok * n_kv_heads;
-    int64_t want = (4 * nth + units - 1) / units;        /* enough tasks to balance threads */
-    int64_t most = (max_keys + 255) / 256;               /* but at least 256 keys per task */
-    int64_t n = want < most ? want : most;
-    return n < 1 ? 1 : n;
-}
-
 static void attention_block(struct step *s)
 {
     const struct kvx_llama_layer *L = s->L;
@@ -410,10 +349,13 @@ static void attention_block(struct step *s)
     const int64_t ldy[3] = {nq, nkv, nkv};
     run_matmuls(s, 3, w, y, ldy, step_norm);
     kvx_threadpool_run(f->tp, step_qk_rope_store, s);
-    s->n_split = attention_splits(f, hp->n_head_kv);
-    atomic_store(&s->next_task, 0);
-    kvx_threadpool_run(f->tp, step_attention, s);
-    kvx_threadpool_run(f->tp, step_attn_merge, s);
+    const struct kvx_attn_batch ab = {
+        .n_tok = f->n_tok, .pos = f->pos, .seq = f->seq, .layer = s->il,
+        .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim,
+        .q = f->s->q, .q_ld = nq, .out = f->s->attn, .out_ld = nq,
+        .scale = 1.0f / sqrtf((float)hp->head_dim),
+    };
+    kvx_attn_causal(f->tp, &ab, &f->s->attn_ws);
     /* attention output projection into xn, added to x by the next norm step */
     const struct kvx_mat *wo[1] = {&L->wo};
     float *yo[1] = {f->s->xn};

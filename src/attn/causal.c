@@ -1,0 +1,207 @@
+/* attn/causal: task planning, execution and merge of batched causal attention. */
+#include "attn/causal.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+#include "attn/attn.h"
+
+/* Shared-prefix chunks per token are capped so that the partial-result buffer stays bounded
+ * for any context length; the chunk length grows instead. */
+#define MAX_CHUNKS 16
+#define MIN_CHUNK 1024
+
+struct plan {
+    const struct kvx_attn_batch *b;
+    struct kvx_attn_workspace *ws;
+    int64_t qblock;          /* tokens per block (1 when the batch is not one run) */
+    int64_t n_blocks;
+    int64_t chunk;           /* keys per shared-prefix task */
+    int64_t n_parts;         /* chunks + 1 (the triangle) */
+    int64_t n_tasks;
+    atomic_long next;
+};
+
+size_t kvx_attn_workspace_size(struct kvx_attn_workspace *ws, int64_t n_batch, int64_t n_ctx,
+                               int n_threads, int32_t n_head, int32_t n_head_kv,
+                               int32_t head_dim)
+{
+    const int64_t G = n_head / n_head_kv;
+    ws->chunk = (n_ctx + MAX_CHUNKS - 1) / MAX_CHUNKS;
+    ws->chunk = ws->chunk < MIN_CHUNK ? MIN_CHUNK : (ws->chunk + 15) / 16 * 16;
+    /* decode splits a history into at most 4 * n_threads chunks */
+    ws->max_parts = (MAX_CHUNKS > 4 * n_threads ? MAX_CHUNKS : 4 * n_threads) + 1;
+    const int64_t nq = KVX_ATTN_QBLOCK * G;
+    /* per thread: scores for nq queries over a chunk (or a decode chunk up to n_ctx keys),
+     * the gathered queries, and one task's m, l, acc */
+    const int64_t keys = n_ctx > ws->chunk ? n_ctx : ws->chunk;
+    ws->thread_floats = kvx_attn_scratch_floats((int32_t)nq, ws->chunk, 16);
+    const int64_t dec = kvx_attn_scratch_floats((int32_t)G, keys, 16);
+    ws->thread_floats = ws->thread_floats > dec ? ws->thread_floats : dec;
+    ws->thread_floats += nq * head_dim + nq * (2 + head_dim);
+    ws->thread_floats = (ws->thread_floats + 15) / 16 * 16;
+    const int64_t parts = n_batch * n_head_kv * ws->max_parts * G * (2 + head_dim);
+    return (size_t)(parts + (int64_t)n_threads * ws->thread_floats);
+}
+
+void kvx_attn_workspace_bind(struct kvx_attn_workspace *ws, float *floats, int64_t n_batch,
+                             int32_t n_head, int32_t n_head_kv, int32_t head_dim)
+{
+    const int64_t G = n_head / n_head_kv;
+    ws->parts = floats;
+    ws->thread = floats + n_batch * n_head_kv * ws->max_parts * G * (2 + head_dim);
+}
+
+/* Is the batch one run of consecutive positions of one sequence? */
+static bool one_run(const struct kvx_attn_batch *b)
+{
+    for (int64_t t = 1; t < b->n_tok; t++)
+        if (b->seq[t] != b->seq[0] || b->pos[t] != b->pos[0] + t)
+            return false;
+    return true;
+}
+
+static void make_plan(struct plan *p, const struct kvx_attn_batch *b,
+                      struct kvx_attn_workspace *ws, int nth)
+{
+    memset(p, 0, sizeof *p);
+    p->b = b;
+    p->ws = ws;
+    p->qblock = b->n_tok > 1 && one_run(b) ? KVX_ATTN_QBLOCK : 1;
+    p->n_blocks = (b->n_tok + p->qblock - 1) / p->qblock;
+    int64_t longest = 0; /* the longest shared prefix of any block */
+    for (int64_t blk = 0; blk < p->n_blocks; blk++) {
+        const int64_t p0 = b->pos[blk * p->qblock];
+        longest = p0 > longest ? p0 : longest;
+    }
+    p->chunk = ws->chunk;
+    if (b->n_tok == 1) {
+        /* decode: enough chunks of at least 256 keys to give every thread work */
+        int64_t want = (4 * (int64_t)nth + b->n_head_kv - 1) / b->n_head_kv;
+        int64_t c = (longest + want - 1) / (want ? want : 1);
+        c = c < 256 ? 256 : (c + 15) / 16 * 16;
+        p->chunk = c;
+    }
+    int64_t n_chunks = (longest + p->chunk - 1) / p->chunk;
+    if (n_chunks + 1 > ws->max_parts) { /* cannot happen with the sizes above; stay safe */
+        p->chunk = (longest + ws->max_parts - 2) / (ws->max_parts - 1);
+        p->chunk = (p->chunk + 15) / 16 * 16;
+        n_chunks = (longest + p->chunk - 1) / p->chunk;
+    }
+    p->n_parts = n_chunks + 1;
+    p->n_tasks = p->n_blocks * b->n_head_kv * p->n_parts;
+    atomic_store(&p->next, 0);
+}
+
+/* Where the partial result of (token t, KV head g, part r) lives. */
+static void part_slot(const struct plan *p, int64_t t, int64_t g, int64_t r, float **m, float **l,
+                      float **acc)
+{
+    const int64_t G = p->b->n_head / p->b->n_head_kv, hd = p->b->head_dim;
+    const int64_t base = ((t * p->b->n_head_kv + g) * p->n_parts + r) * G;
+    const int64_t stride = p->b->n_tok * p->b->n_head_kv * p->n_parts * G;
+    *m = p->ws->parts + base;
+    *l = p->ws->parts + stride + base;
+    *acc = p->ws->parts + 2 * stride + base * hd;
+}
+
+/* One shared-prefix chunk for all tokens of a block: their queries are gathered into one
+ * n_q = tokens x G matrix so each K/V vector is loaded once for all of them. */
+static void run_chunk(const struct plan *p, int64_t blk, int64_t g, int64_t r, float *scr)
+{
+    const struct kvx_attn_batch *b = p->b;
+    const int64_t G = b->n_head / b->n_head_kv, hd = b->head_dim;
+    const int64_t t0 = blk * p->qblock;
+    const int64_t nt = b->n_tok - t0 < p->qblock ? b->n_tok - t0 : p->qblock;
+    const int64_t p0 = b->pos[t0];
+    const int64_t k0 = r * p->chunk, k1 = k0 + p->chunk < p0 ? k0 + p->chunk : p0;
+    const int64_t nq = nt * G;
+    float *q = scr, *m = q + nq * hd, *l = m + nq, *acc = l + nq, *scores = acc + nq * hd;
+    if (k0 >= k1) {
+        for (int64_t i = 0; i < nt; i++) {
+            float *pm, *pl, *pa;
+            part_slot(p, t0 + i, g, r, &pm, &pl, &pa);
+            for (int64_t j = 0; j < G; j++) {
+                pm[j] = -__builtin_inff();
+                pl[j] = 0;
+            }
+            memset(pa, 0, (size_t)(G * hd) * sizeof *pa);
+        }
+        return;
+    }
+    for (int64_t i = 0; i < nt; i++)
+        memcpy(q + i * G * hd, b->q + (t0 + i) * b->q_ld + g * G * hd, (size_t)(G * hd) * sizeof *q);
+    struct kvx_kv_view view;
+    kvx_kv_seq_view(b->seq[t0], b->layer, &view);
+    kvx_attn_partial(&view, (int32_t)g, k0, k1, q, (int32_t)nq, b->scale, scores, m, l, acc);
+    for (int64_t i = 0; i < nt; i++) {
+        float *pm, *pl, *pa;
+        part_slot(p, t0 + i, g, r, &pm, &pl, &pa);
+        memcpy(pm, m + i * G, (size_t)G * sizeof *pm);
+        memcpy(pl, l + i * G, (size_t)G * sizeof *pl);
+        memcpy(pa, acc + i * G * hd, (size_t)(G * hd) * sizeof *pa);
+    }
+}
+
+/* The causal triangle of a block: token i sees keys [p0, pos_i]. */
+static void run_triangle(const struct plan *p, int64_t blk, int64_t g, float *scr)
+{
+    const struct kvx_attn_batch *b = p->b;
+    const int64_t G = b->n_head / b->n_head_kv, hd = b->head_dim;
+    const int64_t t0 = blk * p->qblock;
+    const int64_t nt = b->n_tok - t0 < p->qblock ? b->n_tok - t0 : p->qblock;
+    for (int64_t i = 0; i < nt; i++) {
+        const int64_t t = t0 + i;
+        struct kvx_kv_view view;
+        kvx_kv_seq_view(b->seq[t], b->layer, &view);
+        float *pm, *pl, *pa;
+        part_slot(p, t, g, p->n_parts - 1, &pm, &pl, &pa);
+        /* the chunks cover [0, pos[t0]); the triangle the rest */
+        kvx_attn_partial(&view, (int32_t)g, b->pos[t0], b->pos[t] + 1,
+                         b->q + t * b->q_ld + g * G * hd, (int32_t)G, b->scale, scr, pm, pl, pa);
+    }
+}
+
+static void task_loop(void *ctx, int ith, int nth)
+{
+    (void)nth;
+    struct plan *p = ctx;
+    float *scr = p->ws->thread + (int64_t)ith * p->ws->thread_floats;
+    const int64_t hkv = p->b->n_head_kv;
+    for (;;) {
+        const int64_t task = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+        if (task >= p->n_tasks)
+            break;
+        const int64_t r = task % p->n_parts, bg = task / p->n_parts;
+        const int64_t blk = bg / hkv, g = bg % hkv;
+        if (r == p->n_parts - 1)
+            run_triangle(p, blk, g, scr);
+        else
+            run_chunk(p, blk, g, r, scr);
+    }
+}
+
+static void merge_loop(void *ctx, int ith, int nth)
+{
+    struct plan *p = ctx;
+    const struct kvx_attn_batch *b = p->b;
+    const int64_t G = b->n_head / b->n_head_kv, hd = b->head_dim;
+    int64_t lo, hi;
+    kvx_split_range(b->n_tok * b->n_head_kv, 1, ith, nth, &lo, &hi);
+    for (int64_t tg = lo; tg < hi; tg++) {
+        const int64_t t = tg / b->n_head_kv, g = tg % b->n_head_kv;
+        float *pm, *pl, *pa;
+        part_slot(p, t, g, 0, &pm, &pl, &pa);
+        kvx_attn_merge((int32_t)p->n_parts, (int32_t)G, (int32_t)hd, pm, pl, pa,
+                       b->out + t * b->out_ld + g * G * hd);
+    }
+}
+
+void kvx_attn_causal(struct kvx_threadpool *tp, const struct kvx_attn_batch *b,
+                     struct kvx_attn_workspace *ws)
+{
+    struct plan p;
+    make_plan(&p, b, ws, kvx_threadpool_size(tp));
+    kvx_threadpool_run(tp, task_loop, &p);
+    kvx_threadpool_run(tp, merge_loop, &p);
+}
