@@ -77,7 +77,7 @@ sanitize:
 	$(MAKE) BUILD=build/san CC=clang OPT="-O1 -g -fno-omit-frame-pointer" \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" build/san/kvx-tests build/san/kvx
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 KVX_SANITIZE=1 ./build/san/kvx-tests
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 KVX_SANITIZE=1 KVX_BIN=build/san/kvx ./build/san/kvx-tests
 
 FUZZ_SECONDS ?= 30
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=build/fuzz/%)
