@@ -5,6 +5,8 @@
 
 #include "cli/common.h"
 
+int cmd_plan(const struct cli_opts *o);   /* cli/cmd_plan.c */
+
 struct command {
     const char *name;
     unsigned bit;
@@ -22,6 +24,9 @@ static const struct command commands[] = {
      "prefill and decode tokens/s at a context depth, peak RSS"},
     {"inspect", CMD_INSPECT, "kvx inspect -m MODEL | kvx inspect MODEL",
      "metadata, tensors, per-layer KV cache declaration and bytes/token"},
+    {"plan", CMD_PLAN,
+     "kvx plan (-m MODEL | --preset NAME)[,...] [--ctx 8K,128K] [--gpu h100] [-C 16] [--json|--csv]",
+     "KV bytes per token and sequence, what fits, decode roofline and $/Mtok"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -69,6 +74,7 @@ int main(int argc, char **argv)
     case CMD_EVAL: return cmd_eval(&o, what);
     case CMD_BENCH: return cmd_bench(&o);
     case CMD_INSPECT: return cmd_inspect(&o);
+    case CMD_PLAN: return cmd_plan(&o);
     default: return cli_fail("internal error: command not dispatched");
     }
 }

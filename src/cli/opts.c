@@ -19,7 +19,7 @@ struct opt {
     const char *meta, *help;
 };
 
-#define ALL (CMD_RUN | CMD_LOGITS | CMD_EVAL | CMD_BENCH | CMD_INSPECT)
+#define ALL (CMD_RUN | CMD_LOGITS | CMD_EVAL | CMD_BENCH | CMD_INSPECT | CMD_PLAN)
 #define GEN (CMD_RUN | CMD_LOGITS | CMD_EVAL | CMD_BENCH)
 #define O(f) offsetof(struct cli_opts, f)
 
@@ -55,6 +55,25 @@ static const struct opt opts[] = {
     {"kv-k", 0, OPT_STR, O(kv_k), GEN | CMD_INSPECT, 0, 0, "CODEC", "K storage codec"},
     {"kv-v", 0, OPT_STR, O(kv_v), GEN | CMD_INSPECT, 0, 0, "CODEC", "V storage codec"},
     {"isa", 0, OPT_STR, O(isa), GEN, 0, 0, "ISA", "kernels: auto, scalar, avx2, avx512"},
+    {"preset", 0, OPT_STR, O(preset), CMD_PLAN, 0, 0, "NAME[,NAME]", "plan: model preset(s) from data/plan/models.tsv (-m takes FILE[,FILE])"},
+    {"ctx", 'c', OPT_STR, O(plan_ctx), CMD_PLAN, 0, 0, "L[,L...]", "plan: context lengths, e.g. 4096,32K,128K (default 8192)"},
+    {"kv", 0, OPT_STR, O(kv), CMD_PLAN, 0, 0, "CODEC", "plan: K and V storage: f16 (default), bf16, f32, fp8, fp4"},
+    {"kv-k", 0, OPT_STR, O(kv_k), CMD_PLAN, 0, 0, "CODEC", "plan: K storage codec"},
+    {"kv-v", 0, OPT_STR, O(kv_v), CMD_PLAN, 0, 0, "CODEC", "plan: V storage codec"},
+    {"concurrency", 'C', OPT_INT, O(concurrency), CMD_PLAN, 0, 1e9, "C", "plan: sequences decoded together per replica (default 1)"},
+    {"gpu", 0, OPT_STR, O(gpu), CMD_PLAN, 0, 0, "NAME", "plan: device from data/plan/hardware.tsv, or cpu (measured); default h100"},
+    {"gpus", 0, OPT_INT, O(gpus), CMD_PLAN, 0, 1e6, "N", "plan: devices in all, a multiple of --tp (default = tp)"},
+    {"tp", 0, OPT_INT, O(tp), CMD_PLAN, 0, 1024, "N", "plan: tensor-parallel devices per replica (default 1)"},
+    {"price", 0, OPT_FLOAT, O(price), CMD_PLAN, 0, 1e6, "USD", "plan: price of one device per hour, for $ per million output tokens"},
+    {"util", 0, OPT_FLOAT, O(util), CMD_PLAN, 0, 1, "F", "plan: fraction of device memory usable (default 0.9)"},
+    {"reserve-gb", 0, OPT_FLOAT, O(reserve_gb), CMD_PLAN, 0, 1e6, "GB", "plan: memory per replica kept for activations (default 0)"},
+    {"prefix-shared", 0, OPT_INT, O(prefix_shared), CMD_PLAN, 0, 1e12, "N", "plan: prompt-prefix tokens all sequences share (stored once)"},
+    {"weights-bytes", 0, OPT_BYTES, O(weights_bytes), CMD_PLAN, 1, 1e16, "BYTES", "plan: weight bytes (overrides the model's)"},
+    {"weights-dtype", 0, OPT_STR, O(weights_dtype), CMD_PLAN, 0, 0, "DTYPE", "plan: preset weights as bf16 (default), f16, f32, fp8, int8, q8_0, q4_0, q4_1, int4, fp4"},
+    {"csv", 0, OPT_FLAG, O(csv), CMD_PLAN, 0, 0, NULL, "plan: one CSV row per model and context"},
+    {"compare", 0, OPT_FLAG, O(compare), CMD_PLAN, 0, 0, NULL, "plan: models side by side (also implied by several models)"},
+    {"curve", 0, OPT_STR, O(curve), CMD_PLAN, 0, 0, "FILE.svg", "plan: KV bytes vs context (1K..1M) as SVG, and FILE.csv beside it"},
+    {"measure", 0, OPT_FLAG, O(measure), CMD_PLAN, 0, 0, NULL, "plan: measure this machine's memory bandwidth (~1 s); implies --gpu cpu"},
     {"help", 'h', OPT_FLAG, O(help), ALL, 0, 0, NULL, "this help"},
 };
 
@@ -74,6 +93,9 @@ void cli_opts_default(struct cli_opts *o)
     o->reps = 1;
     o->batch = 512;
     o->page_tokens = 256;
+    o->concurrency = 1;
+    o->tp = 1;
+    o->util = 0.9f;
 }
 
 static const struct opt *find_opt(unsigned cmd, const char *arg)

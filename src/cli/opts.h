@@ -16,6 +16,7 @@ enum {
     CMD_EVAL = 1 << 2,
     CMD_BENCH = 1 << 3,
     CMD_INSPECT = 1 << 4,
+    CMD_PLAN = 1 << 5,
 };
 
 struct cli_opts {
@@ -40,6 +41,12 @@ struct cli_opts {
     int64_t chunks;
     const char *system;
     bool help;
+    /* plan */
+    const char *preset, *plan_ctx, *gpu, *weights_dtype, *curve;
+    int64_t concurrency, tp, gpus, prefix_shared;
+    int64_t weights_bytes;    /* 0 = from the model */
+    float price, util, reserve_gb;
+    bool csv, compare, measure;
 };
 
 void cli_opts_default(struct cli_opts *o);

@@ -1,0 +1,259 @@
+/* plan/plan: a model's cache as a kv/layout, and the byte counts the planner reports.
+ *
+ * Owns the mapping of presets and GGUF files onto kv/layout declarations and the (scaled) sums
+ * over the layout's own per-layer numbers.  Owns no KV byte formula: page bytes, pages per
+ * sequence and bytes per token all come from kv/layout.  Fit and roofline: plan/fit.c. */
+#include "plan/plan.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "engine/engine.h"
+#include "model/model.h"
+#include "util/err.h"
+
+const char *kvx_plan_lkind_name(enum kvx_plan_lkind k)
+{
+    static const char *const names[KVX_PLAN_LKIND_COUNT] = {"none", "full", "window", "shared",
+                                                           "latent"};
+    return k >= 0 && k < KVX_PLAN_LKIND_COUNT ? names[k] : "unknown";
+}
+
+bool kvx_plan_codec_parse(const char *s, struct kvx_plan_codec *out)
+{
+    static const struct kvx_plan_codec table[] = {
+        {"f32", KVX_KV_CODEC_F32, 1, 1}, {"f16", KVX_KV_CODEC_F16, 1, 1},
+        {"bf16", KVX_KV_CODEC_F16, 1, 1}, {"fp8", KVX_KV_CODEC_F16, 1, 2},
+        {"fp4", KVX_KV_CODEC_F16, 17, 64},
+    };
+    for (size_t i = 0; s && i < sizeof table / sizeof table[0]; i++)
+        if (strcasecmp(s, table[i].name) == 0) {
+            *out = table[i];
+            return true;
+        }
+    return false;
+}
+
+struct kvx_plan_kv_cfg kvx_plan_kv_cfg_default(void)
+{
+    struct kvx_plan_kv_cfg c;
+    kvx_plan_codec_parse("f16", &c.k);
+    kvx_plan_codec_parse("f16", &c.v);
+    c.page_tokens = kvx_engine_cfg_default().page_tokens;   /* what the engine would use */
+    return c;
+}
+
+static enum kvx_status kv_alloc(struct kvx_plan_kv *out, int32_t n_layer,
+                                const struct kvx_plan_kv_cfg *cfg, struct kvx_err *err)
+{
+    memset(out, 0, sizeof *out);
+    enum kvx_status st = kvx_kv_layout_init(&out->layout, n_layer, cfg->page_tokens, err);
+    if (st != KVX_OK)
+        return st;
+    out->kind = calloc((size_t)n_layer, 1);
+    if (!out->kind) {
+        kvx_kv_layout_free(&out->layout);
+        return kvx_err_set(err, KVX_ERR_NOMEM, "plan: no memory for %d layers", (int)n_layer);
+    }
+    out->k = cfg->k;
+    out->v = cfg->v;
+    return KVX_OK;
+}
+
+void kvx_plan_kv_free(struct kvx_plan_kv *kv)
+{
+    if (!kv)
+        return;
+    kvx_kv_layout_free(&kv->layout);
+    free(kv->kind);
+    kv->kind = NULL;
+}
+
+/* The declaration of preset layer i with letter c (F, W or L); SHARED is set by the caller. */
+static struct kvx_layer_cache preset_layer(const struct kvx_plan_model *pm, char c,
+                                           const struct kvx_plan_kv *kv, uint8_t *kind)
+{
+    struct kvx_layer_cache lc = {.kind = KVX_KV_KIND_FULL, .shared_from = -1,
+                                 .k_codec = kv->k.native, .v_codec = kv->v.native};
+    if (c == 'L') {
+        /* MLA: K = the RoPE'd key (rope_dim), V = the latent c^KV (c_dim); one "head". */
+        lc.n_kv_heads = 1;
+        lc.k_dim = pm->latent_rope;
+        lc.v_dim = pm->latent_c;
+        *kind = KVX_PLAN_LKIND_LATENT;
+    } else if (c == 'W') {
+        lc.kind = KVX_KV_KIND_WINDOW;
+        lc.window = pm->window;
+        lc.n_kv_heads = pm->kv_heads;
+        lc.k_dim = lc.v_dim = pm->head_dim;
+        *kind = KVX_PLAN_LKIND_WINDOW;
+    } else {
+        lc.n_kv_heads = pm->g_kv_heads > 0 ? pm->g_kv_heads : pm->kv_heads;
+        lc.k_dim = lc.v_dim = pm->g_head_dim > 0 ? pm->g_head_dim : pm->head_dim;
+        *kind = KVX_PLAN_LKIND_FULL;
+    }
+    return lc;
+}
+
+enum kvx_status kvx_plan_kv_from_model(const struct kvx_plan_model *pm,
+                                       const struct kvx_plan_kv_cfg *cfg, struct kvx_plan_kv *out,
+                                       struct kvx_err *err)
+{
+    size_t plen = strlen(pm->pattern);
+    if (plen == 0 || strspn(pm->pattern, "FWL") != plen)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "plan: model '%s': pattern '%s' must be letters "
+                           "F, W, L", pm->name, pm->pattern);
+    enum kvx_status st = kv_alloc(out, pm->n_layer, cfg, err);
+    if (st != KVX_OK)
+        return st;
+    for (int32_t i = 0; i < pm->n_layer; i++) {
+        char c = pm->pattern[(size_t)i % plen];
+        out->layout.layers[i] = preset_layer(pm, c, out, &out->kind[i]);
+        if (pm->shared_from <= 0 || i < pm->shared_from)
+            continue;
+        int32_t src = pm->shared_from - 1;
+        while (src >= 0 && pm->pattern[(size_t)src % plen] != c)
+            src--;
+        if (src >= 0) {
+            out->layout.layers[i] = (struct kvx_layer_cache){.kind = KVX_KV_KIND_SHARED,
+                                                             .shared_from = src};
+            out->kind[i] = KVX_PLAN_LKIND_SHARED;
+        }
+    }
+    if ((st = kvx_kv_layout_validate(&out->layout, err)) != KVX_OK) {
+        kvx_err_prefix(err, "plan: model '%s'", pm->name);
+        kvx_plan_kv_free(out);
+        return st;
+    }
+    snprintf(out->name, sizeof out->name, "%s", pm->name);
+    out->n_params = pm->n_params;
+    out->n_active = pm->n_active > 0 ? pm->n_active : pm->n_params;
+    out->ctx_max = pm->ctx_max;
+    return KVX_OK;
+}
+
+static enum kvx_plan_lkind kind_of_layout(enum kvx_kv_kind k)
+{
+    switch (k) {
+    case KVX_KV_KIND_FULL: return KVX_PLAN_LKIND_FULL;
+    case KVX_KV_KIND_WINDOW: return KVX_PLAN_LKIND_WINDOW;
+    case KVX_KV_KIND_SHARED: return KVX_PLAN_LKIND_SHARED;
+    default: return KVX_PLAN_LKIND_NONE;
+    }
+}
+
+enum kvx_status kvx_plan_kv_from_gguf(const char *path, const struct kvx_plan_kv_cfg *cfg,
+                                      struct kvx_plan_kv *out, struct kvx_err *err)
+{
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = path;
+    struct kvx_model *m;
+    enum kvx_status st = kvx_model_open(&mc, &m, err);
+    if (st != KVX_OK)
+        return st;
+    if ((st = kv_alloc(out, m->hp.n_layer, cfg, err)) != KVX_OK) {
+        kvx_model_close(m);
+        return st;
+    }
+    m->arch->declare_cache(m, &out->layout, cfg->k.native, cfg->v.native);   /* as the engine */
+    if ((st = kvx_kv_layout_validate(&out->layout, err)) != KVX_OK) {
+        kvx_plan_kv_free(out);
+        kvx_model_close(m);
+        return st;
+    }
+    for (int32_t i = 0; i < out->layout.n_layer; i++)
+        out->kind[i] = (uint8_t)kind_of_layout(out->layout.layers[i].kind);
+    struct kvx_model_info info;
+    kvx_model_get_info(m, &info);
+    const char *base = strrchr(path, '/');
+    snprintf(out->name, sizeof out->name, "%s", info.name[0] ? info.name : base ? base + 1 : path);
+    out->n_params = out->n_active = (double)info.n_params;
+    out->weight_bytes = info.weight_bytes;
+    out->ctx_max = info.n_ctx_train;
+    kvx_model_close(m);
+    return KVX_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Byte counts: the layout's per-layer numbers, each page's K and V parts scaled for projected
+ * codecs (num/den = 1 for native ones, where the sums equal the layout's own totals). */
+
+static bool native(const struct kvx_plan_kv *kv)
+{
+    return kv->k.num == kv->k.den && kv->v.num == kv->v.den;
+}
+
+static size_t scale(size_t b, const struct kvx_plan_codec *c)
+{
+    return (b * (size_t)c->num + (size_t)c->den - 1) / (size_t)c->den;
+}
+
+static size_t page_bytes(const struct kvx_plan_kv *kv, int32_t i)
+{
+    size_t all = kvx_kv_layer_page_bytes(&kv->layout, i);
+    size_t k = kvx_kv_layer_v_offset(&kv->layout, i, 0);   /* every K region comes first */
+    return scale(k, &kv->k) + scale(all - k, &kv->v);
+}
+
+static bool kind_match(const struct kvx_plan_kv *kv, int32_t i, int k)
+{
+    return k < 0 || kv->kind[i] == k;
+}
+
+static size_t seq_sum(const struct kvx_plan_kv *kv, int64_t n, int k)
+{
+    size_t bytes = 0;
+    for (int32_t i = 0; i < kv->layout.n_layer; i++)
+        if (kind_match(kv, i, k))
+            bytes += (size_t)kvx_kv_layer_pages(&kv->layout, i, n) * page_bytes(kv, i);
+    return bytes;
+}
+
+size_t kvx_plan_kv_seq_bytes(const struct kvx_plan_kv *kv, int64_t n)
+{
+    return native(kv) ? kvx_kv_layout_seq_bytes(&kv->layout, n) : seq_sum(kv, n, -1);
+}
+
+size_t kvx_plan_kv_seq_bytes_kind(const struct kvx_plan_kv *kv, int64_t n, enum kvx_plan_lkind k)
+{
+    return seq_sum(kv, n, (int)k);
+}
+
+static size_t per_token_sum(const struct kvx_plan_kv *kv, int k)
+{
+    size_t sum = 0;
+    for (int32_t i = 0; i < kv->layout.n_layer; i++)
+        if (kv->layout.layers[i].kind == KVX_KV_KIND_FULL && kind_match(kv, i, k))
+            sum += page_bytes(kv, i);
+    size_t pt = (size_t)kv->layout.page_tokens;
+    return (sum + pt - 1) / pt;
+}
+
+size_t kvx_plan_kv_bytes_per_token(const struct kvx_plan_kv *kv)
+{
+    return native(kv) ? kvx_kv_layout_bytes_per_token(&kv->layout) : per_token_sum(kv, -1);
+}
+
+size_t kvx_plan_kv_bytes_per_token_kind(const struct kvx_plan_kv *kv, enum kvx_plan_lkind k)
+{
+    return per_token_sum(kv, (int)k);
+}
+
+size_t kvx_plan_kv_const_bytes(const struct kvx_plan_kv *kv)
+{
+    int64_t wmax = 0;
+    for (int32_t i = 0; i < kv->layout.n_layer; i++)
+        if (kv->layout.layers[i].kind == KVX_KV_KIND_WINDOW && kv->layout.layers[i].window > wmax)
+            wmax = kv->layout.layers[i].window;
+    if (wmax == 0)
+        return 0;
+    /* Once every window is full the count is periodic in the page size: take its peak. */
+    size_t peak = 0;
+    for (int64_t j = 0; j < kv->layout.page_tokens; j++) {
+        size_t b = seq_sum(kv, 2 * wmax + j, KVX_PLAN_LKIND_WINDOW);
+        peak = b > peak ? b : peak;
+    }
+    return peak;
+}
