@@ -87,7 +87,7 @@ build/fuzz/%: fuzz/%.c $(LIB_SRC)
 	@mkdir -p build/fuzz
 	clang $(CSTD) $(WARN) -O1 -g -Iinclude -Isrc -fsanitize=fuzzer,address,undefined -o $@ $< build/fuzzlib/libkvx.a $(LDLIBS)
 
-fuzz: $(FUZZ_BIN)
+fuzz: $(FUZZ_BIN) model
 	@set -e; for f in $(FUZZ_BIN); do \
 	  name=$$(basename $$f); mkdir -p build/fuzz/corpus-$$name; \
 	  seeds=fuzz/seeds/$$name; [ -d $$seeds ] || seeds=; \
