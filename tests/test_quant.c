@@ -8,13 +8,19 @@
  *   - every SIMD table (AVX2, AVX-512, AVX-512 VNNI: those this CPU has) matches scalar on random
  *     rows of 1, 2, 3 and 7 blocks (odd lengths for the float formats) at unaligned addresses,
  *     within 1e-5 * sum |w*a|; activation quantizers are byte-identical to scalar;
- *   - quant_bench_* print vec_dot GB/s per ISA when KVX_BENCH=1 (skipped otherwise). */
+ *   - every vec_dot_tile (the scalar reference loop, AVX-512, AVX-512 VNNI) matches scalar
+ *     vec_dot per (row, token) within 1e-5 * sum |w*a| on every tile shape up to 4 x 4, rows of
+ *     1..9 and 18 blocks, odd offsets and strides, int16 worst-case quants, and writes nothing
+ *     outside its tile; kvx_matmul_part (tiles for n_tok > 1) matches vec_dot on ragged shapes;
+ *   - quant_bench_* print vec_dot GB/s per ISA, and vec_dot vs vec_dot_tile GMAC/s in cache,
+ *     when KVX_BENCH=1 (skipped otherwise). */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "ops/matmul.h"
 #include "ops/quant.h"
 #include "ops/quant_internal.h"
 #include "test.h"
@@ -637,6 +643,222 @@ KVX_TEST(quant_simd_vec_dot_vs_scalar)
         kvx_test_skip("no SIMD ISA on this CPU");
 }
 
+/* ================================ register tiles (vec_dot_tile) ============================ */
+
+/* The tile of every variant that has one for t, against the scalar vec_dot of each (row, token):
+ * nr x nc rows of n elements, rows w_stride apart and tokens a_stride apart (row bytes + pads,
+ * so odd strides), at byte offsets ow, oa of buffers sized exactly (a sanitizer build sees any
+ * read past the last row), into s with ldS = nr + 3 whose other entries must stay untouched.
+ * `extreme`: every bit of every non-fp16 field set (largest quants and K-quant scales; q8_0
+ * quants -128; not q8_K, whose d is fp32) and activations all 127, the int16 worst case. */
+struct tile_shape {
+    int64_t n;
+    int nr, nc, ow, oa, wpad, apad;
+    bool extreme;
+};
+
+static void tile_case(const struct variant *v, enum kvx_dtype t, struct tile_shape sh,
+                      struct rng *r)
+{
+    enum kvx_dtype at = kvx_quant_vec_dot_type(t);
+    const int64_t n = sh.n;
+    const size_t ws = row_bytes(t, n) + (size_t)sh.wpad, as = row_bytes(at, n) + (size_t)sh.apad;
+    uint8_t *wbuf = calloc(1, ws * (size_t)sh.nr + (size_t)sh.ow);
+    uint8_t *abuf = calloc(1, as * (size_t)sh.nc + (size_t)sh.oa);
+    uint8_t *w = wbuf + sh.ow, *a = abuf + sh.oa;
+    float *x = malloc(n * sizeof *x), *wf = malloc(n * sizeof *wf), *af = malloc(n * sizeof *af);
+    const struct kvx_quant_kernels *ks = kvx_quant_kernels(t, KVX_ISA_SCALAR);
+    const struct kvx_quant_kernels *ka = kvx_quant_kernels(at, KVX_ISA_SCALAR);
+    for (int i = 0; i < sh.nr; i++) {
+        uint8_t *wr = w + (size_t)i * ws;
+        random_weights(r, t, wr, n);
+        if (sh.extreme) { /* quants all ones, scale fields kept */
+            size_t bb = kvx_dtype_block_bytes(t), rb = row_bytes(t, n);
+            struct scale_fields sf = scale_fields(t);
+            for (size_t o = 0; o < rb; o++) {
+                size_t in = o % bb;
+                bool scale = false;
+                for (int k = 0; k < sf.n; k++)
+                    scale |= in >= (size_t)sf.at[k] && in < (size_t)sf.at[k] + 2;
+                if (!scale)
+                    wr[o] = t == KVX_DTYPE_Q8_0 ? 0x80 : 0xff; /* q8_0: -128 */
+            }
+        }
+    }
+    for (int c = 0; c < sh.nc; c++) {
+        if (sh.extreme)
+            for (int64_t i = 0; i < n; i++)
+                x[i] = 1.5f;
+        else
+            random_floats(r, x, n, 1.5f);
+        ka->from_float(x, a + (size_t)c * as, n);
+    }
+    const int64_t ldS = sh.nr + 3;
+    float s[(KVX_QUANT_TILE_MAX + 3) * KVX_QUANT_TILE_MAX];
+    const float sentinel = -12345.0f;
+    for (size_t i = 0; i < sizeof s / sizeof s[0]; i++)
+        s[i] = sentinel;
+    v->get(t)->vec_dot_tile(n, sh.nr, sh.nc, s, ldS, w, ws, a, as);
+    for (int c = sh.nc; c < KVX_QUANT_TILE_MAX; c++) /* columns past nc: untouched */
+        for (int i = 0; i < ldS; i++)
+            if (s[c * ldS + i] != sentinel)
+                kvx_test_fail(__FILE__, __LINE__, "%s/%s tile %dx%d wrote s[%d][%d]",
+                              kvx_dtype_name(t), v->name, sh.nr, sh.nc, c, i);
+    for (int c = 0; c < sh.nc; c++) {
+        ka->to_float(a + (size_t)c * as, af, n);
+        for (int i = 0; i < ldS; i++) {
+            float got = s[c * ldS + i];
+            if (i >= sh.nr) {
+                if (got != sentinel)
+                    kvx_test_fail(__FILE__, __LINE__, "%s/%s tile %dx%d wrote s[%d][%d]",
+                                  kvx_dtype_name(t), v->name, sh.nr, sh.nc, c, i);
+                continue;
+            }
+            float want;
+            ks->vec_dot(n, &want, w + (size_t)i * ws, a + (size_t)c * as);
+            ks->to_float(w + (size_t)i * ws, wf, n);
+            double abs_sum;
+            dot64(wf, af, n, &abs_sum);
+            double tol = 1e-5 * abs_sum + 1e-30;
+            if (!(fabs((double)got - want) <= tol))
+                kvx_test_fail(__FILE__, __LINE__,
+                              "%s/%s tile %dx%d n=%lld (r %d, c %d)%s: %.9g vs vec_dot %.9g "
+                              "(tol %.3g)",
+                              kvx_dtype_name(t), v->name, sh.nr, sh.nc, (long long)n, i, c,
+                              sh.extreme ? " extreme" : "", (double)got, (double)want, tol);
+        }
+    }
+    free(wbuf), free(abuf), free(x), free(wf), free(af);
+}
+
+/* Every variant's tiles (scalar: the reference loop itself) on every nr, nc in 1..4, rows of
+ * 1..9 and 18 blocks (quads of 4 blocks and every tail), aligned and odd offsets and strides. */
+KVX_TEST(quant_vec_dot_tile_vs_vec_dot)
+{
+    static const int64_t blocks[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 18};
+    struct rng r = {6};
+    int tried = 0;
+    for (int v = 0; v < N_VARIANTS; v++) {
+        if (!variants[v].available())
+            continue;
+        for (int i = 0; i < N_TYPES; i++) {
+            enum kvx_dtype t = all_types[i];
+            if (!variants[v].get(t)->vec_dot_tile)
+                continue;
+            for (size_t b = 0; b < sizeof blocks / sizeof blocks[0]; b++)
+                for (int nr = 1; nr <= KVX_QUANT_TILE_MAX; nr++)
+                    for (int nc = 1; nc <= KVX_QUANT_TILE_MAX; nc++) {
+                        int k = nr * 5 + nc + (int)b;
+                        struct tile_shape sh = {
+                            .n = kvx_dtype_block_size(t) == 1 ? 16 * blocks[b] + (k % 3)
+                                                              : test_len(t, blocks[b]),
+                            .nr = nr, .nc = nc, .ow = k % 2 ? 1 : 0, .oa = k % 3 ? 3 : 0,
+                            .wpad = k % 4 ? 0 : 5, .apad = k % 5 ? 0 : 7};
+                        tile_case(&variants[v], t, sh, &r);
+                        if (b < 3 && kvx_dtype_block_size(t) > 1 && t != KVX_DTYPE_Q8_K) {
+                            sh.extreme = true;
+                            tile_case(&variants[v], t, sh, &r);
+                        }
+                        tried += v > 0;
+                    }
+        }
+    }
+    if (!tried)
+        kvx_test_skip("no SIMD tile on this CPU");
+}
+
+/* Which formats have tiles: every one in the scalar table (the spec); the 32-element formats
+ * and q4_K, q5_K, q6_K on AVX-512 with and without VNNI; the others stay NULL (matmul loops
+ * over vec_dot). */
+KVX_TEST(quant_vec_dot_tile_table)
+{
+    for (int i = 0; i < N_TYPES; i++)
+        KVX_CHECK(get_scalar(all_types[i])->vec_dot_tile != NULL);
+    static const enum kvx_dtype tiled[] = {KVX_DTYPE_Q4_0, KVX_DTYPE_Q4_1, KVX_DTYPE_Q5_0,
+                                           KVX_DTYPE_Q5_1, KVX_DTYPE_Q8_0, KVX_DTYPE_Q4_K,
+                                           KVX_DTYPE_Q5_K, KVX_DTYPE_Q6_K};
+    for (int v = 2; v < N_VARIANTS; v++) {
+        if (!variants[v].available())
+            continue;
+        for (size_t i = 0; i < sizeof tiled / sizeof tiled[0]; i++)
+            KVX_CHECK(variants[v].get(tiled[i])->vec_dot_tile != NULL);
+    }
+}
+
+/* The matmul driver against one vec_dot per (row, token): two matrices in one job (37 and 20
+ * rows, neither a multiple of the tile or row block), 1..9 tokens, split over 1..3 threads run
+ * one after the other; y's padding past n_out stays untouched. */
+KVX_TEST(quant_matmul_part_vs_vec_dot)
+{
+    static const enum kvx_dtype types[] = {KVX_DTYPE_Q4_1, KVX_DTYPE_Q8_0, KVX_DTYPE_Q4_K,
+                                           KVX_DTYPE_F16};
+    static const enum kvx_isa isas[] = {KVX_ISA_SCALAR, KVX_ISA_AVX2, KVX_ISA_AVX512};
+    struct rng r = {7};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        enum kvx_dtype t = types[ti], at = kvx_quant_vec_dot_type(t);
+        const int64_t n = 2 * 256, n_out[2] = {37, 20}, max_tok = 9, ldy = 41;
+        const size_t rb = row_bytes(t, n), xs = row_bytes(at, n);
+        uint8_t *wd[2], *xq = malloc(xs * (size_t)max_tok);
+        struct kvx_mat mats[2];
+        float *x = malloc(n * sizeof *x), *y[2], *want[2];
+        for (int m = 0; m < 2; m++) {
+            wd[m] = malloc(rb * (size_t)n_out[m]);
+            for (int64_t i = 0; i < n_out[m]; i++)
+                random_weights(&r, t, wd[m] + (size_t)i * rb, n);
+            mats[m] = (struct kvx_mat){.type = t, .n_in = n, .n_out = n_out[m], .row_bytes = rb,
+                                       .data = wd[m]};
+            y[m] = malloc((size_t)(ldy * max_tok) * sizeof *y[m]);
+            want[m] = malloc((size_t)(ldy * max_tok) * sizeof *want[m]);
+        }
+        for (int64_t tk = 0; tk < max_tok; tk++) {
+            random_floats(&r, x, n, 1.0f);
+            kvx_quant_kernels(at, KVX_ISA_SCALAR)->from_float(x, xq + (size_t)tk * xs, n);
+        }
+        const struct kvx_quant_kernels *ks = kvx_quant_kernels(t, KVX_ISA_SCALAR);
+        for (int m = 0; m < 2; m++)
+            for (int64_t tk = 0; tk < max_tok; tk++)
+                for (int64_t i = 0; i < n_out[m]; i++)
+                    ks->vec_dot(n, &want[m][tk * ldy + i], wd[m] + (size_t)i * rb,
+                                xq + (size_t)tk * xs);
+        for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+            if (!kvx_cpu_has_isa(isas[ii]))
+                continue;
+            for (int64_t n_tok = 1; n_tok <= max_tok; n_tok += n_tok < 5 ? 1 : 4)
+                for (int nth = 1; nth <= 3; nth++) {
+                    struct kvx_matmul_job job = {.n_mats = 2, .n_tok = n_tok, .isa = isas[ii]};
+                    for (int m = 0; m < 2; m++) {
+                        for (int64_t i = 0; i < ldy * max_tok; i++)
+                            y[m][i] = -1.0f;
+                        job.w[m] = &mats[m];
+                        job.y[m] = y[m];
+                        job.ldy[m] = ldy;
+                        job.xq[m] = xq;
+                        job.xq_stride[m] = xs;
+                    }
+                    for (int ith = 0; ith < nth; ith++)
+                        kvx_matmul_part(&job, ith, nth);
+                    for (int m = 0; m < 2; m++)
+                        for (int64_t tk = 0; tk < max_tok; tk++)
+                            for (int64_t i = 0; i < ldy; i++) {
+                                float got = y[m][tk * ldy + i];
+                                bool in = tk < n_tok && i < n_out[m];
+                                float exp = in ? want[m][tk * ldy + i] : -1.0f;
+                                if (!(fabsf(got - exp) <= (in ? 1e-4f * (1 + fabsf(exp)) : 0)))
+                                    kvx_test_fail(__FILE__, __LINE__,
+                                                  "%s %s n_tok %lld nth %d: y%d[%lld][%lld] = "
+                                                  "%.9g, want %.9g",
+                                                  kvx_dtype_name(t), kvx_isa_name(isas[ii]),
+                                                  (long long)n_tok, nth, m, (long long)tk,
+                                                  (long long)i, (double)got, (double)exp);
+                            }
+                }
+        }
+        for (int m = 0; m < 2; m++)
+            free(wd[m]), free(y[m]), free(want[m]);
+        free(xq), free(x);
+    }
+}
+
 /* Activation rows with the cases that tell rounding rules apart: exact ties (amax 127 makes
  * x * id exact), zeros, a negative largest element, equal magnitudes of both signs, huge, tiny
  * and half-precision edge values. */
@@ -804,4 +1026,59 @@ KVX_TEST(quant_bench_q8_0)
     if (!bench_enabled())
         return;
     bench_format(KVX_DTYPE_Q8_0, 576);
+}
+
+/* Prefill's inner loop, one thread: 16 rows x 64 tokens, all in cache (as a ROW_BLOCK of the
+ * matmul driver), by vec_dot per (row, token) and by vec_dot_tile, best of 10 passes, in
+ * GMAC/s (multiply-adds of the dequantized rows). */
+static void bench_tile_format(enum kvx_dtype t, int64_t n)
+{
+    enum kvx_dtype at = kvx_quant_vec_dot_type(t);
+    enum { R = 16, C = 64 };
+    const size_t rb = row_bytes(t, n), ab = row_bytes(at, n);
+    uint8_t *w = malloc(rb * R), *a = malloc(ab * C);
+    float *x = malloc(n * sizeof *x), y[R * C];
+    struct rng r = {8};
+    random_weights(&r, t, w, n * R);
+    for (int c = 0; c < C; c++) {
+        random_floats(&r, x, n, 1.0f);
+        kvx_quant_kernels(at, KVX_ISA_SCALAR)->from_float(x, a + (size_t)c * ab, n);
+    }
+    printf("  %s, rows of %lld, 16 rows x 64 tokens in cache, one thread (GMAC/s)\n",
+           kvx_dtype_name(t), (long long)n);
+    for (int v = 1; v < N_VARIANTS; v++) {
+        const struct kvx_quant_kernels *k = variants[v].get(t);
+        if (!variants[v].available() || !k->vec_dot_tile)
+            continue;
+        double best_dot = 1e30, best_tile = 1e30;
+        for (int pass = 0; pass < 10; pass++) {
+            double t0 = now_s();
+            for (int c = 0; c < C; c++)
+                for (int i = 0; i < R; i++)
+                    k->vec_dot(n, &y[c * R + i], w + (size_t)i * rb, a + (size_t)c * ab);
+            double t1 = now_s();
+            for (int c = 0; c < C; c += KVX_QUANT_TILE_MAX)
+                for (int i = 0; i < R; i += KVX_QUANT_TILE_MAX)
+                    k->vec_dot_tile(n, KVX_QUANT_TILE_MAX, KVX_QUANT_TILE_MAX, &y[c * R + i], R,
+                                    w + (size_t)i * rb, rb, a + (size_t)c * ab, ab);
+            double t2 = now_s();
+            best_dot = fmin(best_dot, t1 - t0);
+            best_tile = fmin(best_tile, t2 - t1);
+        }
+        const double macs = (double)R * C * (double)n;
+        printf("    %-10s vec_dot %6.1f   tile %6.1f  (%.2fx)\n", variants[v].name,
+               macs / best_dot / 1e9, macs / best_tile / 1e9, best_dot / best_tile);
+    }
+    free(w), free(a), free(x);
+}
+
+KVX_TEST(quant_bench_tile)
+{
+    if (!bench_enabled())
+        return;
+    bench_tile_format(KVX_DTYPE_Q4_1, 576);
+    bench_tile_format(KVX_DTYPE_Q4_1, 1536);
+    bench_tile_format(KVX_DTYPE_Q8_0, 576);
+    bench_tile_format(KVX_DTYPE_Q4_K, 1536);
+    bench_tile_format(KVX_DTYPE_Q6_K, 1536);
 }

@@ -1,4 +1,11 @@
-/* ops/matmul: the threaded driver around the per-format vec_dot kernels. */
+/* ops/matmul: the threaded driver around the per-format vec_dot and vec_dot_tile kernels.
+ *
+ * Threads split the rows (all matrices of a job concatenated) in whole ROW_BLOCKs; each thread
+ * walks its rows a block at a time, and every token of the batch passes over a block while its
+ * weights are hot in L1.  One token (decode) is a matvec that streams W at memory bandwidth:
+ * one vec_dot per row.  Several tokens (prefill) are compute bound: the format's register tile
+ * (vec_dot_tile, up to KVX_QUANT_TILE_MAX rows x tokens) reuses each unpacked weight block for
+ * 4 tokens and each activation block for 4 rows; formats without a tile loop over vec_dot. */
 #include "ops/matmul.h"
 
 #include "util/threadpool.h"
@@ -22,10 +29,39 @@ void kvx_matmul_quantize_rows(const struct kvx_mat *w, enum kvx_isa isa, const f
         k->from_float(x + t * ldx, xq + (size_t)t * xq_stride, w->n_in);
 }
 
+/* Rows [r0, r1) of matrix m for every token, in register tiles: per row block, tokens go in
+ * groups of KVX_QUANT_TILE_MAX and, inside a group, the block's rows in groups of as many, so
+ * that the group's activations (a few KB) stay in L1 across the block and each output line of
+ * ROW_BLOCK floats is completed while hot. */
+static void matmul_rows_tiled(const struct kvx_matmul_job *job, int m, int64_t r0, int64_t r1,
+                              const struct kvx_quant_kernels *k)
+{
+    const struct kvx_mat *w = job->w[m];
+    const int64_t T = KVX_QUANT_TILE_MAX;
+    for (int64_t rb = r0; rb < r1; rb += ROW_BLOCK) {
+        const int64_t re = rb + ROW_BLOCK < r1 ? rb + ROW_BLOCK : r1;
+        for (int64_t t = 0; t < job->n_tok; t += T) {
+            const int nc = (int)(job->n_tok - t < T ? job->n_tok - t : T);
+            const uint8_t *xt = job->xq[m] + (size_t)t * job->xq_stride[m];
+            float *yt = job->y[m] + t * job->ldy[m];
+            for (int64_t r = rb; r < re; r += T) {
+                const int nr = (int)(re - r < T ? re - r : T);
+                k->vec_dot_tile(w->n_in, nr, nc, &yt[r], job->ldy[m],
+                                w->data + (size_t)r * w->row_bytes, w->row_bytes, xt,
+                                job->xq_stride[m]);
+            }
+        }
+    }
+}
+
 static void matmul_rows(const struct kvx_matmul_job *job, int m, int64_t r0, int64_t r1,
                         const struct kvx_quant_kernels *k)
 {
     const struct kvx_mat *w = job->w[m];
+    if (job->n_tok > 1 && k->vec_dot_tile) {
+        matmul_rows_tiled(job, m, r0, r1, k);
+        return;
+    }
     for (int64_t rb = r0; rb < r1; rb += ROW_BLOCK) {
         const int64_t re = rb + ROW_BLOCK < r1 ? rb + ROW_BLOCK : r1;
         for (int64_t t = 0; t < job->n_tok; t++) {
@@ -51,7 +87,8 @@ void kvx_matmul_part(const struct kvx_matmul_job *job, int ith, int nth)
         const int64_t lo = b > base ? b - base : 0;
         const int64_t hi = e - base < n ? e - base : n;
         if (lo < hi)
-            matmul_rows(job, m, lo, hi, kvx_quant_kernels((enum kvx_dtype)job->w[m]->type, job->isa));
+            matmul_rows(job, m, lo, hi,
+                        kvx_quant_kernels((enum kvx_dtype)job->w[m]->type, job->isa));
         base += n;
     }
 }

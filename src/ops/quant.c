@@ -1,34 +1,47 @@
 /* ops/quant: the kernel tables, one per ISA, and the vec-dot type of each weight format.
  *
  * Each table is static const and complete: an entry an ISA does not implement names the scalar
- * kernel, so what runs for (format, ISA) can be read off here.  The AVX-512 ISA has two tables;
- * the one with the VNNI kernels (vpdpbusd) is picked at run time when the CPU has VNNI.
+ * kernel, so what runs for (format, ISA) can be read off here.  The one exception is the optional
+ * vec_dot_tile: NULL where an ISA has no register tile for a format (the matmul driver then
+ * loops over that ISA's vec_dot, faster than the scalar tile would be).  Tiles: scalar (the
+ * reference loop, every format), AVX-512 and AVX-512 VNNI (q4_0, q4_1, q5_0, q5_1, q8_0, q4_K,
+ * q5_K, q6_K), AVX2 (q4_0, q4_1, q5_0, q5_1, q8_0).
+ * The AVX-512 ISA has two tables; the one with the VNNI kernels (vpdpbusd) is picked at run time
+ * when the CPU has VNNI.
  * The kernels themselves live in quant_scalar.c and quant_<isa>.c (x86-64 only). */
 #include "ops/quant.h"
 
 #include "ops/quant_internal.h"
 
 #define KERNELS(to, from, dot) {.to_float = (to), .from_float = (from), .vec_dot = (dot)}
+#define KERNELS_TILE(to, from, dot, tile)                                                          \
+    {.to_float = (to), .from_float = (from), .vec_dot = (dot), .vec_dot_tile = (tile)}
 
-/* scalar entries of format `f` whose vec-dot kernel is `dot` */
+/* scalar entries of format `f` whose vec-dot kernel is `dot` (no tile: matmul loops over dot) */
 #define SCALAR(f, dot) KERNELS(kvx_to_float_##f##_scalar, kvx_from_float_##f##_scalar, dot)
+/* ... with the register tile `tile` */
+#define SCALAR_TILE(f, dot, tile)                                                                  \
+    KERNELS_TILE(kvx_to_float_##f##_scalar, kvx_from_float_##f##_scalar, dot, tile)
+/* the scalar table's entries: vec_dot and the tile that loops over it */
+#define SCALAR_REF(f, af)                                                                          \
+    SCALAR_TILE(f, kvx_vec_dot_##f##_##af##_scalar, kvx_vec_dot_tile_##f##_##af##_scalar)
 
 static const struct kvx_quant_kernels table_scalar[KVX_DTYPE_COUNT] = {
-    [KVX_DTYPE_F32] = SCALAR(f32, kvx_vec_dot_f32_f32_scalar),
-    [KVX_DTYPE_F16] = SCALAR(f16, kvx_vec_dot_f16_f16_scalar),
-    [KVX_DTYPE_BF16] = SCALAR(bf16, kvx_vec_dot_bf16_bf16_scalar),
-    [KVX_DTYPE_Q4_0] = SCALAR(q4_0, kvx_vec_dot_q4_0_q8_0_scalar),
-    [KVX_DTYPE_Q4_1] = SCALAR(q4_1, kvx_vec_dot_q4_1_q8_1_scalar),
-    [KVX_DTYPE_Q5_0] = SCALAR(q5_0, kvx_vec_dot_q5_0_q8_0_scalar),
-    [KVX_DTYPE_Q5_1] = SCALAR(q5_1, kvx_vec_dot_q5_1_q8_1_scalar),
-    [KVX_DTYPE_Q8_0] = SCALAR(q8_0, kvx_vec_dot_q8_0_q8_0_scalar),
-    [KVX_DTYPE_Q8_1] = SCALAR(q8_1, kvx_vec_dot_q8_1_q8_1_scalar),
-    [KVX_DTYPE_Q2_K] = SCALAR(q2_K, kvx_vec_dot_q2_K_q8_K_scalar),
-    [KVX_DTYPE_Q3_K] = SCALAR(q3_K, kvx_vec_dot_q3_K_q8_K_scalar),
-    [KVX_DTYPE_Q4_K] = SCALAR(q4_K, kvx_vec_dot_q4_K_q8_K_scalar),
-    [KVX_DTYPE_Q5_K] = SCALAR(q5_K, kvx_vec_dot_q5_K_q8_K_scalar),
-    [KVX_DTYPE_Q6_K] = SCALAR(q6_K, kvx_vec_dot_q6_K_q8_K_scalar),
-    [KVX_DTYPE_Q8_K] = SCALAR(q8_K, kvx_vec_dot_q8_K_q8_K_scalar),
+    [KVX_DTYPE_F32] = SCALAR_REF(f32, f32),
+    [KVX_DTYPE_F16] = SCALAR_REF(f16, f16),
+    [KVX_DTYPE_BF16] = SCALAR_REF(bf16, bf16),
+    [KVX_DTYPE_Q4_0] = SCALAR_REF(q4_0, q8_0),
+    [KVX_DTYPE_Q4_1] = SCALAR_REF(q4_1, q8_1),
+    [KVX_DTYPE_Q5_0] = SCALAR_REF(q5_0, q8_0),
+    [KVX_DTYPE_Q5_1] = SCALAR_REF(q5_1, q8_1),
+    [KVX_DTYPE_Q8_0] = SCALAR_REF(q8_0, q8_0),
+    [KVX_DTYPE_Q8_1] = SCALAR_REF(q8_1, q8_1),
+    [KVX_DTYPE_Q2_K] = SCALAR_REF(q2_K, q8_K),
+    [KVX_DTYPE_Q3_K] = SCALAR_REF(q3_K, q8_K),
+    [KVX_DTYPE_Q4_K] = SCALAR_REF(q4_K, q8_K),
+    [KVX_DTYPE_Q5_K] = SCALAR_REF(q5_K, q8_K),
+    [KVX_DTYPE_Q6_K] = SCALAR_REF(q6_K, q8_K),
+    [KVX_DTYPE_Q8_K] = SCALAR_REF(q8_K, q8_K),
 };
 
 static const struct kvx_quant_kernels table_avx2[KVX_DTYPE_COUNT] = {
@@ -37,12 +50,16 @@ static const struct kvx_quant_kernels table_avx2[KVX_DTYPE_COUNT] = {
                               kvx_vec_dot_f16_f16_avx2),
     [KVX_DTYPE_BF16] = KERNELS(kvx_to_float_bf16_scalar, kvx_from_float_bf16_avx2,
                                kvx_vec_dot_bf16_bf16_avx2),
-    [KVX_DTYPE_Q4_0] = SCALAR(q4_0, kvx_vec_dot_q4_0_q8_0_avx2),
-    [KVX_DTYPE_Q4_1] = SCALAR(q4_1, kvx_vec_dot_q4_1_q8_1_avx2),
-    [KVX_DTYPE_Q5_0] = SCALAR(q5_0, kvx_vec_dot_q5_0_q8_0_avx2),
-    [KVX_DTYPE_Q5_1] = SCALAR(q5_1, kvx_vec_dot_q5_1_q8_1_avx2),
-    [KVX_DTYPE_Q8_0] = KERNELS(kvx_to_float_q8_0_scalar, kvx_from_float_q8_0_avx2,
-                               kvx_vec_dot_q8_0_q8_0_avx2),
+    [KVX_DTYPE_Q4_0] =
+        SCALAR_TILE(q4_0, kvx_vec_dot_q4_0_q8_0_avx2, kvx_vec_dot_tile_q4_0_q8_0_avx2),
+    [KVX_DTYPE_Q4_1] =
+        SCALAR_TILE(q4_1, kvx_vec_dot_q4_1_q8_1_avx2, kvx_vec_dot_tile_q4_1_q8_1_avx2),
+    [KVX_DTYPE_Q5_0] =
+        SCALAR_TILE(q5_0, kvx_vec_dot_q5_0_q8_0_avx2, kvx_vec_dot_tile_q5_0_q8_0_avx2),
+    [KVX_DTYPE_Q5_1] =
+        SCALAR_TILE(q5_1, kvx_vec_dot_q5_1_q8_1_avx2, kvx_vec_dot_tile_q5_1_q8_1_avx2),
+    [KVX_DTYPE_Q8_0] = KERNELS_TILE(kvx_to_float_q8_0_scalar, kvx_from_float_q8_0_avx2,
+                                    kvx_vec_dot_q8_0_q8_0_avx2, kvx_vec_dot_tile_q8_0_q8_0_avx2),
     [KVX_DTYPE_Q8_1] = KERNELS(kvx_to_float_q8_1_scalar, kvx_from_float_q8_1_avx2,
                                kvx_vec_dot_q8_1_q8_1_scalar),
     [KVX_DTYPE_Q2_K] = SCALAR(q2_K, kvx_vec_dot_q2_K_q8_K_avx2),
@@ -54,40 +71,43 @@ static const struct kvx_quant_kernels table_avx2[KVX_DTYPE_COUNT] = {
                                kvx_vec_dot_q8_K_q8_K_scalar),
 };
 
-/* The rows every AVX-512 table shares; dot_* name the vec-dot kernels of the 32-element formats. */
-#define AVX512_TABLE(dot_q4_0, dot_q4_1, dot_q5_0, dot_q5_1, dot_q8_0)                             \
+/* The rows every AVX-512 table shares; the vec-dot kernels and register tiles of the 32-element
+ * formats are those of `isa` (avx512 or avx512vnni). */
+#define AVX512_TABLE(isa)                                                                          \
     {                                                                                              \
         [KVX_DTYPE_F32] = SCALAR(f32, kvx_vec_dot_f32_f32_avx512),                                 \
         [KVX_DTYPE_F16] = KERNELS(kvx_to_float_f16_avx512, kvx_from_float_f16_avx512,              \
                                   kvx_vec_dot_f16_f16_avx512),                                     \
         [KVX_DTYPE_BF16] = KERNELS(kvx_to_float_bf16_scalar, kvx_from_float_bf16_avx512,           \
                                    kvx_vec_dot_bf16_bf16_avx512),                                  \
-        [KVX_DTYPE_Q4_0] = SCALAR(q4_0, dot_q4_0),                                                 \
-        [KVX_DTYPE_Q4_1] = SCALAR(q4_1, dot_q4_1),                                                 \
-        [KVX_DTYPE_Q5_0] = SCALAR(q5_0, dot_q5_0),                                                 \
-        [KVX_DTYPE_Q5_1] = SCALAR(q5_1, dot_q5_1),                                                 \
-        [KVX_DTYPE_Q8_0] =                                                                         \
-            KERNELS(kvx_to_float_q8_0_scalar, kvx_from_float_q8_0_avx512, dot_q8_0),               \
+        [KVX_DTYPE_Q4_0] = SCALAR_TILE(q4_0, kvx_vec_dot_q4_0_q8_0_##isa,                          \
+                                       kvx_vec_dot_tile_q4_0_q8_0_##isa),                          \
+        [KVX_DTYPE_Q4_1] = SCALAR_TILE(q4_1, kvx_vec_dot_q4_1_q8_1_##isa,                          \
+                                       kvx_vec_dot_tile_q4_1_q8_1_##isa),                          \
+        [KVX_DTYPE_Q5_0] = SCALAR_TILE(q5_0, kvx_vec_dot_q5_0_q8_0_##isa,                          \
+                                       kvx_vec_dot_tile_q5_0_q8_0_##isa),                          \
+        [KVX_DTYPE_Q5_1] = SCALAR_TILE(q5_1, kvx_vec_dot_q5_1_q8_1_##isa,                          \
+                                       kvx_vec_dot_tile_q5_1_q8_1_##isa),                          \
+        [KVX_DTYPE_Q8_0] = KERNELS_TILE(kvx_to_float_q8_0_scalar, kvx_from_float_q8_0_avx512,      \
+                                        kvx_vec_dot_q8_0_q8_0_##isa,                               \
+                                        kvx_vec_dot_tile_q8_0_q8_0_##isa),                         \
         [KVX_DTYPE_Q8_1] = KERNELS(kvx_to_float_q8_1_scalar, kvx_from_float_q8_1_avx512,           \
                                    kvx_vec_dot_q8_1_q8_1_scalar),                                  \
         [KVX_DTYPE_Q2_K] = SCALAR(q2_K, kvx_vec_dot_q2_K_q8_K_avx512),                             \
         [KVX_DTYPE_Q3_K] = SCALAR(q3_K, kvx_vec_dot_q3_K_q8_K_avx512),                             \
-        [KVX_DTYPE_Q4_K] = SCALAR(q4_K, kvx_vec_dot_q4_K_q8_K_avx512),                             \
-        [KVX_DTYPE_Q5_K] = SCALAR(q5_K, kvx_vec_dot_q5_K_q8_K_avx512),                             \
-        [KVX_DTYPE_Q6_K] = SCALAR(q6_K, kvx_vec_dot_q6_K_q8_K_avx512),                             \
+        [KVX_DTYPE_Q4_K] = SCALAR_TILE(q4_K, kvx_vec_dot_q4_K_q8_K_avx512,                         \
+                                       kvx_vec_dot_tile_q4_K_q8_K_##isa),                          \
+        [KVX_DTYPE_Q5_K] = SCALAR_TILE(q5_K, kvx_vec_dot_q5_K_q8_K_avx512,                         \
+                                       kvx_vec_dot_tile_q5_K_q8_K_##isa),                          \
+        [KVX_DTYPE_Q6_K] = SCALAR_TILE(q6_K, kvx_vec_dot_q6_K_q8_K_avx512,                         \
+                                       kvx_vec_dot_tile_q6_K_q8_K_##isa),                          \
         [KVX_DTYPE_Q8_K] = KERNELS(kvx_to_float_q8_K_scalar, kvx_from_float_q8_K_avx512,           \
                                    kvx_vec_dot_q8_K_q8_K_scalar),                                  \
     }
 
-static const struct kvx_quant_kernels table_avx512[KVX_DTYPE_COUNT] =
-    AVX512_TABLE(kvx_vec_dot_q4_0_q8_0_avx512, kvx_vec_dot_q4_1_q8_1_avx512,
-                 kvx_vec_dot_q5_0_q8_0_avx512, kvx_vec_dot_q5_1_q8_1_avx512,
-                 kvx_vec_dot_q8_0_q8_0_avx512);
+static const struct kvx_quant_kernels table_avx512[KVX_DTYPE_COUNT] = AVX512_TABLE(avx512);
 
-static const struct kvx_quant_kernels table_avx512vnni[KVX_DTYPE_COUNT] =
-    AVX512_TABLE(kvx_vec_dot_q4_0_q8_0_avx512vnni, kvx_vec_dot_q4_1_q8_1_avx512vnni,
-                 kvx_vec_dot_q5_0_q8_0_avx512vnni, kvx_vec_dot_q5_1_q8_1_avx512vnni,
-                 kvx_vec_dot_q8_0_q8_0_avx512vnni);
+static const struct kvx_quant_kernels table_avx512vnni[KVX_DTYPE_COUNT] = AVX512_TABLE(avx512vnni);
 
 enum kvx_dtype kvx_quant_vec_dot_type(enum kvx_dtype w)
 {

@@ -1,7 +1,8 @@
 /* ops/quant_avx2: the AVX2 + FMA + F16C kernels (this file is compiled with -mavx2 -mfma -mf16c;
  * its functions run only after kvx_cpu_has_isa(KVX_ISA_AVX2) said yes).
  *
- * Owns: vec_dot of f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K..q6_K; from_float of the
+ * Owns: vec_dot of f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K..q6_K; vec_dot_tile of
+ * q4_0, q4_1, q5_0, q5_1, q8_0 (4 rows x 4 tokens); from_float of the
  * activation formats f16, bf16, q8_0, q8_1, q8_K (bit-identical to the scalar ones for every
  * non-NaN input); to_float of f16.  Everything else is the scalar kernel (see quant.c).
  *
@@ -359,6 +360,243 @@ void kvx_vec_dot_q8_0_q8_0_avx2(int64_t n, float *s, const void *w, const void *
     BLOCK_LOOP(n / KVX_QK, acc0, acc1, BLOCK, x);
 #undef BLOCK
     *s = hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+/* ======================= 32-element blocks: register tiles (vec_dot_tile) ==================
+ *
+ * s[c*ldS + r] = w_r . a_c for r < nr, c < nc (nr, nc <= 4).  The AVX-512 tiles' layout on
+ * ymm: a block of a row pair in one ymm per half (row 2p in 128-bit lane 0, row 2p + 1 in lane
+ * 1; elements 0..15 in one register, 16..31 in another), a token's 16 activations broadcast to
+ * both lanes (a plain load), so one vpmaddubsw pair + vpmaddwd gives the int32 sums of 2 (row,
+ * token) pairs; each weight block is unpacked once for 4 tokens, each activation block loaded
+ * once per row pair.  Scales: the fp16 d (and m or s) of four blocks of a row pair or a token
+ * are packed in a GPR and widened by one vcvtph2ps; a vpermps spreads the rows' dw per block,
+ * the tokens' da are broadcast loads from a stack copy.  q4_1 / q5_1 add mw * sa with one FMA
+ * per row pair and token per 4 blocks.  int16 pairs: q4/q5 <= 2*31*128 and a block's two
+ * halves with the q4_0/q5_0 offset term inside int16; q8_0 by the sign trick (vpsignb, exact
+ * when qa != -128), each half widened alone.  int32 exact within a block, fp32 across blocks.
+ * Test: every (r, c) within 1e-5 * sum |w*a| of the scalar vec_dot. */
+
+enum tile_fmt { TILE_Q4_0, TILE_Q4_1, TILE_Q5_0, TILE_Q5_1, TILE_Q8_0 };
+
+#define TILE_UNROLL _Pragma("GCC unroll 4")
+
+/* 16 bytes at p0 in lane 0 and at p1 in lane 1; 16 bytes at p in both lanes. */
+static inline __m256i rows2(const uint8_t *p0, const uint8_t *p1)
+{
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(loadu128(p0)), loadu128(p1), 1);
+}
+static inline __m256i bcast128(const uint8_t *p)
+{
+    return _mm256_broadcastsi128_si256(loadu128(p));
+}
+
+/* fp32 [h_0, h_1, h_2, h_3] of blocks 0..kb-1 (0 beyond) of the fp16 at byte `at` of blocks of
+ * bs bytes at p0 (lanes 0..3) and p1 (lanes 4..7). */
+static inline __m256 tile_heads(const uint8_t *p0, const uint8_t *p1, size_t bs, size_t at, int kb)
+{
+    uint64_t h0 = 0, h1 = 0;
+    for (int k = 0; k < kb; k++) {
+        h0 |= (uint64_t)kvx_quant_load_u16(p0 + (size_t)k * bs + at) << (16 * k);
+        h1 |= (uint64_t)kvx_quant_load_u16(p1 + (size_t)k * bs + at) << (16 * k);
+    }
+    return _mm256_cvtph_ps(_mm_set_epi64x((long long)h1, (long long)h0));
+}
+
+/* Byte j of lane i is 16 if bit j of the 16-bit b_i is set, else 0. */
+static inline __m256i bits16_to_bytes(uint32_t b0, uint32_t b1)
+{
+    const __m256i spread =
+        _mm256_set_epi64x(0x0101010101010101, 0, 0x0101010101010101, 0);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i h = _mm256_set_m128i(_mm_set1_epi16((short)b1), _mm_set1_epi16((short)b0));
+    h = _mm256_shuffle_epi8(h, spread);
+    h = _mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit);
+    return _mm256_and_si256(h, _mm256_set1_epi8(16));
+}
+
+struct tile_halves {
+    __m256i lo, hi;
+};
+
+/* A block of rows x0, x1: unsigned quants (q4/q5), or q8_0's int8. */
+static inline __attribute__((always_inline)) struct tile_halves
+tile_weights(enum tile_fmt f, const uint8_t *x0, const uint8_t *x1)
+{
+    struct tile_halves h;
+    if (f == TILE_Q8_0) {
+        h.lo = rows2(x0 + 2, x1 + 2);
+        h.hi = rows2(x0 + 18, x1 + 18);
+        return h;
+    }
+    const bool q5 = f == TILE_Q5_0 || f == TILE_Q5_1;
+    const size_t head = f == TILE_Q4_0 || f == TILE_Q5_0 ? 2 : 4;
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256i v = rows2(x0 + head + (q5 ? 4 : 0), x1 + head + (q5 ? 4 : 0));
+    h.lo = _mm256_and_si256(v, m4);
+    h.hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    if (q5) {
+        uint32_t q0 = kvx_quant_load_u32(x0 + head), q1 = kvx_quant_load_u32(x1 + head);
+        h.lo = _mm256_or_si256(h.lo, bits16_to_bytes(q0 & 0xffffu, q1 & 0xffffu));
+        h.hi = _mm256_or_si256(h.hi, bits16_to_bytes(q0 >> 16, q1 >> 16));
+    }
+    return h;
+}
+
+/* int32 sums of a row pair's block against a token's (row 2p in lanes 0..3, 2p + 1 in 4..7). */
+static inline __attribute__((always_inline)) __m256i
+tile_dot(enum tile_fmt f, const struct tile_halves *wv, __m256i alo, __m256i ahi)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    if (f == TILE_Q8_0)
+        return _mm256_add_epi32(
+            _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv->lo, wv->lo),
+                                                   _mm256_sign_epi8(alo, wv->lo)),
+                              ones),
+            _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv->hi, wv->hi),
+                                                   _mm256_sign_epi8(ahi, wv->hi)),
+                              ones));
+    __m256i p =
+        _mm256_add_epi16(_mm256_maddubs_epi16(wv->lo, alo), _mm256_maddubs_epi16(wv->hi, ahi));
+    if (f == TILE_Q4_0 || f == TILE_Q5_0) { /* (q - o) . a = q . a - o * sum(a) */
+        const __m256i o = _mm256_set1_epi8(f == TILE_Q4_0 ? 8 : 16);
+        p = _mm256_sub_epi16(p, _mm256_add_epi16(_mm256_maddubs_epi16(o, alo),
+                                                 _mm256_maddubs_epi16(o, ahi)));
+    }
+    return _mm256_madd_epi16(p, ones);
+}
+
+/* The tile for nt tokens (a constant); rows past nr repeat the last one. */
+static inline __attribute__((always_inline)) void
+tile_nt(enum tile_fmt f, int nt, int64_t n, int nr, float *s, int64_t ldS, const void *w,
+        size_t ws, const void *a, size_t as)
+{
+    static const size_t wbytes[] = {sizeof(struct kvx_block_q4_0), sizeof(struct kvx_block_q4_1),
+                                    sizeof(struct kvx_block_q5_0), sizeof(struct kvx_block_q5_1),
+                                    sizeof(struct kvx_block_q8_0)};
+    const bool min = f == TILE_Q4_1 || f == TILE_Q5_1;
+    const size_t wb = wbytes[f], ab = min ? sizeof(struct kvx_block_q8_1)
+                                          : sizeof(struct kvx_block_q8_0);
+    const size_t aqs = min ? 4 : 2;
+    const uint8_t *xr[4], *yc[4];
+    TILE_UNROLL
+    for (int r = 0; r < 4; r++)
+        xr[r] = (const uint8_t *)w + (size_t)(r < nr ? r : nr - 1) * ws;
+    TILE_UNROLL
+    for (int c = 0; c < 4; c++)
+        yc[c] = (const uint8_t *)a + (size_t)(c < nt ? c : 0) * as;
+    __m256 acc[2][4];
+    TILE_UNROLL
+    for (int p = 0; p < 2; p++)
+        TILE_UNROLL
+        for (int c = 0; c < 4; c++)
+            acc[p][c] = _mm256_setzero_ps();
+    const int64_t nb = n / KVX_QK;
+    for (int64_t i = 0; i < nb; i += 4) {
+        const int kb = nb - i < 4 ? (int)(nb - i) : 4;
+        const size_t ow = (size_t)i * wb, oa = (size_t)i * ab;
+        _Alignas(32) float ht[4][8]; /* per token: da of the 4 blocks, then sa */
+        TILE_UNROLL
+        for (int c = 0; c < nt; c += 2) {
+            const uint8_t *y1 = yc[c + 1 < nt ? c + 1 : c] + oa;
+            const __m256 d = tile_heads(yc[c] + oa, y1, ab, 0, kb);
+            const __m256 sa = min ? tile_heads(yc[c] + oa, y1, ab, 2, kb) : _mm256_setzero_ps();
+            _mm256_store_ps(ht[c], _mm256_permute2f128_ps(d, sa, 0x20));
+            _mm256_store_ps(ht[c + 1 < 4 ? c + 1 : c], _mm256_permute2f128_ps(d, sa, 0x31));
+        }
+        __asm__ volatile("" : : "r"(ht) : "memory"); /* scales as broadcast loads */
+        TILE_UNROLL
+        for (int p = 0; p < 2; p++) {
+            const uint8_t *x0 = xr[2 * p] + ow, *x1 = xr[2 * p + 1] + ow;
+            const __m256 hd = tile_heads(x0, x1, wb, 0, kb); /* [r0 d_0..3, r1 d_0..3] */
+            if (min) { /* lane 4i + j += mw_i * sa of block j */
+                const __m256 hm = tile_heads(x0, x1, wb, 2, kb);
+                TILE_UNROLL
+                for (int c = 0; c < nt; c++)
+                    acc[p][c] = _mm256_fmadd_ps(
+                        hm, _mm256_broadcast_ps((const __m128 *)&ht[c][4]), acc[p][c]);
+            }
+            for (int k = 0; k < kb; k++) {
+                const struct tile_halves wv = tile_weights(f, x0 + (size_t)k * wb,
+                                                           x1 + (size_t)k * wb);
+                const __m256 dw =
+                    _mm256_permutevar8x32_ps(hd, _mm256_set_epi32(k + 4, k + 4, k + 4, k + 4, k, k,
+                                                                  k, k));
+                TILE_UNROLL
+                for (int c = 0; c < nt; c++) {
+                    const uint8_t *y = yc[c] + oa + (size_t)k * ab + aqs;
+                    const __m256i d = tile_dot(f, &wv, bcast128(y), bcast128(y + 16));
+                    acc[p][c] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(ht[c][k])),
+                                                _mm256_cvtepi32_ps(d), acc[p][c]);
+                }
+            }
+        }
+    }
+    TILE_UNROLL
+    for (int p = 0; p < 2; p++)
+        TILE_UNROLL
+        for (int c = 0; c < nt; c++) {
+            __m256 v = acc[p][c]; /* the sum of each 128-bit lane (a row) in its lane 0 */
+            v = _mm256_add_ps(v, _mm256_permute_ps(v, _MM_SHUFFLE(1, 0, 3, 2)));
+            v = _mm256_add_ps(v, _mm256_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1)));
+            _Alignas(32) float t[8];
+            _mm256_store_ps(t, v);
+            for (int i = 0; i < 2; i++)
+                if (2 * p + i < nr)
+                    s[c * ldS + 2 * p + i] = t[4 * i];
+        }
+}
+
+static inline __attribute__((always_inline)) void tile(enum tile_fmt f, int64_t n, int nr, int nc,
+                                                       float *s, int64_t ldS, const void *w,
+                                                       size_t ws, const void *a, size_t as)
+{
+    switch (nc) {
+    case 1: tile_nt(f, 1, n, nr, s, ldS, w, ws, a, as); break;
+    case 2: tile_nt(f, 2, n, nr, s, ldS, w, ws, a, as); break;
+    case 3: tile_nt(f, 3, n, nr, s, ldS, w, ws, a, as); break;
+    default: tile_nt(f, 4, n, nr, s, ldS, w, ws, a, as); break;
+    }
+}
+
+/* q4_0 x q8_0 tile: (qw - 8) . qa as qw . qa - 8 * sum(qa) on int16 pairs. */
+void kvx_vec_dot_tile_q4_0_q8_0_avx2(int64_t n, int nr, int nc, float *s, int64_t ldS,
+                                     const void *w, size_t w_stride, const void *a,
+                                     size_t a_stride)
+{
+    tile(TILE_Q4_0, n, nr, nc, s, ldS, w, w_stride, a, a_stride);
+}
+
+/* q4_1 x q8_1 tile: (dw*da) qw . qa + mw * sa per block. */
+void kvx_vec_dot_tile_q4_1_q8_1_avx2(int64_t n, int nr, int nc, float *s, int64_t ldS,
+                                     const void *w, size_t w_stride, const void *a,
+                                     size_t a_stride)
+{
+    tile(TILE_Q4_1, n, nr, nc, s, ldS, w, w_stride, a, a_stride);
+}
+
+/* q5_0 x q8_0 tile: (qw - 16) . qa as qw . qa - 16 * sum(qa) on int16 pairs, qw in 0..31. */
+void kvx_vec_dot_tile_q5_0_q8_0_avx2(int64_t n, int nr, int nc, float *s, int64_t ldS,
+                                     const void *w, size_t w_stride, const void *a,
+                                     size_t a_stride)
+{
+    tile(TILE_Q5_0, n, nr, nc, s, ldS, w, w_stride, a, a_stride);
+}
+
+/* q5_1 x q8_1 tile: (dw*da) qw . qa + mw * sa per block, qw in 0..31. */
+void kvx_vec_dot_tile_q5_1_q8_1_avx2(int64_t n, int nr, int nc, float *s, int64_t ldS,
+                                     const void *w, size_t w_stride, const void *a,
+                                     size_t a_stride)
+{
+    tile(TILE_Q5_1, n, nr, nc, s, ldS, w, w_stride, a, a_stride);
+}
+
+/* q8_0 x q8_0 tile: |qw| . (qa with qw's sign), each half widened alone. */
+void kvx_vec_dot_tile_q8_0_q8_0_avx2(int64_t n, int nr, int nc, float *s, int64_t ldS,
+                                     const void *w, size_t w_stride, const void *a,
+                                     size_t a_stride)
+{
+    tile(TILE_Q8_0, n, nr, nc, s, ldS, w, w_stride, a, a_stride);
 }
 
 /* ================================ K-quants: dot products ================================== */

@@ -1,10 +1,11 @@
 /* ops/quant_avx512: the AVX-512 F/BW/DQ/VL kernels (compiled with -mavx512f -mavx512bw
  * -mavx512dq -mavx512vl -mfma -mf16c -mavx2; run only after kvx_cpu_has_isa(KVX_ISA_AVX512)).
  *
- * Owns: vec_dot of f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K..q6_K without VNNI (the
- * vpdpbusd variants of the 32-element formats are in quant_avx512vnni.c); from_float of f16,
- * bf16, q8_0, q8_1, q8_K (bit-identical to the scalar ones for every non-NaN input); to_float
- * of f16.  Everything else is the scalar kernel (see quant.c).
+ * Owns: vec_dot of f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K..q6_K and vec_dot_tile of
+ * q4_0, q4_1, q5_0, q5_1, q8_0, all without VNNI (the vpdpbusd variants of the 32-element
+ * formats are in quant_avx512vnni.c); from_float of f16, bf16, q8_0, q8_1, q8_K (bit-identical
+ * to the scalar ones for every non-NaN input); to_float of f16.  Everything else is the scalar
+ * kernel (see quant.c).
  *
  * The 32-element formats run kvx_quant512_row (quant_internal.h, two blocks per zmm).  Integer
  * products use vpmaddubsw (u8 x s8, pairs in int16) + vpmaddwd; each kernel notes why its pairs
@@ -217,6 +218,84 @@ void kvx_vec_dot_q8_0_q8_0_avx512(int64_t n, float *s, const void *w, const void
 {
     *s = kvx_quant512_row(n, w, sizeof(struct kvx_block_q8_0), a, sizeof(struct kvx_block_q8_0),
                           kvx_quant512_q8_0, false, false);
+}
+
+/* ======================= 32-element blocks: register tiles (vec_dot_tile) ==================
+ *
+ * s[c*ldS + r] = w_r . a_c for r < nr, c < nc (nr, nc <= 4): kvx_quant512_tile
+ * (quant_internal.h), shared with quant_avx512vnni.c, here with vpmaddubsw + vpmaddwd: 4 rows
+ * per zmm against a broadcast token, each weight block unpacked once for 4 tokens, each
+ * activation block loaded once for 4 rows.  int16 pairs stay unsaturated as noted in
+ * kvx_quant512_tile_dot; int32 exact within a block, fp32 across blocks.  Test: every (r, c)
+ * within 1e-5 * sum |w*a| of the scalar vec_dot, nothing outside the tile written. */
+
+/* q4_0 x q8_0 tile: (qw - 8) . qa as qw . qa - 8 * sum(qa) on int16 pairs. */
+void kvx_vec_dot_tile_q4_0_q8_0_avx512(int64_t n, int nr, int nc, float *s, int64_t ldS,
+                                       const void *w, size_t w_stride, const void *a,
+                                       size_t a_stride)
+{
+    kvx_quant512_tile(KVX_QUANT512_Q4_0, false, n, nr, nc, s, ldS, w, w_stride, a, a_stride);
+}
+
+/* q4_1 x q8_1 tile: (dw*da) qw . qa + mw * sa per block. */
+void kvx_vec_dot_tile_q4_1_q8_1_avx512(int64_t n, int nr, int nc, float *s, int64_t ldS,
+                                       const void *w, size_t w_stride, const void *a,
+                                       size_t a_stride)
+{
+    kvx_quant512_tile(KVX_QUANT512_Q4_1, false, n, nr, nc, s, ldS, w, w_stride, a, a_stride);
+}
+
+/* q5_0 x q8_0 tile: (qw - 16) . qa as qw . qa - 16 * sum(qa) on int16 pairs, qw in 0..31. */
+void kvx_vec_dot_tile_q5_0_q8_0_avx512(int64_t n, int nr, int nc, float *s, int64_t ldS,
+                                       const void *w, size_t w_stride, const void *a,
+                                       size_t a_stride)
+{
+    kvx_quant512_tile(KVX_QUANT512_Q5_0, false, n, nr, nc, s, ldS, w, w_stride, a, a_stride);
+}
+
+/* q5_1 x q8_1 tile: (dw*da) qw . qa + mw * sa per block, qw in 0..31. */
+void kvx_vec_dot_tile_q5_1_q8_1_avx512(int64_t n, int nr, int nc, float *s, int64_t ldS,
+                                       const void *w, size_t w_stride, const void *a,
+                                       size_t a_stride)
+{
+    kvx_quant512_tile(KVX_QUANT512_Q5_1, false, n, nr, nc, s, ldS, w, w_stride, a, a_stride);
+}
+
+/* q8_0 x q8_0 tile: |qw| . (qa with qw's sign), each half widened alone (exact when
+ * qa != -128, which the q8_0 quantizer guarantees). */
+void kvx_vec_dot_tile_q8_0_q8_0_avx512(int64_t n, int nr, int nc, float *s, int64_t ldS,
+                                       const void *w, size_t w_stride, const void *a,
+                                       size_t a_stride)
+{
+    kvx_quant512_tile(KVX_QUANT512_Q8_0, false, n, nr, nc, s, ldS, w, w_stride, a, a_stride);
+}
+
+/* K-quant tiles (kvx_quant512_ktile): per sub-block, vpmaddubsw int16 pairs (quants <= 63)
+ * times the row's sub-block scale by vpmaddwd, int32 exact per super-block; fp32 across
+ * super-blocks.  Test: every (r, c) within 1e-5 * sum |w*a| of the scalar vec_dot. */
+
+/* q4_K x q8_K tile: (dw*da) sum_j sc_j dot_j - (dmin*da) sum_g mn_{g/2} bsum_g per super-block. */
+void kvx_vec_dot_tile_q4_K_q8_K_avx512(int64_t n, int nr, int nc, float *s, int64_t ldS,
+                                       const void *w, size_t w_stride, const void *a,
+                                       size_t a_stride)
+{
+    kvx_quant512_ktile(KVX_QUANT512_Q4_K, false, n, nr, nc, s, ldS, w, w_stride, a, a_stride);
+}
+
+/* q5_K x q8_K tile: as q4_K with quants 0..31. */
+void kvx_vec_dot_tile_q5_K_q8_K_avx512(int64_t n, int nr, int nc, float *s, int64_t ldS,
+                                       const void *w, size_t w_stride, const void *a,
+                                       size_t a_stride)
+{
+    kvx_quant512_ktile(KVX_QUANT512_Q5_K, false, n, nr, nc, s, ldS, w, w_stride, a, a_stride);
+}
+
+/* q6_K x q8_K tile: (dw*da) sum_j sc_j (dot_j - 32 bsum_j), sc_j int8, quants 0..63. */
+void kvx_vec_dot_tile_q6_K_q8_K_avx512(int64_t n, int nr, int nc, float *s, int64_t ldS,
+                                       const void *w, size_t w_stride, const void *a,
+                                       size_t a_stride)
+{
+    kvx_quant512_ktile(KVX_QUANT512_Q6_K, false, n, nr, nc, s, ldS, w, w_stride, a, a_stride);
 }
 
 /* ================================ K-quants: dot products ================================== */

@@ -8,6 +8,8 @@
  * quantizers (q2_K..q6_K) are simple min/max quantizers of our own with a proven error bound,
  * not ggml's iterative ones.  Does not own dispatch (quant.c) or SIMD.
  *
+ * Also the reference register tiles (vec_dot_tile), loops over each format's vec_dot.
+ *
  * Every kernel requires n % block_size == 0, takes blocks at any address, and does not allocate.
  * Tests (tests/test_quant.c): to_float on hand-built blocks; from_float -> to_float within each
  * format's bound; vec_dot within 1e-5 * sum |w*a| of the fp64 dot of the dequantized rows (plus
@@ -899,3 +901,39 @@ void kvx_from_float_q8_K_scalar(const float *src, void *dst, int64_t n)
         kvx_quant_store_f32(b->d, 1 / iscale);
     }
 }
+
+/* ============================== register tiles: the specification ========================= */
+
+/* s[c*ldS + r] = dot(n, w + r*w_stride, a + c*a_stride) for r < nr, c < nc: what every SIMD
+ * vec_dot_tile computes (up to fp32 summation order), here as the plain loop over vec_dot.  Any
+ * nr, nc >= 1 (the SIMD tiles take at most KVX_QUANT_TILE_MAX). */
+static void tile_loop(KVX_QUANT_VEC_DOT((*dot)), int64_t n, int nr, int nc, float *s, int64_t ldS,
+                      const void *w, size_t w_stride, const void *a, size_t a_stride)
+{
+    for (int c = 0; c < nc; c++)
+        for (int r = 0; r < nr; r++)
+            dot(n, &s[c * ldS + r], (const uint8_t *)w + (size_t)r * w_stride,
+                (const uint8_t *)a + (size_t)c * a_stride);
+}
+
+#define SCALAR_TILE(wf, af)                                                                        \
+    KVX_QUANT_VEC_DOT_TILE(kvx_vec_dot_tile_##wf##_##af##_scalar)                                  \
+    {                                                                                              \
+        tile_loop(kvx_vec_dot_##wf##_##af##_scalar, n, nr, nc, s, ldS, w, w_stride, a, a_stride); \
+    }
+
+SCALAR_TILE(f32, f32)
+SCALAR_TILE(f16, f16)
+SCALAR_TILE(bf16, bf16)
+SCALAR_TILE(q4_0, q8_0)
+SCALAR_TILE(q4_1, q8_1)
+SCALAR_TILE(q5_0, q8_0)
+SCALAR_TILE(q5_1, q8_1)
+SCALAR_TILE(q8_0, q8_0)
+SCALAR_TILE(q8_1, q8_1)
+SCALAR_TILE(q2_K, q8_K)
+SCALAR_TILE(q3_K, q8_K)
+SCALAR_TILE(q4_K, q8_K)
+SCALAR_TILE(q5_K, q8_K)
+SCALAR_TILE(q6_K, q8_K)
+SCALAR_TILE(q8_K, q8_K)
