@@ -10,8 +10,6 @@
 #include "cli/common.h"
 #include "plan/plan.h"
 
-int cmd_plan(const struct cli_opts *o);
-
 #define MAX_MODELS 8
 
 struct plan_run {

@@ -35,5 +35,6 @@ int cmd_logits(const struct cli_opts *o);
 int cmd_eval(const struct cli_opts *o, const char *what);
 int cmd_bench(const struct cli_opts *o);
 int cmd_inspect(const struct cli_opts *o);
+int cmd_plan(const struct cli_opts *o);
 
 #endif

@@ -5,7 +5,6 @@
 
 #include "cli/common.h"
 
-int cmd_plan(const struct cli_opts *o);   /* cli/cmd_plan.c */
 
 struct command {
     const char *name;
