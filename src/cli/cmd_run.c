@@ -73,7 +73,7 @@ static int generate(const struct cli_opts *o, const struct kvx_model *m, struct 
     double t1 = cli_now();
     int64_t n_gen = 0;
     char piece[256];
-    for (; n_gen < o->n_predict; n_gen++) {
+    while (n_gen < o->n_predict) {
         int32_t tok = kvx_sampler_sample(smp, logits);
         if (kvx_token_is_eog(m, tok))
             break;
@@ -81,7 +81,7 @@ static int generate(const struct cli_opts *o, const struct kvx_model *m, struct 
         size_t np = kvx_token_piece(m, tok, false, piece, sizeof piece);
         fwrite(piece, 1, np < sizeof piece ? np : sizeof piece, stdout);
         fflush(stdout);
-        if (n_gen + 1 == o->n_predict)
+        if (++n_gen == o->n_predict)
             break; /* no need to run the last token through the model */
         if (kvx_session_feed(s, &tok, 1, false, logits, &err) != KVX_OK) {
             rc = cli_fail_err(&err);

@@ -85,16 +85,11 @@ static enum kvx_status alloc_scratch(struct kvx_engine *e, struct kvx_err *err)
     const struct kvx_hparams *hp = &e->model->hp;
     const int64_t B = e->cfg.n_batch, nth = e->cfg.n_threads;
     const int64_t nq = (int64_t)hp->n_head * hp->head_dim, nkv = (int64_t)hp->n_head_kv * hp->head_dim;
-    size_t xq_row = 0;
-    const struct kvx_mat *mats[] = {&e->model->output, &e->model->layers[0].wq,
-                                    &e->model->layers[0].wo, &e->model->layers[0].w_down};
-    for (int i = 0; i < 4; i++) {
-        size_t r = kvx_matmul_xq_row_bytes(mats[i]);
-        xq_row = r > xq_row ? r : xq_row;
-    }
-    /* other layers may use other formats: take the largest vec-dot row of any width */
-    xq_row = xq_row < (size_t)(4 * (hp->n_ff > nq ? hp->n_ff : nq) + 64)
-                 ? (size_t)(4 * (hp->n_ff > nq ? hp->n_ff : nq) + 64) : xq_row;
+    /* One quantized input row of the widest matmul input; f32 (4 bytes per element) is the
+     * largest vec-dot format, whatever mix of weight types the file has. */
+    int64_t widest = hp->n_embd > nq ? hp->n_embd : nq;
+    widest = hp->n_ff > widest ? hp->n_ff : widest;
+    size_t xq_row = (size_t)widest * sizeof(float);
     xq_row = (xq_row + 63) & ~(size_t)63;
     const int64_t attn_floats = (int64_t)kvx_attn_workspace_size(
         &e->scratch.attn_ws, B, e->cfg.n_ctx, (int)nth, hp->n_head, hp->n_head_kv, hp->head_dim);
