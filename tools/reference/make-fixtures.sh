@@ -28,7 +28,7 @@ else
     echo "reference: creating $venv (builds llama.cpp; takes a few minutes)" >&2
     python3 -m venv "$venv" || die "python3 -m venv failed (apt-get install python3-venv)"
     "$py" -m pip install --quiet --upgrade pip
-    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
       "$py" -m pip install --quiet --no-binary llama-cpp-python -r "$here/requirements.txt" ||
       die "pip could not install $here/requirements.txt (needs cmake, a C++ compiler, network)"
   fi
