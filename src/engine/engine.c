@@ -324,7 +324,6 @@ enum kvx_status kvx_session_feed(struct kvx_session *s, const int32_t *tokens, i
             .tp = e->tp,
             .isa = e->isa,
             .s = &e->scratch,
-            .n_batch = e->cfg.n_batch,
         };
         e->model->arch->forward(e->model, &f);
         kvx_kv_seq_set_len(s->seq, n_past + done + nb);

@@ -37,7 +37,6 @@ struct kvx_forward {
     struct kvx_threadpool *tp;
     enum kvx_isa isa;
     struct kvx_forward_scratch *s;
-    int64_t n_batch;
 };
 
 #endif

@@ -43,16 +43,6 @@ void kvx_rope_apply(float *x, const float *cs, int32_t n_rot, enum kvx_rope_kind
     }
 }
 
-void kvx_rope(float *x, int32_t n_rot, int64_t pos, float theta_base, float freq_scale,
-              enum kvx_rope_kind kind)
-{
-    float cs[1024];
-    if (n_rot > 1024 || n_rot < 2)
-        return;
-    kvx_rope_cache(cs, n_rot, pos, theta_base, freq_scale);
-    kvx_rope_apply(x, cs, n_rot, kind);
-}
-
 void kvx_swiglu(float *h, const float *g, const float *u, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)

@@ -14,11 +14,9 @@ void kvx_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps)
  * at position pos, with inverse frequencies theta^(-2i/n_rot):
  *   normal (GPT-J / llama GGUF): pairs (2i, 2i+1)
  *   neox:                        pairs (i, i + n_rot/2)
- * freq_scale multiplies the position (linear scaling; 1 for none). */
+ * kvx_rope_cache computes cs[2i] = cos, cs[2i+1] = sin of pos * freq_scale * theta_i once per
+ * position (freq_scale: linear scaling, 1 for none); kvx_rope_apply rotates a head with it. */
 enum kvx_rope_kind { KVX_ROPE_NORMAL = 0, KVX_ROPE_NEOX };
-void kvx_rope(float *x, int32_t n_rot, int64_t pos, float theta_base, float freq_scale,
-              enum kvx_rope_kind kind);
-/* Same, with cos/sin precomputed for this position: cs[2i] = cos, cs[2i+1] = sin. */
 void kvx_rope_cache(float *cs, int32_t n_rot, int64_t pos, float theta_base, float freq_scale);
 void kvx_rope_apply(float *x, const float *cs, int32_t n_rot, enum kvx_rope_kind kind);
 

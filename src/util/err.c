@@ -38,14 +38,6 @@ void kvx_err_prefix(struct kvx_err *err, const char *fmt, ...)
     err->msg[(size_t)n + 2 + len] = '\0';
 }
 
-void kvx_err_clear(struct kvx_err *err)
-{
-    if (!err)
-        return;
-    err->status = KVX_OK;
-    err->msg[0] = '\0';
-}
-
 const char *kvx_status_str(enum kvx_status s)
 {
     switch (s) {

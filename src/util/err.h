@@ -16,6 +16,5 @@ enum kvx_status kvx_err_set(struct kvx_err *err, enum kvx_status status, const c
 /* Prefix the message already in `err` with "<prefix>: " (context added by a caller). */
 void kvx_err_prefix(struct kvx_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-void kvx_err_clear(struct kvx_err *err);
 
 #endif
