@@ -101,9 +101,17 @@ enum kvx_status kvx_chat_render(const struct kvx_model *m, const struct kvx_chat
 /* ---------------------------------------------------------------------------------------------
  * Engine: the KV pool and worker threads */
 
+/* How the cache stores K or V values (kv/codec.h has the formats). */
 enum kvx_kv_codec {
     KVX_KV_CODEC_F32 = 0,
     KVX_KV_CODEC_F16,
+    KVX_KV_CODEC_BF16,
+    KVX_KV_CODEC_Q8,      /* int8, one scale per 32 values of a token */
+    KVX_KV_CODEC_Q4,      /* 4-bit, scale and min per 32 values of a token */
+    KVX_KV_CODEC_KIVI2,   /* 2-bit: K per channel over groups of tokens, V per token; f16 residual */
+    KVX_KV_CODEC_ROT4,    /* random Hadamard rotation, then 4-bit */
+    KVX_KV_CODEC_ROT3,    /* random Hadamard rotation, then 3-bit */
+    KVX_KV_CODEC_COUNT,
 };
 
 struct kvx_engine;
@@ -112,6 +120,11 @@ struct kvx_engine_cfg {
     size_t kv_budget_bytes;    /* 0: enough for n_ctx tokens of one session */
     int64_t n_ctx;             /* longest sequence; 0: the model's training context */
     enum kvx_kv_codec k_codec, v_codec;
+    /* Per-layer codecs overriding k_codec/v_codec: "0-3:q8,4-29:q4" (K and V) or
+     * "0-3:q4/q8" (K/V), layer ranges inclusive; NULL or "": none. */
+    const char *kv_layers;
+    int32_t kivi_group;        /* kivi2: tokens per K quantization group (default 32) */
+    int32_t kivi_residual;     /* kivi2: newest V tokens kept in f16 too (default 128) */
     int32_t page_tokens;       /* tokens per KV page (multiple of 16) */
     int32_t n_threads;         /* 0: all online CPUs */
     int32_t n_batch;           /* most tokens per forward step (prefill chunk) */

@@ -65,9 +65,7 @@ static void reference(const struct kvx_kv_view *v, int32_t head, int64_t k0, int
     for (int32_t i = 0; i < n_q; i++) {
         double mx = -INFINITY;
         for (int64_t t = k0; t < k1; t++) {
-            const uint8_t *page = v->pages[t / v->page_tokens];
-            int32_t tok = (int32_t)(t % v->page_tokens);
-            v->k_ops->k_get(page + v->k_off + head * v->k_stride, v->page_tokens, v->k_dim, tok, kr);
+            kvx_kv_view_get_k(v, head, t, kr);
             double dot = 0;
             for (int32_t c = 0; c < v->k_dim; c++)
                 dot += (double)q[i * v->k_dim + c] * kr[c];
@@ -80,9 +78,7 @@ static void reference(const struct kvx_kv_view *v, int32_t head, int64_t k0, int
         for (int64_t t = k0; t < k1; t++) {
             double p = exp(s[t - k0] - mx);
             sum += p;
-            const uint8_t *page = v->pages[t / v->page_tokens];
-            int32_t tok = (int32_t)(t % v->page_tokens);
-            v->v_ops->v_get(page + v->v_off + head * v->v_stride, v->page_tokens, v->v_dim, tok, vr);
+            kvx_kv_view_get_v(v, head, t, vr);
             for (int32_t d = 0; d < v->v_dim; d++)
                 out[i * v->v_dim + d] += p * vr[d];
         }
@@ -119,7 +115,7 @@ static int attn_case(const struct kvx_kv_view *v, int32_t head, int64_t k0, int6
     float *out = malloc(sizeof(float) * (size_t)(n_q * v->v_dim));
     int bad = 0;
     for (int r = 0; r < n_parts; r++) {
-        int64_t nf = kvx_attn_scratch_floats(n_q, cuts[r + 1] - cuts[r], v->page_tokens);
+        int64_t nf = kvx_attn_scratch_floats(n_q, cuts[r + 1] - cuts[r], v->k_dim);
         float *scratch = malloc(sizeof(float) * (size_t)(nf + CANARY));
         for (int c = 0; c < CANARY; c++)
             scratch[nf + c] = CANARY_VALUE;
@@ -205,10 +201,10 @@ KVX_TEST(attn_empty_range_and_merge)
     KVX_CHECK(m[0] == -INFINITY && m[1] == -INFINITY && l[0] == 0 && l[1] == 0);
     for (int i = 0; i < 6; i++)
         KVX_CHECK(acc[i] == 0);
-    KVX_CHECK_EQ_INT(kvx_attn_scratch_floats(3, 0, 16), 0);
-    KVX_CHECK_EQ_INT(kvx_attn_scratch_floats(3, 1, 16), 3 * 16);
-    KVX_CHECK_EQ_INT(kvx_attn_scratch_floats(3, 2, 16), 3 * 32);
-    KVX_CHECK_EQ_INT(kvx_attn_scratch_floats(3, 8000, 256), 3 * 8016);
+    KVX_CHECK_EQ_INT(kvx_attn_scratch_floats(3, 0, 64), 0);
+    KVX_CHECK_EQ_INT(kvx_attn_scratch_floats(3, 1, 64), 3 * (16 + 64));
+    KVX_CHECK_EQ_INT(kvx_attn_scratch_floats(3, 2, 64), 3 * (32 + 64));
+    KVX_CHECK_EQ_INT(kvx_attn_scratch_floats(3, 8000, 64), 3 * (8016 + 64));
     kvx_attn_merge(1, 2, 3, m, l, acc, out);
     for (int i = 0; i < 6; i++)
         KVX_CHECK(out[i] == 0);
@@ -388,7 +384,7 @@ KVX_TEST(attn_bench_decode)
     float q[9 * 64];
     for (int i = 0; i < 9 * 64; i++)
         q[i] = rng_float(&rng);
-    float *scratch = malloc(sizeof(float) * (size_t)kvx_attn_scratch_floats(3, 8000, pt));
+    float *scratch = malloc(sizeof(float) * (size_t)kvx_attn_scratch_floats(3, 8000, 64));
     const char *only = getenv("KVX_BENCH_ISA"); /* e.g. "avx512": just that one */
     for (int isa = 0; isa < KVX_ISA_COUNT; isa++) {
         if (!kvx_cpu_has_isa((enum kvx_isa)isa) ||

@@ -32,9 +32,7 @@ static void naive(struct kvx_kv_seq *s, int64_t pos, const float *q, float scale
         const int g = h / G;
         double mx = -INFINITY, den = 0;
         for (int64_t t = 0; t <= pos; t++) {
-            const uint8_t *page = v.pages[t / v.page_tokens];
-            v.k_ops->k_get(page + v.k_off + (size_t)g * v.k_stride, v.page_tokens, HD,
-                           (int32_t)(t % v.page_tokens), k);
+            kvx_kv_view_get_k(&v, g, t, k);
             double d = 0;
             for (int c = 0; c < HD; c++)
                 d += (double)q[h * HD + c] * k[c];
@@ -44,9 +42,7 @@ static void naive(struct kvx_kv_seq *s, int64_t pos, const float *q, float scale
         for (int c = 0; c < HD; c++)
             out[h * HD + c] = 0;
         for (int64_t t = 0; t <= pos; t++) {
-            const uint8_t *page = v.pages[t / v.page_tokens];
-            v.v_ops->v_get(page + v.v_off + (size_t)g * v.v_stride, v.page_tokens, HD,
-                           (int32_t)(t % v.page_tokens), val);
+            kvx_kv_view_get_v(&v, g, t, val);
             const double e = exp(w[t] - mx);
             den += e;
             for (int c = 0; c < HD; c++)

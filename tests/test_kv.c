@@ -206,9 +206,10 @@ KVX_TEST(kv_codec_names)
     enum kvx_kv_codec c;
     KVX_CHECK(kvx_kv_codec_parse("f16", &c) && c == KVX_KV_CODEC_F16);
     KVX_CHECK(kvx_kv_codec_parse("f32", &c) && c == KVX_KV_CODEC_F32);
-    KVX_CHECK(!kvx_kv_codec_parse("q4", &c));
+    KVX_CHECK(kvx_kv_codec_parse("q4", &c) && c == KVX_KV_CODEC_Q4);
+    KVX_CHECK(!kvx_kv_codec_parse("q5", &c));
     KVX_CHECK(strcmp(kvx_kv_codec_name(KVX_KV_CODEC_F16), "f16") == 0);
-    KVX_CHECK(kvx_kv_codec_ops((enum kvx_kv_codec)9, KVX_ISA_SCALAR) == NULL);
+    KVX_CHECK(kvx_kv_codec_ops(KVX_KV_CODEC_COUNT, KVX_ISA_SCALAR) == NULL);
     KVX_CHECK(strcmp(kvx_kv_kind_name(KVX_KV_KIND_WINDOW), "window") == 0);
 }
 
@@ -426,15 +427,13 @@ static int check_pattern(const struct kvx_kv_seq *s, const struct kvx_kv_layout 
     int32_t src = kvx_kv_layer_source(l, layer);
     if (pos / v.page_tokens >= v.n_pages || !v.pages[pos / v.page_tokens])
         return 1;
-    const uint8_t *page = v.pages[pos / v.page_tokens];
-    int32_t tok = (int32_t)(pos % v.page_tokens);
     int bad = 0;
     float buf[256];
     for (int32_t h = 0; h < v.n_kv_heads; h++) {
-        v.k_ops->k_get(page + v.k_off + h * v.k_stride, v.page_tokens, v.k_dim, tok, buf);
+        kvx_kv_view_get_k(&v, h, pos, buf);
         for (int32_t c = 0; c < v.k_dim; c++)
             bad += buf[c] != pattern(tag, src, pos, h * v.k_dim + c);
-        v.v_ops->v_get(page + v.v_off + h * v.v_stride, v.page_tokens, v.v_dim, tok, buf);
+        kvx_kv_view_get_v(&v, h, pos, buf);
         for (int32_t c = 0; c < v.v_dim; c++)
             bad += buf[c] != -pattern(tag, src, pos, h * v.v_dim + c);
     }
@@ -639,26 +638,28 @@ KVX_TEST(kv_codec_put_get_round_trip)
         const struct kvx_kv_codec_ops *ops = kvx_kv_codec_ops((enum kvx_kv_codec)c, KVX_ISA_SCALAR);
         for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
             int32_t dim = dims[di];
-            size_t kb = ops->k_region_bytes(pt, dim), vb = ops->v_region_bytes(pt, dim);
+            const struct kvx_kv_fmt f = {.page_tokens = pt, .dim = dim};
+            size_t kb = ops->k_region_bytes(&f), vb = ops->v_region_bytes(&f);
             KVX_CHECK_EQ_INT(kb, (size_t)pt * dim * (c == KVX_KV_CODEC_F32 ? 4 : 2));
             uint8_t *kr = calloc(1, kb), *vr = calloc(1, vb);
             float *ref = malloc(sizeof(float) * (size_t)(pt * dim)), got[130];
             for (int32_t t = 0; t < pt; t++) {
                 for (int32_t d = 0; d < dim; d++)
                     ref[t * dim + d] = rng_float(&rng) * (d % 3 == 0 ? 1000.0f : 0.01f);
-                ops->k_put(kr, pt, dim, t, ref + t * dim);
-                ops->v_put(vr, pt, dim, t, ref + t * dim);
+                ops->k_put(kr, NULL, &f, 0, t, ref + t * dim);
+                ops->v_put(vr, NULL, &f, 0, t, ref + t * dim);
             }
             int bad = 0;
             for (int32_t t = 0; t < pt; t++) {
-                ops->k_get(kr, pt, dim, t, got);
+                const struct kvx_kv_block kb_ = {kr, NULL, 0}, vb_ = {vr, NULL, 0};
+                ops->k_get(&kb_, &f, t, got);
                 for (int32_t d = 0; d < dim; d++) {
                     float x = ref[t * dim + d];
                     float want = c == KVX_KV_CODEC_F32 ? x : kvx_f16_to_f32(kvx_f32_to_f16(x));
                     bad += got[d] != want;
                     bad += fabsf(got[d] - x) > half_tol(x);
                 }
-                ops->v_get(vr, pt, dim, t, got);
+                ops->v_get(&vb_, &f, t, got);
                 for (int32_t d = 0; d < dim; d++)
                     bad += fabsf(got[d] - ref[t * dim + d]) > half_tol(ref[t * dim + d]);
             }
@@ -679,15 +680,17 @@ static void codec_simd_case(enum kvx_kv_codec codec, enum kvx_isa isa, int32_t p
 {
     const struct kvx_kv_codec_ops *ref = kvx_kv_codec_ops(codec, KVX_ISA_SCALAR);
     const struct kvx_kv_codec_ops *simd = kvx_kv_codec_ops(codec, isa);
-    uint8_t *kr = malloc(ref->k_region_bytes(pt, dim)), *vr = malloc(ref->v_region_bytes(pt, dim));
+    const struct kvx_kv_fmt f = {.page_tokens = pt, .dim = dim};
+    uint8_t *kr = malloc(ref->k_region_bytes(&f)), *vr = malloc(ref->v_region_bytes(&f));
+    const struct kvx_kv_block kb = {kr, NULL, 0}, vb = {vr, NULL, 0};
     float *row = malloc(sizeof(float) * (size_t)dim), *q = malloc(sizeof(float) * (size_t)(n_q * dim));
     float *sa = malloc(sizeof(float) * (size_t)(n_q * (pt + 8))), *sb = malloc(sizeof(float) * (size_t)(n_q * (pt + 8)));
     float *aa = malloc(sizeof(float) * (size_t)(n_q * dim)), *ab = malloc(sizeof(float) * (size_t)(n_q * dim));
     for (int32_t t = 0; t < pt; t++) {
         for (int32_t d = 0; d < dim; d++)
             row[d] = rng_float(rng);
-        ref->k_put(kr, pt, dim, t, row);
-        ref->v_put(vr, pt, dim, t, row);
+        ref->k_put(kr, NULL, &f, 0, t, row);
+        ref->v_put(vr, NULL, &f, 0, t, row);
     }
     for (int32_t i = 0; i < n_q * dim; i++)
         q[i] = rng_float(rng);
@@ -695,8 +698,8 @@ static void codec_simd_case(enum kvx_kv_codec codec, enum kvx_isa isa, int32_t p
     int32_t t0 = (int32_t)rng_int(rng, pt / 16) * 16, t1 = t0 + 1 + (int32_t)rng_int(rng, pt - t0);
     for (int64_t i = 0; i < n_q * ld; i++)
         sa[i] = sb[i] = 12345.0f; /* entries outside [t0, t1) must stay */
-    ref->qk(kr, pt, dim, t0, t1, q, n_q, sa, ld);
-    simd->qk(kr, pt, dim, t0, t1, q, n_q, sb, ld);
+    ref->qk(&kb, &f, t0, t1, q, n_q, sa, ld);
+    simd->qk(&kb, &f, t0, t1, q, n_q, sb, ld);
     int bad = 0;
     for (int32_t i = 0; i < n_q; i++)
         for (int64_t t = 0; t < ld; t++) {
@@ -709,8 +712,8 @@ static void codec_simd_case(enum kvx_kv_codec codec, enum kvx_isa isa, int32_t p
         aa[i] = ab[i] = rng_float(rng);
     for (int64_t i = 0; i < n_q * ld; i++)
         sa[i] = (rng_float(rng) + 1.0f) * 0.5f;
-    ref->pv(vr, pt, dim, p0, p1, sa, n_q, ld, aa);
-    simd->pv(vr, pt, dim, p0, p1, sa, n_q, ld, ab);
+    ref->pv(&vb, &f, p0, p1, sa, n_q, ld, aa);
+    simd->pv(&vb, &f, p0, p1, sa, n_q, ld, ab);
     for (int32_t i = 0; i < n_q * dim; i++)
         bad += !(fabsf(aa[i] - ab[i]) <= 1e-5f * (float)(p1 - p0 + 1));
     if (bad)

@@ -63,12 +63,12 @@ static int64_t scores_ld(int64_t n_keys)
     return (n_keys + (KVX_KV_TILE - 1) + (KVX_KV_TILE - 1)) / KVX_KV_TILE * KVX_KV_TILE;
 }
 
-int64_t kvx_attn_scratch_floats(int32_t n_q, int64_t n_keys, int32_t page_tokens)
+int64_t kvx_attn_scratch_floats(int32_t n_q, int64_t n_keys, int32_t k_dim)
 {
-    (void)page_tokens; /* pages start on tile boundaries, so only k0's tile adds keys */
+    /* pages start on tile boundaries, so only k0's tile adds keys */
     if (n_q <= 0 || n_keys <= 0)
         return 0;
-    return (int64_t)n_q * scores_ld(n_keys);
+    return (int64_t)n_q * (scores_ld(n_keys) + k_dim);
 }
 
 /* The part [a, b) of page pg that [k0, k1) covers, in page-local token indices. */
@@ -96,12 +96,20 @@ void kvx_attn_partial(const struct kvx_kv_view *v, int32_t kv_head, int64_t k0, 
     const int64_t ld = scores_ld(k1 - k0);
     const size_t k_reg = v->k_off + (size_t)kv_head * v->k_stride;
     const size_t v_reg = v->v_off + (size_t)kv_head * v->v_stride;
+    const uint8_t *k_state = v->k_state ? v->k_state + (size_t)kv_head * v->k_state_stride : NULL;
+    const uint8_t *v_state = v->v_state ? v->v_state + (size_t)kv_head * v->v_state_stride : NULL;
+    if (v->k_ops->q_rotate) { /* queries into the basis K is stored in */
+        float *qr = scratch + (int64_t)n_q * ld;
+        memcpy(qr, q, (size_t)n_q * (size_t)v->k_dim * sizeof *qr);
+        v->k_ops->q_rotate(qr, n_q, v->k_dim);
+        q = qr;
+    }
     for (int64_t pg = k0 / pt; pg * pt < k1; pg++) {
         int32_t a, b;
         page_span(v, pg, k0, k1, &a, &b);
         int32_t a0 = a / KVX_KV_TILE * KVX_KV_TILE;
-        v->k_ops->qk(v->pages[pg] + k_reg, v->page_tokens, v->k_dim, a0, b, q, n_q,
-                     scratch + (pg * pt + a0 - base), ld);
+        const struct kvx_kv_block blk = {v->pages[pg] + k_reg, k_state, pg * pt};
+        v->k_ops->qk(&blk, &v->k_fmt, a0, b, q, n_q, scratch + (pg * pt + a0 - base), ld);
     }
     const struct kvx_attn_softmax_ops *sm = kvx_attn_softmax_ops(v->isa);
     for (int32_t i = 0; i < n_q; i++) {
@@ -112,9 +120,11 @@ void kvx_attn_partial(const struct kvx_kv_view *v, int32_t kv_head, int64_t k0, 
     for (int64_t pg = k0 / pt; pg * pt < k1; pg++) {
         int32_t a, b;
         page_span(v, pg, k0, k1, &a, &b);
-        v->v_ops->pv(v->pages[pg] + v_reg, v->page_tokens, v->v_dim, a, b,
-                     scratch + (pg * pt + a - base), n_q, ld, acc);
+        const struct kvx_kv_block blk = {v->pages[pg] + v_reg, v_state, pg * pt};
+        v->v_ops->pv(&blk, &v->v_fmt, a, b, scratch + (pg * pt + a - base), n_q, ld, acc);
     }
+    if (v->v_ops->out_unrotate)
+        v->v_ops->out_unrotate(acc, n_q, v->v_dim);
 }
 
 void kvx_attn_merge(int32_t n_parts, int32_t n_q, int32_t v_dim, const float *m, const float *l,

@@ -16,10 +16,11 @@
 
 #include "kv/pool.h"
 
-/* Scratch floats kvx_attn_partial needs for n_q queries and a key range of n_keys keys,
- * exactly: n_q rows of round_up(n_keys + 15, 16) scores (the range plus the keys before k0 in
- * its first 16-token tile); 0 for an empty range.  page_tokens does not change it. */
-int64_t kvx_attn_scratch_floats(int32_t n_q, int64_t n_keys, int32_t page_tokens);
+/* Scratch floats kvx_attn_partial needs for n_q queries of k_dim values and a key range of
+ * n_keys keys: n_q rows of round_up(n_keys + 15, 16) scores (the range plus the keys before k0
+ * in its first 16-token tile) and n_q rotated queries (for rotating K codecs); 0 for an empty
+ * range. */
+int64_t kvx_attn_scratch_floats(int32_t n_q, int64_t n_keys, int32_t k_dim);
 
 /* q: n_q rows of k_dim floats; m, l: n_q floats; acc: n_q rows of v_dim floats (overwritten).
  * An empty range gives m = -inf, l = 0, acc = 0.  [k0, k1) may start and end anywhere but must

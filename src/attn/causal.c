@@ -35,8 +35,8 @@ size_t kvx_attn_workspace_size(struct kvx_attn_workspace *ws, int64_t n_batch, i
     /* per thread: scores for nq queries over a chunk (or a decode chunk up to n_ctx keys),
      * the gathered queries, and one task's m, l, acc */
     const int64_t keys = n_ctx > ws->chunk ? n_ctx : ws->chunk;
-    ws->thread_floats = kvx_attn_scratch_floats((int32_t)nq, ws->chunk, 16);
-    const int64_t dec = kvx_attn_scratch_floats((int32_t)G, keys, 16);
+    ws->thread_floats = kvx_attn_scratch_floats((int32_t)nq, ws->chunk, head_dim);
+    const int64_t dec = kvx_attn_scratch_floats((int32_t)G, keys, head_dim);
     ws->thread_floats = ws->thread_floats > dec ? ws->thread_floats : dec;
     ws->thread_floats += nq * head_dim + nq * (2 + head_dim);
     ws->thread_floats = (ws->thread_floats + 15) / 16 * 16;

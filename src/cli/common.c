@@ -47,7 +47,8 @@ static int parse_codec(const char *flag, const char *s, enum kvx_kv_codec *out)
     if (!s)
         return 0;
     if (!kvx_kv_codec_parse(s, out))
-        return cli_fail("%s: unknown KV codec '%s' (f16, f32)", flag, s);
+        return cli_fail("%s: unknown KV codec '%s' (f32, f16, bf16, q8, q4, kivi2, rot4, rot3)",
+                        flag, s);
     return 0;
 }
 
@@ -72,6 +73,11 @@ int cli_open(const struct cli_opts *o, int64_t n_ctx, struct kvx_model **m, stru
     ec.n_batch = (int32_t)o->batch;
     ec.page_tokens = (int32_t)o->page_tokens;
     ec.kv_budget_bytes = (size_t)o->kv_budget;
+    ec.kv_layers = o->kv_layer;
+    if (o->kivi_group)
+        ec.kivi_group = (int32_t)o->kivi_group;
+    if (o->kivi_residual >= 0)
+        ec.kivi_residual = (int32_t)o->kivi_residual;
     if (kvx_engine_create(*m, &ec, e, &err) != KVX_OK) {
         kvx_model_close(*m);
         *m = NULL;

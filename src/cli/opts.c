@@ -51,9 +51,12 @@ static const struct opt opts[] = {
     {"batch", 'b', OPT_INT, O(batch), GEN, 1, 8192, "N", "tokens per forward step during prefill"},
     {"page-tokens", 0, OPT_INT, O(page_tokens), GEN | CMD_INSPECT, 16, 65536, "N", "tokens per KV page (multiple of 16)"},
     {"kv-budget", 0, OPT_BYTES, O(kv_budget), GEN, 1, 1e15, "BYTES", "KV pool budget, e.g. 512M, 2G; default: one full context"},
-    {"kv", 0, OPT_STR, O(kv), GEN | CMD_INSPECT, 0, 0, "CODEC", "KV storage for K and V: f16 (default) or f32"},
+    {"kv", 0, OPT_STR, O(kv), GEN | CMD_INSPECT, 0, 0, "CODEC", "KV storage for K and V: f16 (default), f32, bf16, q8, q4, kivi2, rot4, rot3"},
     {"kv-k", 0, OPT_STR, O(kv_k), GEN | CMD_INSPECT, 0, 0, "CODEC", "K storage codec"},
     {"kv-v", 0, OPT_STR, O(kv_v), GEN | CMD_INSPECT, 0, 0, "CODEC", "V storage codec"},
+    {"kv-layer", 0, OPT_STR, O(kv_layer), GEN | CMD_INSPECT, 0, 0, "SPEC", "per-layer codecs, e.g. 0-3:q8,4-29:q4 or 0-3:q4/q8 (K/V)"},
+    {"kivi-group", 0, OPT_INT, O(kivi_group), GEN | CMD_INSPECT, 16, 65536, "G", "kivi2: tokens per K quantization group (default 32)"},
+    {"kivi-residual", 0, OPT_INT, O(kivi_residual), GEN | CMD_INSPECT, 0, 65536, "R", "kivi2: newest V tokens also kept in f16 (default 128)"},
     {"isa", 0, OPT_STR, O(isa), GEN, 0, 0, "ISA", "kernels: auto, scalar, avx2, avx512"},
     {"preset", 0, OPT_STR, O(preset), CMD_PLAN, 0, 0, "NAME[,NAME]", "plan: model preset(s) from data/plan/models.tsv (-m takes FILE[,FILE])"},
     {"ctx", 'c', OPT_STR, O(plan_ctx), CMD_PLAN, 0, 0, "L[,L...]", "plan: context lengths, e.g. 4096,32K,128K (default 8192)"},
@@ -93,6 +96,7 @@ void cli_opts_default(struct cli_opts *o)
     o->reps = 1;
     o->batch = 512;
     o->page_tokens = 256;
+    o->kivi_residual = -1;
     o->concurrency = 1;
     o->tp = 1;
     o->util = 0.9f;

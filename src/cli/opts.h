@@ -37,6 +37,9 @@ struct cli_opts {
     int64_t page_tokens;
     int64_t kv_budget;        /* bytes; 0 = default */
     const char *kv_k, *kv_v, *kv;
+    const char *kv_layer;     /* per-layer codec spec */
+    int64_t kivi_group;       /* 0 = default */
+    int64_t kivi_residual;    /* -1 = default */
     const char *isa;
     int64_t chunks;
     const char *system;

@@ -46,6 +46,9 @@ struct kvx_engine_cfg kvx_engine_cfg_default(void)
         .n_ctx = 0,
         .k_codec = KVX_KV_CODEC_F16,
         .v_codec = KVX_KV_CODEC_F16,
+        .kv_layers = NULL,
+        .kivi_group = 32,
+        .kivi_residual = 128,
         .page_tokens = 256,
         .n_threads = 0,
         .n_batch = 512,
@@ -140,7 +143,10 @@ enum kvx_status kvx_engine_create(const struct kvx_model *m, const struct kvx_en
     if ((st = kvx_kv_layout_init(&e->layout, m->hp.n_layer, e->cfg.page_tokens, err)) != KVX_OK)
         goto fail;
     m->arch->declare_cache(m, &e->layout, e->cfg.k_codec, e->cfg.v_codec);
-    if ((st = kvx_kv_layout_validate(&e->layout, err)) != KVX_OK)
+    if ((st = kvx_kv_layout_set_codecs(&e->layout, e->cfg.k_codec, e->cfg.v_codec,
+                                       e->cfg.kv_layers, e->cfg.kivi_group,
+                                       e->cfg.kivi_residual, err)) != KVX_OK ||
+        (st = kvx_kv_layout_validate(&e->layout, err)) != KVX_OK)
         goto fail;
     if (e->cfg.kv_budget_bytes == 0)
         e->cfg.kv_budget_bytes = kvx_kv_layout_seq_bytes(&e->layout, e->cfg.n_ctx);

@@ -1,70 +1,89 @@
-/* kv/codec: the table of KV codecs and their kernels per ISA.
+/* kv/codec: the list of KV codecs, names, formats and the constraints each places on a head.
  *
- * Adding a codec is adding its files (scalar + optional SIMD kernels) and one row here.  The
- * tables are read-only data; nothing here checks the running CPU (callers pick the ISA with
- * ops/cpu.h, the pool refuses an ISA the CPU lacks). */
+ * Adding a codec is adding its files (kv/codec_<name>*.c with a getter) and one row here.
+ * The ops tables are read-only data; nothing here checks the running CPU. */
 #include "kv/codec.h"
 
 #include <string.h>
 
-#define KVX_KV_CODEC_OPS(codec, isa)                                                           \
-    {                                                                                          \
-        .name = #codec,                                                                        \
-        .k_region_bytes = kvx_kv_k_region_bytes_##codec,                                      \
-        .v_region_bytes = kvx_kv_v_region_bytes_##codec,                                       \
-        .k_put = kvx_kv_k_put_##codec,                                                         \
-        .v_put = kvx_kv_v_put_##codec,                                                         \
-        .k_get = kvx_kv_k_get_##codec,                                                         \
-        .v_get = kvx_kv_v_get_##codec,                                                         \
-        .qk = kvx_kv_qk_##codec##_##isa,                                                       \
-        .pv = kvx_kv_pv_##codec##_##isa,                                                       \
-    }
+#include "util/err.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#define KVX_KV_CODEC_ROW(codec)                                                                \
-    {                                                                                          \
-        [KVX_ISA_SCALAR] = KVX_KV_CODEC_OPS(codec, scalar),                                    \
-        [KVX_ISA_AVX2] = KVX_KV_CODEC_OPS(codec, avx2),                                        \
-        [KVX_ISA_AVX512] = KVX_KV_CODEC_OPS(codec, avx512),                                    \
-    }
-#else
-#define KVX_KV_CODEC_ROW(codec)                                                                \
-    {                                                                                          \
-        [KVX_ISA_SCALAR] = KVX_KV_CODEC_OPS(codec, scalar),                                    \
-        [KVX_ISA_AVX2] = KVX_KV_CODEC_OPS(codec, scalar),                                      \
-        [KVX_ISA_AVX512] = KVX_KV_CODEC_OPS(codec, scalar),                                    \
-    }
-#endif
-
-static const struct kvx_kv_codec_ops codec_table[][KVX_ISA_COUNT] = {
-    [KVX_KV_CODEC_F32] = KVX_KV_CODEC_ROW(f32),
-    [KVX_KV_CODEC_F16] = KVX_KV_CODEC_ROW(f16),
+struct codec_row {
+    const char *name;
+    const struct kvx_kv_codec_ops *(*get)(enum kvx_isa isa);
+    int32_t dim_multiple;     /* head dims must be a multiple of this */
+    bool grouped;             /* uses kivi's group / residual */
 };
 
-#define KVX_KV_N_CODECS ((int)(sizeof codec_table / sizeof codec_table[0]))
+static const struct codec_row codecs[KVX_KV_CODEC_COUNT] = {
+    [KVX_KV_CODEC_F32] = {"f32", kvx_kv_codec_f32, 1, false},
+    [KVX_KV_CODEC_F16] = {"f16", kvx_kv_codec_f16, 1, false},
+    [KVX_KV_CODEC_BF16] = {"bf16", kvx_kv_codec_bf16, 1, false},
+    [KVX_KV_CODEC_Q8] = {"q8", kvx_kv_codec_q8, 32, false},
+    [KVX_KV_CODEC_Q4] = {"q4", kvx_kv_codec_q4, 32, false},
+    [KVX_KV_CODEC_KIVI2] = {"kivi2", kvx_kv_codec_kivi2, 32, true},
+    [KVX_KV_CODEC_ROT4] = {"rot4", kvx_kv_codec_rot4, 32, false},
+    [KVX_KV_CODEC_ROT3] = {"rot3", kvx_kv_codec_rot3, 32, false},
+};
 
 const struct kvx_kv_codec_ops *kvx_kv_codec_ops(enum kvx_kv_codec c, enum kvx_isa isa)
 {
-    if ((int)c < 0 || (int)c >= KVX_KV_N_CODECS)
+    if ((int)c < 0 || c >= KVX_KV_CODEC_COUNT)
         return NULL;
     if ((int)isa < 0 || isa >= KVX_ISA_COUNT)
         isa = KVX_ISA_SCALAR;
-    return &codec_table[c][isa];
+    return codecs[c].get(isa);
 }
 
 const char *kvx_kv_codec_name(enum kvx_kv_codec c)
 {
-    const struct kvx_kv_codec_ops *ops = kvx_kv_codec_ops(c, KVX_ISA_SCALAR);
-    return ops ? ops->name : "unknown";
+    if ((int)c < 0 || c >= KVX_KV_CODEC_COUNT)
+        return "unknown";
+    return codecs[c].name;
 }
 
 bool kvx_kv_codec_parse(const char *s, enum kvx_kv_codec *out)
 {
-    for (int c = 0; c < KVX_KV_N_CODECS; c++) {
-        if (s && strcmp(s, codec_table[c][KVX_ISA_SCALAR].name) == 0) {
+    for (int c = 0; s && c < KVX_KV_CODEC_COUNT; c++) {
+        if (strcmp(s, codecs[c].name) == 0) {
             *out = (enum kvx_kv_codec)c;
             return true;
         }
     }
     return false;
+}
+
+struct kvx_kv_fmt kvx_kv_fmt_make(enum kvx_kv_codec c, int32_t page_tokens, int32_t dim,
+                                  int32_t group, int32_t residual)
+{
+    struct kvx_kv_fmt f = {.page_tokens = page_tokens, .dim = dim};
+    if ((int)c >= 0 && c < KVX_KV_CODEC_COUNT && codecs[c].grouped) {
+        f.group = group;
+        f.residual = residual;
+    }
+    return f;
+}
+
+enum kvx_status kvx_kv_codec_check(enum kvx_kv_codec c, int32_t page_tokens, int32_t dim,
+                                   int32_t group, int32_t residual, struct kvx_err *err)
+{
+    if ((int)c < 0 || c >= KVX_KV_CODEC_COUNT)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "unknown KV codec %d", (int)c);
+    const struct codec_row *r = &codecs[c];
+    if (dim <= 0 || dim % r->dim_multiple)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG,
+                           "KV codec %s needs a head dimension that is a multiple of %d (got %d)",
+                           r->name, (int)r->dim_multiple, (int)dim);
+    if (r->grouped) {
+        if (group < KVX_KV_TILE || group % KVX_KV_TILE || page_tokens % group)
+            return kvx_err_set(err, KVX_ERR_INVALID_ARG,
+                               "KV codec %s: group %d must be a multiple of %d that divides the "
+                               "page size (%d tokens)",
+                               r->name, (int)group, KVX_KV_TILE, (int)page_tokens);
+        if (residual < 0 || residual > 65536)
+            return kvx_err_set(err, KVX_ERR_INVALID_ARG,
+                               "KV codec %s: residual %d is outside 0..65536", r->name,
+                               (int)residual);
+    }
+    return KVX_OK;
 }

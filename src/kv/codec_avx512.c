@@ -121,19 +121,21 @@ KVX_INLINE void qk_avx512(const void *K, int32_t dim, int32_t t0, int32_t t1, co
 /* qk, f32 K, AVX-512.  scores[i*ld + t - t0] = q_i · K[t] for i < n_q, t0 <= t < t1
  * (t0 % 16 == 0).  fp32 FMA accumulation in channel order, 16 scores per FMA.
  * Test: within 1e-5 x sum_c |q_c k_c| of kvx_kv_qk_f32_scalar (test_kv.c). */
-void kvx_kv_qk_f32_avx512(const void *region, int32_t page_tokens, int32_t dim, int32_t t0,
-                          int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld)
+void kvx_kv_qk_f32_avx512(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
+                          int32_t t0, int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld)
 {
-    (void)page_tokens;
+    const void *region = b->data;
+    const int32_t dim = f->dim;
     qk_avx512(region, dim, t0, t1, q, n_q, false, scores, ld);
 }
 
 /* qk, f16 K, AVX-512: as kvx_kv_qk_f32_avx512 with each K row converted by vcvtph2ps (exact).
  * Test: within 1e-5 x sum_c |q_c k_c| of kvx_kv_qk_f16_scalar. */
-void kvx_kv_qk_f16_avx512(const void *region, int32_t page_tokens, int32_t dim, int32_t t0,
-                          int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld)
+void kvx_kv_qk_f16_avx512(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
+                          int32_t t0, int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld)
 {
-    (void)page_tokens;
+    const void *region = b->data;
+    const int32_t dim = f->dim;
     qk_avx512(region, dim, t0, t1, q, n_q, true, scores, ld);
 }
 
@@ -223,19 +225,21 @@ KVX_INLINE void pv_avx512(const void *V, int32_t dim, int32_t t0, int32_t t1, co
 /* pv, f32 V, AVX-512.  acc[i*dim + d] += sum_{t0<=t<t1} p[i*ld + t - t0] V[t][d].
  * fp32 FMA accumulation in token order.  Test: within 1e-5 x sum_t |p_t v_t[d]| of
  * kvx_kv_pv_f32_scalar. */
-void kvx_kv_pv_f32_avx512(const void *region, int32_t page_tokens, int32_t dim, int32_t t0,
-                          int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc)
+void kvx_kv_pv_f32_avx512(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
+                          int32_t t0, int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc)
 {
-    (void)page_tokens;
+    const void *region = b->data;
+    const int32_t dim = f->dim;
     pv_avx512(region, dim, t0, t1, p, n_q, ld, acc, false);
 }
 
 /* pv, f16 V, AVX-512: as kvx_kv_pv_f32_avx512 with each V row converted by vcvtph2ps.
  * Test: within 1e-5 x sum_t |p_t v_t[d]| of kvx_kv_pv_f16_scalar. */
-void kvx_kv_pv_f16_avx512(const void *region, int32_t page_tokens, int32_t dim, int32_t t0,
-                          int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc)
+void kvx_kv_pv_f16_avx512(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
+                          int32_t t0, int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc)
 {
-    (void)page_tokens;
+    const void *region = b->data;
+    const int32_t dim = f->dim;
     pv_avx512(region, dim, t0, t1, p, n_q, ld, acc, true);
 }
 

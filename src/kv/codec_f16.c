@@ -11,14 +11,16 @@
 #include "ops/f16.h"
 
 /* K: whole tiles of 16 tokens (page_tokens is a multiple of 16 in any valid layout). */
-size_t kvx_kv_k_region_bytes_f16(int32_t page_tokens, int32_t dim)
+size_t kvx_kv_k_region_bytes_f16(const struct kvx_kv_fmt *f)
 {
+    const int32_t page_tokens = f->page_tokens, dim = f->dim;
     size_t tiles = ((size_t)page_tokens + KVX_KV_TILE - 1) / KVX_KV_TILE;
     return tiles * KVX_KV_TILE * (size_t)dim * sizeof(uint16_t);
 }
 
-size_t kvx_kv_v_region_bytes_f16(int32_t page_tokens, int32_t dim)
+size_t kvx_kv_v_region_bytes_f16(const struct kvx_kv_fmt *f)
 {
+    const int32_t page_tokens = f->page_tokens, dim = f->dim;
     return (size_t)page_tokens * (size_t)dim * sizeof(uint16_t);
 }
 
@@ -29,33 +31,45 @@ static size_t k_index(int32_t dim, int32_t tok, int32_t c)
            (size_t)(tok % KVX_KV_TILE);
 }
 
-void kvx_kv_k_put_f16(void *region, int32_t page_tokens, int32_t dim, int32_t tok, const float *k)
+void kvx_kv_k_put_f16(uint8_t *data, uint8_t *state, const struct kvx_kv_fmt *f,
+                      int64_t slot0, int32_t tok, const float *k)
 {
-    (void)page_tokens;
+    (void)state;
+    (void)slot0;
+    void *region = data;
+    const int32_t dim = f->dim;
     uint16_t *K = region;
     for (int32_t c = 0; c < dim; c++)
         K[k_index(dim, tok, c)] = kvx_f32_to_f16(k[c]);
 }
 
-void kvx_kv_v_put_f16(void *region, int32_t page_tokens, int32_t dim, int32_t tok, const float *v)
+void kvx_kv_v_put_f16(uint8_t *data, uint8_t *state, const struct kvx_kv_fmt *f,
+                      int64_t slot0, int32_t tok, const float *v)
 {
-    (void)page_tokens;
+    (void)state;
+    (void)slot0;
+    void *region = data;
+    const int32_t dim = f->dim;
     uint16_t *row = (uint16_t *)region + (size_t)tok * (size_t)dim;
     for (int32_t d = 0; d < dim; d++)
         row[d] = kvx_f32_to_f16(v[d]);
 }
 
-void kvx_kv_k_get_f16(const void *region, int32_t page_tokens, int32_t dim, int32_t tok, float *k)
+void kvx_kv_k_get_f16(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
+                      int32_t tok, float *k)
 {
-    (void)page_tokens;
+    const void *region = b->data;
+    const int32_t dim = f->dim;
     const uint16_t *K = region;
     for (int32_t c = 0; c < dim; c++)
         k[c] = kvx_f16_to_f32(K[k_index(dim, tok, c)]);
 }
 
-void kvx_kv_v_get_f16(const void *region, int32_t page_tokens, int32_t dim, int32_t tok, float *v)
+void kvx_kv_v_get_f16(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
+                      int32_t tok, float *v)
 {
-    (void)page_tokens;
+    const void *region = b->data;
+    const int32_t dim = f->dim;
     const uint16_t *row = (const uint16_t *)region + (size_t)tok * (size_t)dim;
     for (int32_t d = 0; d < dim; d++)
         v[d] = kvx_f16_to_f32(row[d]);
@@ -66,10 +80,11 @@ void kvx_kv_v_get_f16(const void *region, int32_t page_tokens, int32_t dim, int3
  * Shapes: q n_q x dim, t0 % 16 == 0, t1 <= page_tokens.  fp32 accumulator per score, channels
  * summed in order c = 0..dim-1 (each SIMD lane does the same with FMA).  The SIMD kernels match
  * it within 1e-5 x sum_c |q_c k_c| (test_kv.c). */
-void kvx_kv_qk_f16_scalar(const void *region, int32_t page_tokens, int32_t dim, int32_t t0,
-                          int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld)
+void kvx_kv_qk_f16_scalar(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
+                          int32_t t0, int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld)
 {
-    (void)page_tokens;
+    const void *region = b->data;
+    const int32_t dim = f->dim;
     const uint16_t *K = region;
     for (int32_t tile0 = t0; tile0 < t1; tile0 += KVX_KV_TILE) {
         const uint16_t *kt = K + (size_t)(tile0 / KVX_KV_TILE) * KVX_KV_TILE * (size_t)dim;
@@ -99,10 +114,11 @@ void kvx_kv_qk_f16_scalar(const void *region, int32_t page_tokens, int32_t dim, 
  * Shapes: p n_q rows (stride ld), acc n_q x dim, any t0 < t1 <= page_tokens.  fp32
  * accumulation in token order t0..t1-1 (as the SIMD kernels do per lane); SIMD matches within
  * 1e-5 x sum_t |p_t v_t[d]| (test_kv.c). */
-void kvx_kv_pv_f16_scalar(const void *region, int32_t page_tokens, int32_t dim, int32_t t0,
-                          int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc)
+void kvx_kv_pv_f16_scalar(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
+                          int32_t t0, int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc)
 {
-    (void)page_tokens;
+    const void *region = b->data;
+    const int32_t dim = f->dim;
     const uint16_t *V = region;
     for (int32_t t = t0; t < t1; t++) {
         const uint16_t *row = V + (size_t)t * (size_t)dim;
@@ -119,4 +135,28 @@ void kvx_kv_pv_f16_scalar(const void *region, int32_t page_tokens, int32_t dim, 
             }
         }
     }
+}
+
+#define OPS_f16(isa)                                                                              \
+    {                                                                                            \
+        .name = "f16", .bits = 16, .k_region_bytes = kvx_kv_k_region_bytes_f16,                \
+        .v_region_bytes = kvx_kv_v_region_bytes_f16, .k_put = kvx_kv_k_put_f16,                    \
+        .v_put = kvx_kv_v_put_f16, .k_get = kvx_kv_k_get_f16, .v_get = kvx_kv_v_get_f16,            \
+        .qk = kvx_kv_qk_f16_##isa, .pv = kvx_kv_pv_f16_##isa,                                   \
+    }
+
+static const struct kvx_kv_codec_ops ops_f16[KVX_ISA_COUNT] = {
+    [KVX_ISA_SCALAR] = OPS_f16(scalar),
+#if defined(__x86_64__) || defined(__i386__)
+    [KVX_ISA_AVX2] = OPS_f16(avx2),
+    [KVX_ISA_AVX512] = OPS_f16(avx512),
+#else
+    [KVX_ISA_AVX2] = OPS_f16(scalar),
+    [KVX_ISA_AVX512] = OPS_f16(scalar),
+#endif
+};
+
+const struct kvx_kv_codec_ops *kvx_kv_codec_f16(enum kvx_isa isa)
+{
+    return &ops_f16[(int)isa >= 0 && isa < KVX_ISA_COUNT ? isa : KVX_ISA_SCALAR];
 }

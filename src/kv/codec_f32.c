@@ -9,14 +9,16 @@
 #include "kv/codec.h"
 
 /* K: whole tiles of 16 tokens (page_tokens is a multiple of 16 in any valid layout). */
-size_t kvx_kv_k_region_bytes_f32(int32_t page_tokens, int32_t dim)
+size_t kvx_kv_k_region_bytes_f32(const struct kvx_kv_fmt *f)
 {
+    const int32_t page_tokens = f->page_tokens, dim = f->dim;
     size_t tiles = ((size_t)page_tokens + KVX_KV_TILE - 1) / KVX_KV_TILE;
     return tiles * KVX_KV_TILE * (size_t)dim * sizeof(float);
 }
 
-size_t kvx_kv_v_region_bytes_f32(int32_t page_tokens, int32_t dim)
+size_t kvx_kv_v_region_bytes_f32(const struct kvx_kv_fmt *f)
 {
+    const int32_t page_tokens = f->page_tokens, dim = f->dim;
     return (size_t)page_tokens * (size_t)dim * sizeof(float);
 }
 
@@ -27,33 +29,45 @@ static size_t k_index(int32_t dim, int32_t tok, int32_t c)
            (size_t)(tok % KVX_KV_TILE);
 }
 
-void kvx_kv_k_put_f32(void *region, int32_t page_tokens, int32_t dim, int32_t tok, const float *k)
+void kvx_kv_k_put_f32(uint8_t *data, uint8_t *state, const struct kvx_kv_fmt *f,
+                      int64_t slot0, int32_t tok, const float *k)
 {
-    (void)page_tokens;
+    (void)state;
+    (void)slot0;
+    void *region = data;
+    const int32_t dim = f->dim;
     float *K = region;
     for (int32_t c = 0; c < dim; c++)
         K[k_index(dim, tok, c)] = (k[c]);
 }
 
-void kvx_kv_v_put_f32(void *region, int32_t page_tokens, int32_t dim, int32_t tok, const float *v)
+void kvx_kv_v_put_f32(uint8_t *data, uint8_t *state, const struct kvx_kv_fmt *f,
+                      int64_t slot0, int32_t tok, const float *v)
 {
-    (void)page_tokens;
+    (void)state;
+    (void)slot0;
+    void *region = data;
+    const int32_t dim = f->dim;
     float *row = (float *)region + (size_t)tok * (size_t)dim;
     for (int32_t d = 0; d < dim; d++)
         row[d] = (v[d]);
 }
 
-void kvx_kv_k_get_f32(const void *region, int32_t page_tokens, int32_t dim, int32_t tok, float *k)
+void kvx_kv_k_get_f32(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
+                      int32_t tok, float *k)
 {
-    (void)page_tokens;
+    const void *region = b->data;
+    const int32_t dim = f->dim;
     const float *K = region;
     for (int32_t c = 0; c < dim; c++)
         k[c] = (K[k_index(dim, tok, c)]);
 }
 
-void kvx_kv_v_get_f32(const void *region, int32_t page_tokens, int32_t dim, int32_t tok, float *v)
+void kvx_kv_v_get_f32(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
+                      int32_t tok, float *v)
 {
-    (void)page_tokens;
+    const void *region = b->data;
+    const int32_t dim = f->dim;
     const float *row = (const float *)region + (size_t)tok * (size_t)dim;
     for (int32_t d = 0; d < dim; d++)
         v[d] = (row[d]);
@@ -64,10 +78,11 @@ void kvx_kv_v_get_f32(const void *region, int32_t page_tokens, int32_t dim, int3
  * Shapes: q n_q x dim, t0 % 16 == 0, t1 <= page_tokens.  fp32 accumulator per score, channels
  * summed in order c = 0..dim-1 (each SIMD lane does the same with FMA).  The SIMD kernels match
  * it within 1e-5 x sum_c |q_c k_c| (test_kv.c). */
-void kvx_kv_qk_f32_scalar(const void *region, int32_t page_tokens, int32_t dim, int32_t t0,
-                          int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld)
+void kvx_kv_qk_f32_scalar(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
+                          int32_t t0, int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld)
 {
-    (void)page_tokens;
+    const void *region = b->data;
+    const int32_t dim = f->dim;
     const float *K = region;
     for (int32_t tile0 = t0; tile0 < t1; tile0 += KVX_KV_TILE) {
         const float *kt = K + (size_t)(tile0 / KVX_KV_TILE) * KVX_KV_TILE * (size_t)dim;
@@ -92,10 +107,11 @@ void kvx_kv_qk_f32_scalar(const void *region, int32_t page_tokens, int32_t dim, 
  * Shapes: p n_q rows (stride ld), acc n_q x dim, any t0 < t1 <= page_tokens.  fp32
  * accumulation in token order t0..t1-1 (as the SIMD kernels do per lane); SIMD matches within
  * 1e-5 x sum_t |p_t v_t[d]| (test_kv.c). */
-void kvx_kv_pv_f32_scalar(const void *region, int32_t page_tokens, int32_t dim, int32_t t0,
-                          int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc)
+void kvx_kv_pv_f32_scalar(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
+                          int32_t t0, int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc)
 {
-    (void)page_tokens;
+    const void *region = b->data;
+    const int32_t dim = f->dim;
     const float *V = region;
     for (int32_t i = 0; i < n_q; i++) {
         float *ai = acc + (size_t)i * (size_t)dim;
@@ -107,4 +123,28 @@ void kvx_kv_pv_f32_scalar(const void *region, int32_t page_tokens, int32_t dim, 
                 ai[d] += w * (row[d]);
         }
     }
+}
+
+#define OPS_f32(isa)                                                                              \
+    {                                                                                            \
+        .name = "f32", .bits = 32, .k_region_bytes = kvx_kv_k_region_bytes_f32,                \
+        .v_region_bytes = kvx_kv_v_region_bytes_f32, .k_put = kvx_kv_k_put_f32,                    \
+        .v_put = kvx_kv_v_put_f32, .k_get = kvx_kv_k_get_f32, .v_get = kvx_kv_v_get_f32,            \
+        .qk = kvx_kv_qk_f32_##isa, .pv = kvx_kv_pv_f32_##isa,                                   \
+    }
+
+static const struct kvx_kv_codec_ops ops_f32[KVX_ISA_COUNT] = {
+    [KVX_ISA_SCALAR] = OPS_f32(scalar),
+#if defined(__x86_64__) || defined(__i386__)
+    [KVX_ISA_AVX2] = OPS_f32(avx2),
+    [KVX_ISA_AVX512] = OPS_f32(avx512),
+#else
+    [KVX_ISA_AVX2] = OPS_f32(scalar),
+    [KVX_ISA_AVX512] = OPS_f32(scalar),
+#endif
+};
+
+const struct kvx_kv_codec_ops *kvx_kv_codec_f32(enum kvx_isa isa)
+{
+    return &ops_f32[(int)isa >= 0 && isa < KVX_ISA_COUNT ? isa : KVX_ISA_SCALAR];
 }

@@ -5,7 +5,9 @@
  * new formula.  Does not allocate cache memory (kv/pool) and does not know about models. */
 #include "kv/layout.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kv/codec.h"
 #include "util/err.h"
@@ -67,7 +69,7 @@ bool kvx_kv_layer_owns(const struct kvx_layer_cache *c)
 }
 
 static enum kvx_status validate_owner(const struct kvx_layer_cache *c, int32_t i,
-                                      struct kvx_err *err)
+                                      int32_t page_tokens, struct kvx_err *err)
 {
     if (c->n_kv_heads <= 0 || c->n_kv_heads > KVX_KV_MAX_HEADS)
         return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv layout: layer %d: n_kv_heads %d out of range [1, %d]",
@@ -79,6 +81,10 @@ static enum kvx_status validate_owner(const struct kvx_layer_cache *c, int32_t i
     if (!kvx_kv_codec_ops(c->k_codec, KVX_ISA_SCALAR) || !kvx_kv_codec_ops(c->v_codec, KVX_ISA_SCALAR))
         return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv layout: layer %d: unknown codec (k %d, v %d)",
                            (int)i, (int)c->k_codec, (int)c->v_codec);
+    struct kvx_err e2 = {0};
+    if (kvx_kv_codec_check(c->k_codec, page_tokens, c->k_dim, c->group, c->residual, &e2) != KVX_OK ||
+        kvx_kv_codec_check(c->v_codec, page_tokens, c->v_dim, c->group, c->residual, &e2) != KVX_OK)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv layout: layer %d: %s", (int)i, e2.msg);
     if (c->kind == KVX_KV_KIND_WINDOW && c->window <= 0)
         return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv layout: layer %d: window %lld must be > 0",
                            (int)i, (long long)c->window);
@@ -101,7 +107,7 @@ enum kvx_status kvx_kv_layout_validate(const struct kvx_kv_layout *l, struct kvx
             break;
         case KVX_KV_KIND_FULL:
         case KVX_KV_KIND_WINDOW: {
-            enum kvx_status st = validate_owner(c, i, err);
+            enum kvx_status st = validate_owner(c, i, l->page_tokens, err);
             if (st != KVX_OK)
                 return st;
             break;
@@ -130,6 +136,22 @@ static const struct kvx_layer_cache *owner(const struct kvx_kv_layout *l, int32_
     return &l->layers[layer];
 }
 
+struct kvx_kv_fmt kvx_kv_layer_k_fmt(const struct kvx_kv_layout *l, int32_t layer)
+{
+    const struct kvx_layer_cache *c = owner(l, layer);
+    if (!c)
+        return (struct kvx_kv_fmt){0};
+    return kvx_kv_fmt_make(c->k_codec, l->page_tokens, c->k_dim, c->group, c->residual);
+}
+
+struct kvx_kv_fmt kvx_kv_layer_v_fmt(const struct kvx_kv_layout *l, int32_t layer)
+{
+    const struct kvx_layer_cache *c = owner(l, layer);
+    if (!c)
+        return (struct kvx_kv_fmt){0};
+    return kvx_kv_fmt_make(c->v_codec, l->page_tokens, c->v_dim, c->group, c->residual);
+}
+
 /* Region strides: the codec's bytes rounded up to the page alignment. */
 size_t kvx_kv_layer_k_head_bytes(const struct kvx_kv_layout *l, int32_t layer)
 {
@@ -137,7 +159,8 @@ size_t kvx_kv_layer_k_head_bytes(const struct kvx_kv_layout *l, int32_t layer)
     if (!c)
         return 0;
     const struct kvx_kv_codec_ops *ops = kvx_kv_codec_ops(c->k_codec, KVX_ISA_SCALAR);
-    return ops ? align_up(ops->k_region_bytes(l->page_tokens, c->k_dim), KVX_KV_PAGE_ALIGN) : 0;
+    struct kvx_kv_fmt f = kvx_kv_layer_k_fmt(l, layer);
+    return ops ? align_up(ops->k_region_bytes(&f), KVX_KV_PAGE_ALIGN) : 0;
 }
 
 size_t kvx_kv_layer_v_head_bytes(const struct kvx_kv_layout *l, int32_t layer)
@@ -146,7 +169,37 @@ size_t kvx_kv_layer_v_head_bytes(const struct kvx_kv_layout *l, int32_t layer)
     if (!c)
         return 0;
     const struct kvx_kv_codec_ops *ops = kvx_kv_codec_ops(c->v_codec, KVX_ISA_SCALAR);
-    return ops ? align_up(ops->v_region_bytes(l->page_tokens, c->v_dim), KVX_KV_PAGE_ALIGN) : 0;
+    struct kvx_kv_fmt f = kvx_kv_layer_v_fmt(l, layer);
+    return ops ? align_up(ops->v_region_bytes(&f), KVX_KV_PAGE_ALIGN) : 0;
+}
+
+size_t kvx_kv_layer_k_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
+{
+    const struct kvx_layer_cache *c = owner(l, layer);
+    if (!c)
+        return 0;
+    const struct kvx_kv_codec_ops *ops = kvx_kv_codec_ops(c->k_codec, KVX_ISA_SCALAR);
+    struct kvx_kv_fmt f = kvx_kv_layer_k_fmt(l, layer);
+    return ops && ops->k_state_bytes ? align_up(ops->k_state_bytes(&f), KVX_KV_PAGE_ALIGN) : 0;
+}
+
+size_t kvx_kv_layer_v_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
+{
+    const struct kvx_layer_cache *c = owner(l, layer);
+    if (!c)
+        return 0;
+    const struct kvx_kv_codec_ops *ops = kvx_kv_codec_ops(c->v_codec, KVX_ISA_SCALAR);
+    struct kvx_kv_fmt f = kvx_kv_layer_v_fmt(l, layer);
+    return ops && ops->v_state_bytes ? align_up(ops->v_state_bytes(&f), KVX_KV_PAGE_ALIGN) : 0;
+}
+
+size_t kvx_kv_layer_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
+{
+    const struct kvx_layer_cache *c = owner(l, layer);
+    if (!c)
+        return 0;
+    return (size_t)c->n_kv_heads *
+           (kvx_kv_layer_k_state_bytes(l, layer) + kvx_kv_layer_v_state_bytes(l, layer));
 }
 
 size_t kvx_kv_layer_page_bytes(const struct kvx_kv_layout *l, int32_t layer)
@@ -211,9 +264,17 @@ size_t kvx_kv_layout_bytes_per_token(const struct kvx_kv_layout *l)
     return pt ? (page_sum + pt - 1) / pt : 0;
 }
 
-size_t kvx_kv_layout_seq_bytes(const struct kvx_kv_layout *l, int64_t n_tokens)
+size_t kvx_kv_layout_state_bytes(const struct kvx_kv_layout *l)
 {
     size_t bytes = 0;
+    for (int32_t i = 0; i < l->n_layer; i++)
+        bytes += kvx_kv_layer_state_bytes(l, i);
+    return bytes;
+}
+
+size_t kvx_kv_layout_seq_bytes(const struct kvx_kv_layout *l, int64_t n_tokens)
+{
+    size_t bytes = n_tokens > 0 ? kvx_kv_layout_state_bytes(l) : 0;
     for (int32_t i = 0; i < l->n_layer; i++)
         bytes += (size_t)kvx_kv_layer_pages(l, i, n_tokens) * kvx_kv_layer_page_bytes(l, i);
     return bytes;
@@ -225,4 +286,82 @@ int64_t kvx_kv_layout_seq_pages(const struct kvx_kv_layout *l, int64_t n_tokens)
     for (int32_t i = 0; i < l->n_layer; i++)
         pages += kvx_kv_layer_pages(l, i, n_tokens);
     return pages;
+}
+
+/* One "A-B:K[/V]" item of a per-layer codec spec, [p, end) without the comma. */
+static enum kvx_status parse_codec_item(const char *p, const char *end, int32_t n_layer,
+                                        int32_t *lo, int32_t *hi, enum kvx_kv_codec *k,
+                                        enum kvx_kv_codec *v, struct kvx_err *err)
+{
+    char item[96];
+    size_t len = (size_t)(end - p);
+    if (len == 0 || len >= sizeof item)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "--kv-layer: empty or overlong item");
+    memcpy(item, p, len);
+    item[len] = '\0';
+    char *colon = strchr(item, ':');
+    if (!colon)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG,
+                           "--kv-layer: '%s' is not LAYERS:CODEC (e.g. 0-3:q8 or 0-3:q4/q8)", item);
+    *colon = '\0';
+    long a, b;
+    char tail;
+    if (sscanf(item, "%ld-%ld%c", &a, &b, &tail) != 2) {
+        if (sscanf(item, "%ld%c", &a, &tail) != 1)
+            return kvx_err_set(err, KVX_ERR_INVALID_ARG, "--kv-layer: '%s' is not a layer range",
+                               item);
+        b = a;
+    }
+    if (a < 0 || b < a || b >= n_layer)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG,
+                           "--kv-layer: layers %ld-%ld are outside the model's 0-%d", a, b,
+                           (int)n_layer - 1);
+    char *codecs = colon + 1, *slash = strchr(codecs, '/');
+    if (slash)
+        *slash = '\0';
+    if (!kvx_kv_codec_parse(codecs, k))
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "--kv-layer: unknown codec '%s'", codecs);
+    *v = *k;
+    if (slash && !kvx_kv_codec_parse(slash + 1, v))
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "--kv-layer: unknown codec '%s'", slash + 1);
+    *lo = (int32_t)a;
+    *hi = (int32_t)b;
+    return KVX_OK;
+}
+
+enum kvx_status kvx_kv_layout_set_codecs(struct kvx_kv_layout *l, enum kvx_kv_codec k,
+                                         enum kvx_kv_codec v, const char *spec, int32_t group,
+                                         int32_t residual, struct kvx_err *err)
+{
+    /* parse everything first: the layout changes only when the whole spec is valid */
+    for (const char *p = spec; p && *p;) {
+        const char *end = strchr(p, ',');
+        end = end ? end : p + strlen(p);
+        int32_t lo, hi;
+        enum kvx_kv_codec kc, vc;
+        enum kvx_status st = parse_codec_item(p, end, l->n_layer, &lo, &hi, &kc, &vc, err);
+        if (st != KVX_OK)
+            return st;
+        p = *end ? end + 1 : end;
+    }
+    for (int32_t i = 0; i < l->n_layer; i++) {
+        struct kvx_layer_cache *c = &l->layers[i];
+        c->k_codec = k;
+        c->v_codec = v;
+        c->group = group;
+        c->residual = residual;
+    }
+    for (const char *p = spec; p && *p;) {
+        const char *end = strchr(p, ',');
+        end = end ? end : p + strlen(p);
+        int32_t lo, hi;
+        enum kvx_kv_codec kc, vc;
+        parse_codec_item(p, end, l->n_layer, &lo, &hi, &kc, &vc, err);
+        for (int32_t i = lo; i <= hi; i++) {
+            l->layers[i].k_codec = kc;
+            l->layers[i].v_codec = vc;
+        }
+        p = *end ? end + 1 : end;
+    }
+    return KVX_OK;
 }

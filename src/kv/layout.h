@@ -45,6 +45,7 @@ struct kvx_layer_cache {
     int64_t window;           /* WINDOW: tokens visible including the current one */
     int32_t shared_from;      /* SHARED: the layer whose cache is read */
     enum kvx_kv_codec k_codec, v_codec;
+    int32_t group, residual;  /* kivi2 parameters (kv/codec.h); ignored by other codecs */
 };
 
 struct kvx_kv_layout {
@@ -62,6 +63,14 @@ void kvx_kv_layout_free(struct kvx_kv_layout *l);
 /* Check every declaration (dims > 0, shared_from names an earlier owning layer, ...). */
 enum kvx_status kvx_kv_layout_validate(const struct kvx_kv_layout *l, struct kvx_err *err);
 
+/* Set every owning layer's codecs to k / v and kivi2 parameters, then apply the per-layer
+ * overrides of `spec` ("0-3:q8,4-29:q4" sets K and V; "0-3:q4/q8" sets K/V; a single layer
+ * "5:f16"; NULL or "" for none).  KVX_ERR_INVALID_ARG naming an unknown codec, a malformed
+ * item or a layer outside the model; the layout is unchanged on error. */
+enum kvx_status kvx_kv_layout_set_codecs(struct kvx_kv_layout *l, enum kvx_kv_codec k,
+                                         enum kvx_kv_codec v, const char *spec, int32_t group,
+                                         int32_t residual, struct kvx_err *err);
+
 /* True when the layer owns cache memory (FULL or WINDOW). */
 bool kvx_kv_layer_owns(const struct kvx_layer_cache *c);
 /* Bytes of the K (resp. V) region of one head in one page. */
@@ -69,6 +78,15 @@ size_t kvx_kv_layer_k_head_bytes(const struct kvx_kv_layout *l, int32_t layer);
 size_t kvx_kv_layer_v_head_bytes(const struct kvx_kv_layout *l, int32_t layer);
 /* Bytes of one page of `layer` (0 for layers that own nothing). */
 size_t kvx_kv_layer_page_bytes(const struct kvx_kv_layout *l, int32_t layer);
+/* The codec formats of one head's K and V in this layer's pages. */
+struct kvx_kv_fmt kvx_kv_layer_k_fmt(const struct kvx_kv_layout *l, int32_t layer);
+struct kvx_kv_fmt kvx_kv_layer_v_fmt(const struct kvx_kv_layout *l, int32_t layer);
+/* Per-sequence state of the codecs (e.g. kivi2's f16 residual): bytes of one head's K (V)
+ * state block, rounded up to KVX_KV_PAGE_ALIGN, and of the whole layer
+ * ([K head 0]...[K head n-1][V head 0]...[V head n-1]); 0 when the codecs keep none. */
+size_t kvx_kv_layer_k_state_bytes(const struct kvx_kv_layout *l, int32_t layer);
+size_t kvx_kv_layer_v_state_bytes(const struct kvx_kv_layout *l, int32_t layer);
+size_t kvx_kv_layer_state_bytes(const struct kvx_kv_layout *l, int32_t layer);
 /* Byte offsets inside a page of the K and V regions of head h. */
 size_t kvx_kv_layer_k_offset(const struct kvx_kv_layout *l, int32_t layer, int32_t h);
 size_t kvx_kv_layer_v_offset(const struct kvx_kv_layout *l, int32_t layer, int32_t h);
@@ -85,7 +103,10 @@ int32_t kvx_kv_layer_source(const struct kvx_kv_layout *l, int32_t layer);
  * asymptotic rate; window layers count 0): the sum of FULL layers' page bytes divided by
  * page_tokens (rounded up; exact whenever regions need no alignment padding). */
 size_t kvx_kv_layout_bytes_per_token(const struct kvx_kv_layout *l);
-/* Bytes a sequence of n_tokens tokens holds in the pool, whole pages included. */
+/* Bytes of codec state a non-empty sequence holds whatever its length (all layers). */
+size_t kvx_kv_layout_state_bytes(const struct kvx_kv_layout *l);
+/* Bytes a sequence of n_tokens tokens holds in the pool, whole pages and, when n_tokens > 0,
+ * the codec state included. */
 size_t kvx_kv_layout_seq_bytes(const struct kvx_kv_layout *l, int64_t n_tokens);
 /* Pages of all layers for a sequence of n_tokens tokens. */
 int64_t kvx_kv_layout_seq_pages(const struct kvx_kv_layout *l, int64_t n_tokens);

@@ -35,6 +35,8 @@ struct kvx_kv_table {
     int64_t n;              /* entries = ceil(reserved / page_tokens) */
     int64_t cap;            /* allocated entries */
     int64_t first;          /* window layers: entries below are dropped */
+    int32_t state_id;       /* the codec state page (layers whose codecs keep state), or -1 */
+    uint8_t *state;         /* its base, NULL when none */
 };
 
 struct kvx_kv_seq {
@@ -56,6 +58,7 @@ struct kvx_kv_pool {
     struct kvx_kv_class *classes;
     int32_t n_classes;
     int32_t *layer_class;              /* per layer; -1 when the layer owns nothing */
+    int32_t *state_class;              /* per layer; -1 when its codecs keep no state */
     const struct kvx_kv_codec_ops **k_ops, **v_ops;   /* per layer (resolved for SHARED) */
     int64_t *plan_need, *plan_freed;   /* reserve's per-class counts (n_classes each) */
     struct kvx_kv_seq *seqs;
@@ -65,21 +68,36 @@ struct kvx_kv_pool {
 /* ---------------------------------------------------------------------------------------------
  * Creation */
 
+/* The size class of pages of `bytes` bytes, added when new. */
+static int32_t class_for(struct kvx_kv_pool *p, size_t bytes)
+{
+    int32_t c = 0;
+    while (c < p->n_classes && p->classes[c].page_bytes != bytes)
+        c++;
+    if (c == p->n_classes) {
+        p->classes[c] = (struct kvx_kv_class){.page_bytes = bytes, .free_head = -1};
+        p->n_classes++;
+    }
+    return c;
+}
+
 static enum kvx_status pool_classes(struct kvx_kv_pool *p, struct kvx_err *err)
 {
     const struct kvx_kv_layout *l = p->layout;
     size_t n = (size_t)l->n_layer;
     p->layer_class = malloc(n * sizeof *p->layer_class);
-    p->classes = calloc(n, sizeof *p->classes);
+    p->state_class = malloc(n * sizeof *p->state_class);
+    p->classes = calloc(2 * n, sizeof *p->classes);
     p->k_ops = calloc(n, sizeof *p->k_ops);
     p->v_ops = calloc(n, sizeof *p->v_ops);
-    p->plan_need = calloc(n, sizeof *p->plan_need);
-    p->plan_freed = calloc(n, sizeof *p->plan_freed);
-    if (!p->layer_class || !p->classes || !p->k_ops || !p->v_ops || !p->plan_need ||
+    p->plan_need = calloc(2 * n, sizeof *p->plan_need);
+    p->plan_freed = calloc(2 * n, sizeof *p->plan_freed);
+    if (!p->layer_class || !p->state_class || !p->classes || !p->k_ops || !p->v_ops || !p->plan_need ||
         !p->plan_freed)
         return kvx_err_set(err, KVX_ERR_NOMEM, "kv pool: no memory for %d layers", (int)n);
     for (int32_t i = 0; i < l->n_layer; i++) {
         p->layer_class[i] = -1;
+        p->state_class[i] = -1;
         const struct kvx_layer_cache *src = &l->layers[kvx_kv_layer_source(l, i)];
         if (kvx_kv_layer_owns(src)) {
             p->k_ops[i] = kvx_kv_codec_ops(src->k_codec, p->isa);
@@ -87,15 +105,10 @@ static enum kvx_status pool_classes(struct kvx_kv_pool *p, struct kvx_err *err)
         }
         if (!kvx_kv_layer_owns(&l->layers[i]))
             continue;
-        size_t bytes = kvx_kv_layer_page_bytes(l, i);
-        int32_t c = 0;
-        while (c < p->n_classes && p->classes[c].page_bytes != bytes)
-            c++;
-        if (c == p->n_classes) {
-            p->classes[c] = (struct kvx_kv_class){.page_bytes = bytes, .free_head = -1};
-            p->n_classes++;
-        }
-        p->layer_class[i] = c;
+        p->layer_class[i] = class_for(p, kvx_kv_layer_page_bytes(l, i));
+        size_t state = kvx_kv_layer_state_bytes(l, i);
+        if (state)
+            p->state_class[i] = class_for(p, state);
     }
     return KVX_OK;
 }
@@ -165,6 +178,7 @@ void kvx_kv_pool_destroy(struct kvx_kv_pool *p)
     free(p->pages);
     free(p->classes);
     free(p->layer_class);
+    free(p->state_class);
     free(p->k_ops);
     free(p->v_ops);
     free(p->plan_need);
@@ -263,6 +277,8 @@ enum kvx_status kvx_kv_seq_create(struct kvx_kv_pool *p, struct kvx_kv_seq **out
         free(s);
         return kvx_err_set(err, KVX_ERR_NOMEM, "kv pool: no memory for a sequence");
     }
+    for (int32_t i = 0; i < p->layout->n_layer; i++)
+        s->tables[i].state_id = -1;
     s->pool = p;
     s->next = p->seqs;
     if (p->seqs)
@@ -334,6 +350,30 @@ int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s)
     return min_keep;
 }
 
+/* Tell the codecs of `layer` that the sequence now ends at n_keep > 0 (their state may hold
+ * tokens past it, or miss tokens it must now hold). */
+static void state_truncate(struct kvx_kv_seq *s, int32_t layer, int64_t n_keep)
+{
+    const struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    const struct kvx_kv_table *t = &s->tables[layer];
+    const struct kvx_layer_cache *c = &l->layers[layer];
+    int64_t pg = (n_keep - 1) / l->page_tokens;
+    const uint8_t *page = pg < t->n ? t->ptrs[pg] : NULL;
+    struct kvx_kv_fmt kf = kvx_kv_layer_k_fmt(l, layer), vf = kvx_kv_layer_v_fmt(l, layer);
+    size_t kss = kvx_kv_layer_k_state_bytes(l, layer), vss = kvx_kv_layer_v_state_bytes(l, layer);
+    int64_t slot0 = pg * l->page_tokens;
+    for (int32_t h = 0; h < c->n_kv_heads; h++) {
+        if (kss && p->k_ops[layer]->k_truncate)
+            p->k_ops[layer]->k_truncate(page ? page + kvx_kv_layer_k_offset(l, layer, h) : NULL,
+                                        t->state + (size_t)h * kss, &kf, slot0, n_keep);
+        if (vss && p->v_ops[layer]->v_truncate)
+            p->v_ops[layer]->v_truncate(page ? page + kvx_kv_layer_v_offset(l, layer, h) : NULL,
+                                        t->state + (size_t)c->n_kv_heads * kss + (size_t)h * vss,
+                                        &vf, slot0, n_keep);
+    }
+}
+
 void kvx_kv_seq_truncate(struct kvx_kv_seq *s, int64_t n_keep)
 {
     if (n_keep < 0)
@@ -357,6 +397,13 @@ void kvx_kv_seq_truncate(struct kvx_kv_seq *s, int64_t n_keep)
             t->n = end;
         if (n_keep == 0)
             t->first = 0;
+        if (t->state_id >= 0 && n_keep == 0) {
+            kvx_kv_page_unref(p, t->state_id);
+            t->state_id = -1;
+            t->state = NULL;
+        } else if (t->state_id >= 0) {
+            state_truncate(s, i, n_keep);
+        }
     }
     s->reserved = n_keep;
     if (s->len > n_keep)
@@ -427,6 +474,8 @@ static size_t reserve_plan(const struct kvx_kv_seq *s, int64_t end, int64_t *new
         int64_t lo = t->n > first ? t->n : first;
         if (end > lo)
             p->plan_need[c] += end - lo;
+        if (p->state_class[i] >= 0 && t->state_id < 0 && end > 0)
+            p->plan_need[p->state_class[i]]++;
     }
     size_t bytes = 0;
     *new_descs = 0;
@@ -469,6 +518,12 @@ static void reserve_commit_table(struct kvx_kv_seq *s, int32_t layer, int64_t en
     }
     if (end > t->n)
         t->n = end;
+    if (p->state_class[layer] >= 0 && t->state_id < 0 && end > 0) {
+        int32_t id = page_alloc(p, p->state_class[layer]);
+        t->state_id = id;
+        t->state = p->base + p->pages[id].offset;
+        memset(t->state, 0, p->classes[p->state_class[layer]].page_bytes); /* empty state */
+    }
 }
 
 enum kvx_status kvx_kv_seq_reserve(struct kvx_kv_seq *s, int64_t n_tokens, struct kvx_err *err)
@@ -522,14 +577,18 @@ void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const fl
         return;
     const struct kvx_layer_cache *c = &l->layers[layer];
     int32_t tok = (int32_t)(pos % l->page_tokens);
+    int64_t slot0 = pos - tok;
     size_t ks = kvx_kv_layer_k_head_bytes(l, layer), vs = kvx_kv_layer_v_head_bytes(l, layer);
+    size_t kss = kvx_kv_layer_k_state_bytes(l, layer), vss = kvx_kv_layer_v_state_bytes(l, layer);
     uint8_t *k_base = t->ptrs[pg] + kvx_kv_layer_k_offset(l, layer, 0);
     uint8_t *v_base = t->ptrs[pg] + kvx_kv_layer_v_offset(l, layer, 0);
+    uint8_t *k_state = t->state, *v_state = t->state ? t->state + (size_t)c->n_kv_heads * kss : NULL;
+    struct kvx_kv_fmt kf = kvx_kv_layer_k_fmt(l, layer), vf = kvx_kv_layer_v_fmt(l, layer);
     for (int32_t h = 0; h < c->n_kv_heads; h++) {
-        p->k_ops[layer]->k_put(k_base + (size_t)h * ks, l->page_tokens, c->k_dim, tok,
-                               k + (size_t)h * (size_t)c->k_dim);
-        p->v_ops[layer]->v_put(v_base + (size_t)h * vs, l->page_tokens, c->v_dim, tok,
-                               v + (size_t)h * (size_t)c->v_dim);
+        p->k_ops[layer]->k_put(k_base + (size_t)h * ks, kss ? k_state + (size_t)h * kss : NULL, &kf,
+                               slot0, tok, k + (size_t)h * (size_t)c->k_dim);
+        p->v_ops[layer]->v_put(v_base + (size_t)h * vs, vss ? v_state + (size_t)h * vss : NULL, &vf,
+                               slot0, tok, v + (size_t)h * (size_t)c->v_dim);
     }
 }
 
@@ -558,6 +617,41 @@ void kvx_kv_seq_view(const struct kvx_kv_seq *s, int32_t layer, struct kvx_kv_vi
     out->v_stride = kvx_kv_layer_v_head_bytes(l, src);
     out->k_ops = p->k_ops[layer];
     out->v_ops = p->v_ops[layer];
+    out->k_fmt = kvx_kv_layer_k_fmt(l, src);
+    out->v_fmt = kvx_kv_layer_v_fmt(l, src);
+    size_t kss = kvx_kv_layer_k_state_bytes(l, src), vss = kvx_kv_layer_v_state_bytes(l, src);
+    if (t->state && kss) {
+        out->k_state = t->state;
+        out->k_state_stride = kss;
+    }
+    if (t->state && vss) {
+        out->v_state = t->state + (size_t)c->n_kv_heads * kss;
+        out->v_state_stride = vss;
+    }
+}
+
+bool kvx_kv_view_get_k(const struct kvx_kv_view *v, int32_t h, int64_t slot, float *out)
+{
+    int64_t pg = v->page_tokens > 0 ? slot / v->page_tokens : 0;
+    if (h < 0 || h >= v->n_kv_heads || slot < 0 || pg >= v->n_pages || !v->pages[pg])
+        return false;
+    const struct kvx_kv_block b = {v->pages[pg] + v->k_off + (size_t)h * v->k_stride,
+                                   v->k_state ? v->k_state + (size_t)h * v->k_state_stride : NULL,
+                                   pg * v->page_tokens};
+    v->k_ops->k_get(&b, &v->k_fmt, (int32_t)(slot - b.slot0), out);
+    return true;
+}
+
+bool kvx_kv_view_get_v(const struct kvx_kv_view *v, int32_t h, int64_t slot, float *out)
+{
+    int64_t pg = v->page_tokens > 0 ? slot / v->page_tokens : 0;
+    if (h < 0 || h >= v->n_kv_heads || slot < 0 || pg >= v->n_pages || !v->pages[pg])
+        return false;
+    const struct kvx_kv_block b = {v->pages[pg] + v->v_off + (size_t)h * v->v_stride,
+                                   v->v_state ? v->v_state + (size_t)h * v->v_state_stride : NULL,
+                                   pg * v->page_tokens};
+    v->v_ops->v_get(&b, &v->v_fmt, (int32_t)(slot - b.slot0), out);
+    return true;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -660,6 +754,17 @@ static enum kvx_status check_table(const struct kvx_kv_seq *s, int32_t layer, in
         CHECK(t->ptrs[k] == p->base + p->pages[id].offset, "layer %d: entry %lld pointer", (int)layer,
               (long long)k);
         refs[id]++;
+    }
+    if (p->state_class[layer] >= 0 && s->reserved > 0) {
+        CHECK(t->state_id >= 0 && t->state_id < p->n_pages, "layer %d: no codec state page", (int)layer);
+        CHECK(p->pages[t->state_id].cls == p->state_class[layer], "layer %d: state page class",
+              (int)layer);
+        CHECK(t->state == p->base + p->pages[t->state_id].offset, "layer %d: state pointer",
+              (int)layer);
+        refs[t->state_id]++;
+    } else {
+        CHECK(t->state_id == -1 && !t->state, "layer %d: state page %d without need", (int)layer,
+              (int)t->state_id);
     }
     if (l->layers[layer].kind == KVX_KV_KIND_FULL)
         CHECK(t->n == kvx_kv_layer_pages(l, layer, s->reserved), "layer %d: %lld pages, layout says %lld",

@@ -27,6 +27,7 @@
 #ifndef KVX_KV_POOL_H
 #define KVX_KV_POOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -112,11 +113,18 @@ struct kvx_kv_view {
     size_t k_off, k_stride;                /* K region of head h: page + k_off + h*k_stride */
     size_t v_off, v_stride;
     const struct kvx_kv_codec_ops *k_ops, *v_ops;
+    struct kvx_kv_fmt k_fmt, v_fmt;        /* one head's formats */
+    const uint8_t *k_state, *v_state;      /* codec state of head h: k_state + h*k_state_stride */
+    size_t k_state_stride, v_state_stride; /* (NULL / 0 when the codecs keep none) */
     enum kvx_isa isa;                      /* the pool's ISA (attention picks its exp by it) */
 };
 /* pages[i] is NULL for a page a window layer dropped; a layer that owns nothing (NONE) gives
  * n_pages = 0. */
 void kvx_kv_seq_view(const struct kvx_kv_seq *s, int32_t layer, struct kvx_kv_view *out);
+/* Decode the K (V) vector of `slot` of KV head h through a view (tests, export); false when
+ * the view does not hold that slot. */
+bool kvx_kv_view_get_k(const struct kvx_kv_view *v, int32_t h, int64_t slot, float *out);
+bool kvx_kv_view_get_v(const struct kvx_kv_view *v, int32_t h, int64_t slot, float *out);
 
 /* ---------------------------------------------------------------------------------------------
  * Page references, for modules of kv/ that share pages (prefix, fork).  Page ids are int32
