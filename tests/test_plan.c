@@ -299,3 +299,71 @@ KVX_TEST(plan_cli)
     expect_fail((const char *[]){"--preset", "mistral-7b", "-C", "0", NULL}, "concurrency 0");
     expect_fail((const char *[]){"--preset", "mistral-7b", "--kv", "q3", NULL}, "q3");
 }
+
+/* --kv with a list: one row per codec, ratios to the first; the curve SVG and its CSV. */
+KVX_TEST(plan_cli_compare_and_curve)
+{
+    struct plan_out r;
+    const char *cmp[] = {"--preset", "llama-3.1-8b", "--kv", "f16,f32", "--ctx", "8192", NULL};
+    if (!run_plan(cmp, &r)) {
+        kvx_test_skip("kvx binary absent (set KVX_BIN)");
+        return;
+    }
+    KVX_CHECK_EQ_INT(r.status, 0);
+    const char *c = strstr(r.out, "comparison");
+    KVX_CHECK(c != NULL);
+    /* Llama-3.1-8B f32: 32 layers x 8 heads x 128 x 2 (K, V) x 4 B = 262,144 B, 2x f16 */
+    KVX_CHECK(c && strstr(c, "llama-3.1-8b [f32/f32]") && strstr(c, "262144  2.000"));
+    expect_fail((const char *[]){"--preset", "mistral-7b", "--kv", "f16,f32", "--kv-k", "f16",
+                                 NULL}, "--kv-k");
+    char svg[] = "/tmp/kvx-curve-XXXXXX";
+    int fd = mkstemp(svg);
+    KVX_CHECK(fd >= 0);
+    close(fd);
+    unlink(svg);
+    char svgpath[64], csvpath[64];
+    snprintf(svgpath, sizeof svgpath, "%s.svg", svg);
+    snprintf(csvpath, sizeof csvpath, "%s.csv", svg);
+    const char *curve[] = {"--preset", "llama-3.1-8b,deepseek-v3", "--curve", svgpath, NULL};
+    KVX_CHECK(run_plan(curve, &r) && r.status == 0);
+    FILE *f = fopen(svgpath, "r");
+    char buf[8192] = {0};
+    KVX_CHECK(f != NULL);
+    if (f) {
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+    }
+    KVX_CHECK(strstr(buf, "<svg") && strstr(buf, "llama-3.1-8b") && strstr(buf, "deepseek-v3"));
+    f = fopen(csvpath, "r");
+    KVX_CHECK(f != NULL);
+    int lines = 0;
+    for (int ch; f && (ch = fgetc(f)) != EOF;)
+        lines += ch == '\n';
+    if (f)
+        fclose(f);
+    KVX_CHECK(lines >= 2 * 21); /* 21 points per model, 1K..1M */
+    unlink(svgpath);
+    unlink(csvpath);
+}
+
+/* --measure: this machine's read bandwidth as the device (a short, real measurement). */
+KVX_TEST(plan_cli_measure)
+{
+    struct plan_out r;
+    const char *args[] = {"--preset", "smollm2-135m", "--measure", "--json", NULL};
+    if (!run_plan(args, &r)) {
+        kvx_test_skip("kvx binary absent (set KVX_BIN)");
+        return;
+    }
+    KVX_CHECK_EQ_INT(r.status, 0);
+    char jerr[128];
+    struct kvx_json *j = kvx_json_parse(r.out, strlen(r.out), jerr, sizeof jerr);
+    KVX_CHECK(j != NULL);
+    const struct kvx_json *hw = kvx_json_get(j, "hardware");
+    double bw = kvx_json_num(hw, "bw_bytes_s", 0);
+    KVX_CHECK(bw > 1e8 && bw < 1e13); /* 0.1 GB/s .. 10 TB/s */
+    const struct kvx_json *m0 = kvx_json_at(kvx_json_get(j, "models"), 0);
+    KVX_CHECK(kvx_json_num(kvx_json_at(kvx_json_get(m0, "at"), 0), "tok_s_per_seq", 0) > 0);
+    kvx_json_free(j);
+}

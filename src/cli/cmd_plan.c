@@ -127,7 +127,7 @@ static int get_cfg(const struct cli_opts *o, struct plan_run *r, struct kvx_plan
     *kc = kvx_plan_kv_cfg_default();
     const char *k = o->kv_k ? o->kv_k : o->kv, *v = o->kv_v ? o->kv_v : o->kv;
     if ((k && !kvx_plan_codec_parse(k, &kc->k)) || (v && !kvx_plan_codec_parse(v, &kc->v)))
-        return cli_fail("plan: unknown KV codec '%s' (f16, bf16, f32, fp8, fp4)",
+        return cli_fail("plan: unknown KV codec '%s' (f32, f16, bf16, q8, q4, kivi2, rot4, rot3, fp8, fp4)",
                         k && !kvx_plan_codec_parse(k, &kc->k) ? k : v);
     r->cfg = kvx_plan_cfg_default();
     if (o->plan_ctx && kvx_plan_parse_ctx_list(o->plan_ctx, &r->cfg, &err) != KVX_OK)
@@ -191,7 +191,7 @@ static void print_header(const struct plan_run *r, int32_t m)
     for (int k = 1; k < KVX_PLAN_LKIND_COUNT; k++)
         if (s->kind_per_token[k])
             printf("  (%s %zu)", kvx_plan_lkind_name(k), s->kind_per_token[k]);
-    printf("; constant part (full windows): %s\n", gb((double)s->const_bytes, b1, sizeof b1));
+    printf("; constant part (full windows, codec state): %s\n", gb((double)s->const_bytes, b1, sizeof b1));
     printf("  weights: %s%s, read per decode step: %s\n", gb(s->weight_bytes, b1, sizeof b1),
            kv->weight_bytes ? " (file)" : "", gb(s->weight_read_bytes, b2, sizeof b2));
     printf("  %s x %d (tp %d, %lld replica%s): %s usable at util %.2f, for KV: %s\n", r->hw.name,
@@ -341,12 +341,65 @@ static int write_curve(const struct plan_run *r, const char *svg)
     return 0;
 }
 
+/* Several models or codecs: one table, each row against the first. */
+static void print_compare(const struct plan_run *r)
+{
+    char b1[32];
+    printf("comparison, ratios to the first row (GB = 1e9 bytes):\n");
+    for (int32_t i = 0; i < r->res[0].n_at; i++) {
+        printf("\n  context %lld, concurrency %lld\n", (long long)r->res[0].at[i].ctx,
+               (long long)r->cfg.concurrency);
+        printf("  %-34s %10s %6s %11s %6s %9s %6s %10s %6s %9s\n", "model [K/V]", "KV B/tok",
+               "x", "KV/seq", "x", "max seqs", "x", "tok/s/seq", "x", "$/Mtok");
+        const struct kvx_plan_result *f = &r->res[0];
+        const struct kvx_plan_at *fa = &f->at[i];
+        for (int32_t m = 0; m < r->n; m++) {
+            const struct kvx_plan_result *s = &r->res[m];
+            const struct kvx_plan_at *a = &s->at[i];
+            char name[96], cost[16] = "-";
+            snprintf(name, sizeof name, "%s [%s/%s]", r->kv[m].name, r->kv[m].k.name,
+                     r->kv[m].v.name);
+            if (a->usd_per_mtok > 0)
+                snprintf(cost, sizeof cost, "%.3f", a->usd_per_mtok);
+            printf("  %-34.34s %10zu %6.3f %11s %6.3f %9lld %6.2f %10.1f %6.2f %9s\n", name,
+                   s->bytes_per_token,
+                   f->bytes_per_token ? (double)s->bytes_per_token / (double)f->bytes_per_token : 0,
+                   gb((double)a->seq_bytes, b1, sizeof b1),
+                   fa->seq_bytes ? (double)a->seq_bytes / (double)fa->seq_bytes : 0,
+                   (long long)a->max_seqs,
+                   fa->max_seqs ? (double)a->max_seqs / (double)fa->max_seqs : 0, a->tok_s_seq,
+                   fa->tok_s_seq > 0 ? a->tok_s_seq / fa->tok_s_seq : 0, cost);
+        }
+    }
+    printf("\n");
+}
+
+/* Models from -m and --preset, once per codec of a --kv list ("f16,q8,q4"). */
+static int add_models(const struct cli_opts *o, struct plan_run *r)
+{
+    const char *list = o->kv && strchr(o->kv, ',') ? o->kv : NULL;
+    if (list && (o->kv_k || o->kv_v))
+        return cli_fail("plan: --kv with a list of codecs cannot be combined with --kv-k/--kv-v");
+    char item[32];
+    do {
+        struct cli_opts one = *o;
+        if (list) {
+            next_item(&list, item, sizeof item);
+            one.kv = item;
+        }
+        struct kvx_plan_kv_cfg kc;
+        int rc = get_cfg(&one, r, &kc);
+        if (rc || (o->model && (rc = add_files(r, o->model, &kc))) ||
+            (o->preset && (rc = add_presets(r, o->preset, &kc))))
+            return rc;
+    } while (list && *list);
+    return 0;
+}
+
 static int run(const struct cli_opts *o, struct plan_run *r)
 {
-    struct kvx_plan_kv_cfg kc;
-    int rc = get_cfg(o, r, &kc);
-    if (rc || (o->model && (rc = add_files(r, o->model, &kc))) ||
-        (o->preset && (rc = add_presets(r, o->preset, &kc))))
+    int rc = add_models(o, r);
+    if (rc)
         return rc;
     if (r->n == 0)
         return cli_fail("plan: no model given (-m FILE or --preset NAME; see data/plan/models.tsv)");
@@ -362,9 +415,12 @@ static int run(const struct cli_opts *o, struct plan_run *r)
         print_json(r);
     else if (o->csv)
         print_csv(r);
-    else
+    else {
         for (int32_t m = 0; m < r->n; m++)
             print_table(r, m);
+        if (r->n > 1 || o->compare)
+            print_compare(r);
+    }
     return 0;
 }
 

@@ -23,9 +23,16 @@ const char *kvx_plan_lkind_name(enum kvx_plan_lkind k)
 
 bool kvx_plan_codec_parse(const char *s, struct kvx_plan_codec *out)
 {
+    /* Every kvx codec is planned with its own page layout (exact bytes, scales included);
+     * fp8 and fp4 (GPU engines' formats) as f16 pages scaled: 1 byte, and 4 bits plus one
+     * 8-bit scale per 16 values (NVFP4: 17/64 of f16). */
+    enum kvx_kv_codec c;
+    if (s && kvx_kv_codec_parse(s, &c)) {
+        *out = (struct kvx_plan_codec){kvx_kv_codec_name(c), c, 1, 1};
+        return true;
+    }
     static const struct kvx_plan_codec table[] = {
-        {"f32", KVX_KV_CODEC_F32, 1, 1}, {"f16", KVX_KV_CODEC_F16, 1, 1},
-        {"bf16", KVX_KV_CODEC_F16, 1, 1}, {"fp8", KVX_KV_CODEC_F16, 1, 2},
+        {"fp8", KVX_KV_CODEC_F16, 1, 2},
         {"fp4", KVX_KV_CODEC_F16, 17, 64},
     };
     for (size_t i = 0; s && i < sizeof table / sizeof table[0]; i++)
@@ -75,8 +82,10 @@ void kvx_plan_kv_free(struct kvx_plan_kv *kv)
 static struct kvx_layer_cache preset_layer(const struct kvx_plan_model *pm, char c,
                                            const struct kvx_plan_kv *kv, uint8_t *kind)
 {
+    const struct kvx_engine_cfg ec = kvx_engine_cfg_default(); /* kivi2's defaults */
     struct kvx_layer_cache lc = {.kind = KVX_KV_KIND_FULL, .shared_from = -1,
-                                 .k_codec = kv->k.native, .v_codec = kv->v.native};
+                                 .k_codec = kv->k.native, .v_codec = kv->v.native,
+                                 .group = ec.kivi_group, .residual = ec.kivi_residual};
     if (c == 'L') {
         /* MLA: K = the RoPE'd key (rope_dim), V = the latent c^KV (c_dim); one "head". */
         lc.n_kv_heads = 1;
@@ -247,13 +256,14 @@ size_t kvx_plan_kv_const_bytes(const struct kvx_plan_kv *kv)
     for (int32_t i = 0; i < kv->layout.n_layer; i++)
         if (kv->layout.layers[i].kind == KVX_KV_KIND_WINDOW && kv->layout.layers[i].window > wmax)
             wmax = kv->layout.layers[i].window;
+    const size_t state = kvx_kv_layout_state_bytes(&kv->layout); /* e.g. kivi2's residual */
     if (wmax == 0)
-        return 0;
+        return state;
     /* Once every window is full the count is periodic in the page size: take its peak. */
     size_t peak = 0;
     for (int64_t j = 0; j < kv->layout.page_tokens; j++) {
         size_t b = seq_sum(kv, 2 * wmax + j, KVX_PLAN_LKIND_WINDOW);
         peak = b > peak ? b : peak;
     }
-    return peak;
+    return peak + state;
 }
