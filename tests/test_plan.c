@@ -56,6 +56,33 @@ KVX_TEST(plan_bytes_per_token_by_hand)
     snprintf(ds.name, sizeof ds.name, "ds");
     snprintf(ds.pattern, sizeof ds.pattern, "L");
     KVX_CHECK_EQ_INT(per_token(&ds, "bf16", "bf16"), 70272);
+    /* DeepSeek-V4 (docs/ARCHITECTURES.md A.11), 16-bit entries: a CSA layer stores one 512-dim
+     * entry + one 128-dim indexer key per 4 tokens = (1024 + 256) / 4 = 320 B/token, an HCA
+     * layer one 512-dim entry per 128 tokens = 8 B/token; SWA-only layers grow by nothing.
+     * Flash: 21 CSA + 20 HCA = 6,880 B; Pro: 30 CSA + 31 HCA = 9,848 B. */
+    struct kvx_plan_model v4 = {.n_layer = 43, .kv_heads = 1, .head_dim = 512, .window = 128,
+                                .ratio_c = 4, .ratio_h = 128, .index_dim = 128, .n_params = 1};
+    snprintf(v4.name, sizeof v4.name, "v4-flash");
+    for (int i = 0; i < 43; i++) /* SS, then CH x 20, C */
+        v4.pattern[i] = i < 2 ? 'S' : i % 2 == 0 ? 'C' : 'H';
+    KVX_CHECK_EQ_INT(per_token(&v4, "f16", "f16"), 6880);
+    v4.n_layer = 61;
+    for (int i = 0; i < 61; i++) /* HH, then CH x 29, C */
+        v4.pattern[i] = i < 2 ? 'H' : i % 2 == 0 ? 'C' : 'H';
+    KVX_CHECK_EQ_INT(per_token(&v4, "f16", "f16"), 9848);
+    struct kvx_plan_kv kv;
+    struct kvx_plan_kv_cfg kc = kvx_plan_kv_cfg_default();
+    struct kvx_err err = {0};
+    KVX_CHECK(kvx_plan_kv_from_model(&v4, &kc, &kv, &err) == KVX_OK);
+    /* 1M tokens: 2^20 / 4 = 262,144 CSA entries (1024 pages of 256) x (1024 + 256) B x 30
+     * + 2^20 / 128 = 8,192 HCA entries (32 pages) x 1024 B x 31 = 10,326,376,448 B of pages,
+     * plus the per-sequence state (window rings and compressor buffers) */
+    size_t state = kvx_kv_layout_state_bytes(&kv.layout);
+    KVX_CHECK_EQ_INT(kvx_plan_kv_seq_bytes(&kv, (int64_t)1 << 20) - state,
+                     30ull * 1024 * 256 * 1280 + 31ull * 32 * 256 * 1024);
+    /* each ring holds 128 tokens x 1024 B; HCA pending: 127 tokens x 2 x 512 floats */
+    KVX_CHECK(state >= 61ull * 128 * 1024 + 31ull * 127 * 2 * 512 * 4);
+    kvx_plan_kv_free(&kv);
 }
 
 KVX_TEST(plan_windows_and_sharing)

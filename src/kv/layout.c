@@ -24,6 +24,9 @@ const char *kvx_kv_kind_name(enum kvx_kv_kind k)
     case KVX_KV_KIND_FULL: return "full";
     case KVX_KV_KIND_WINDOW: return "window";
     case KVX_KV_KIND_SHARED: return "shared";
+    case KVX_KV_KIND_LATENT: return "latent";
+    case KVX_KV_KIND_COMPRESSED: return "compressed";
+    case KVX_KV_KIND_HEAVY: return "heavy";
     case KVX_KV_KIND_COUNT: break;
     }
     return "unknown";
@@ -65,7 +68,14 @@ void kvx_kv_layout_free(struct kvx_kv_layout *l)
 
 bool kvx_kv_layer_owns(const struct kvx_layer_cache *c)
 {
-    return c->kind == KVX_KV_KIND_FULL || c->kind == KVX_KV_KIND_WINDOW;
+    return c->kind == KVX_KV_KIND_FULL || c->kind == KVX_KV_KIND_WINDOW ||
+           c->kind == KVX_KV_KIND_LATENT || c->kind == KVX_KV_KIND_COMPRESSED ||
+           c->kind == KVX_KV_KIND_HEAVY;
+}
+
+static bool pooled(const struct kvx_layer_cache *c)
+{
+    return c->kind == KVX_KV_KIND_COMPRESSED || c->kind == KVX_KV_KIND_HEAVY;
 }
 
 static enum kvx_status validate_owner(const struct kvx_layer_cache *c, int32_t i,
@@ -74,16 +84,24 @@ static enum kvx_status validate_owner(const struct kvx_layer_cache *c, int32_t i
     if (c->n_kv_heads <= 0 || c->n_kv_heads > KVX_KV_MAX_HEADS)
         return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv layout: layer %d: n_kv_heads %d out of range [1, %d]",
                            (int)i, (int)c->n_kv_heads, KVX_KV_MAX_HEADS);
-    if (c->k_dim <= 0 || c->k_dim > KVX_KV_MAX_DIM || c->v_dim <= 0 || c->v_dim > KVX_KV_MAX_DIM)
+    if (c->k_dim <= 0 || c->k_dim > KVX_KV_MAX_DIM || c->v_dim < 0 || c->v_dim > KVX_KV_MAX_DIM)
         return kvx_err_set(err, KVX_ERR_INVALID_ARG,
-                           "kv layout: layer %d: k_dim %d / v_dim %d out of range [1, %d]", (int)i,
-                           (int)c->k_dim, (int)c->v_dim, KVX_KV_MAX_DIM);
+                           "kv layout: layer %d: k_dim %d / v_dim %d out of range [1 (v: 0), %d]",
+                           (int)i, (int)c->k_dim, (int)c->v_dim, KVX_KV_MAX_DIM);
+    if (c->kind != KVX_KV_KIND_FULL && c->kind != KVX_KV_KIND_WINDOW && c->n_kv_heads != 1)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv layout: layer %d: a %s layer has one "
+                           "head, not %d", (int)i, kvx_kv_kind_name(c->kind), (int)c->n_kv_heads);
+    if (pooled(c) && (c->ratio < 2 || c->ratio > 65536 || c->window < 0 || c->window > (1 << 20)))
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv layout: layer %d: %s needs a ratio in "
+                           "2..65536 (got %d) and a window in 0..2^20 (got %lld)", (int)i,
+                           kvx_kv_kind_name(c->kind), (int)c->ratio, (long long)c->window);
     if (!kvx_kv_codec_ops(c->k_codec, KVX_ISA_SCALAR) || !kvx_kv_codec_ops(c->v_codec, KVX_ISA_SCALAR))
         return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv layout: layer %d: unknown codec (k %d, v %d)",
                            (int)i, (int)c->k_codec, (int)c->v_codec);
     struct kvx_err e2 = {0};
     if (kvx_kv_codec_check(c->k_codec, page_tokens, c->k_dim, c->group, c->residual, &e2) != KVX_OK ||
-        kvx_kv_codec_check(c->v_codec, page_tokens, c->v_dim, c->group, c->residual, &e2) != KVX_OK)
+        (c->v_dim > 0 &&
+         kvx_kv_codec_check(c->v_codec, page_tokens, c->v_dim, c->group, c->residual, &e2) != KVX_OK))
         return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv layout: layer %d: %s", (int)i, e2.msg);
     if (c->kind == KVX_KV_KIND_WINDOW && c->window <= 0)
         return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv layout: layer %d: window %lld must be > 0",
@@ -106,7 +124,10 @@ enum kvx_status kvx_kv_layout_validate(const struct kvx_kv_layout *l, struct kvx
         case KVX_KV_KIND_NONE:
             break;
         case KVX_KV_KIND_FULL:
-        case KVX_KV_KIND_WINDOW: {
+        case KVX_KV_KIND_WINDOW:
+        case KVX_KV_KIND_LATENT:
+        case KVX_KV_KIND_COMPRESSED:
+        case KVX_KV_KIND_HEAVY: {
             enum kvx_status st = validate_owner(c, i, l->page_tokens, err);
             if (st != KVX_OK)
                 return st;
@@ -170,7 +191,7 @@ size_t kvx_kv_layer_v_head_bytes(const struct kvx_kv_layout *l, int32_t layer)
         return 0;
     const struct kvx_kv_codec_ops *ops = kvx_kv_codec_ops(c->v_codec, KVX_ISA_SCALAR);
     struct kvx_kv_fmt f = kvx_kv_layer_v_fmt(l, layer);
-    return ops ? align_up(ops->v_region_bytes(&f), KVX_KV_PAGE_ALIGN) : 0;
+    return ops && c->v_dim > 0 ? align_up(ops->v_region_bytes(&f), KVX_KV_PAGE_ALIGN) : 0;
 }
 
 size_t kvx_kv_layer_k_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
@@ -190,16 +211,61 @@ size_t kvx_kv_layer_v_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
         return 0;
     const struct kvx_kv_codec_ops *ops = kvx_kv_codec_ops(c->v_codec, KVX_ISA_SCALAR);
     struct kvx_kv_fmt f = kvx_kv_layer_v_fmt(l, layer);
-    return ops && ops->v_state_bytes ? align_up(ops->v_state_bytes(&f), KVX_KV_PAGE_ALIGN) : 0;
+    return ops && ops->v_state_bytes && c->v_dim > 0
+               ? align_up(ops->v_state_bytes(&f), KVX_KV_PAGE_ALIGN)
+               : 0;
 }
 
-size_t kvx_kv_layer_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
+size_t kvx_kv_layer_window_state_offset(const struct kvx_kv_layout *l, int32_t layer)
 {
     const struct kvx_layer_cache *c = owner(l, layer);
     if (!c)
         return 0;
     return (size_t)c->n_kv_heads *
            (kvx_kv_layer_k_state_bytes(l, layer) + kvx_kv_layer_v_state_bytes(l, layer));
+}
+
+size_t kvx_kv_layer_window_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
+{
+    const struct kvx_layer_cache *c = owner(l, layer);
+    if (!c || !pooled(c) || c->window == 0)
+        return 0;
+    const struct kvx_kv_codec_ops *ops = kvx_kv_codec_ops(c->k_codec, KVX_ISA_SCALAR);
+    int32_t w = (int32_t)((c->window + KVX_KV_TILE - 1) / KVX_KV_TILE * KVX_KV_TILE);
+    struct kvx_kv_fmt f = kvx_kv_fmt_make(c->k_codec, w, c->k_dim, c->group, c->residual);
+    return ops ? align_up(ops->k_region_bytes(&f), KVX_KV_PAGE_ALIGN) : 0;
+}
+
+size_t kvx_kv_layer_compressor_state_offset(const struct kvx_kv_layout *l, int32_t layer)
+{
+    return kvx_kv_layer_window_state_offset(l, layer) + kvx_kv_layer_window_state_bytes(l, layer);
+}
+
+size_t kvx_kv_layer_compressor_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
+{
+    const struct kvx_layer_cache *c = owner(l, layer);
+    if (!c || !pooled(c))
+        return 0;
+    size_t m = (size_t)c->ratio, d = (size_t)c->k_dim, ci = (size_t)c->v_dim, floats;
+    if (c->kind == KVX_KV_KIND_HEAVY)
+        floats = (m - 1) * 2 * d;
+    else
+        floats = (m - 1) * 4 * (d + ci) + m * 2 * (d + ci);
+    return align_up(floats * sizeof(float), KVX_KV_PAGE_ALIGN);
+}
+
+size_t kvx_kv_layer_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
+{
+    return kvx_kv_layer_compressor_state_offset(l, layer) +
+           kvx_kv_layer_compressor_state_bytes(l, layer);
+}
+
+int64_t kvx_kv_layer_entries(const struct kvx_kv_layout *l, int32_t layer, int64_t n_tokens)
+{
+    const struct kvx_layer_cache *c = owner(l, layer);
+    if (!c || n_tokens <= 0)
+        return 0;
+    return pooled(c) ? n_tokens / c->ratio : n_tokens;
 }
 
 size_t kvx_kv_layer_page_bytes(const struct kvx_kv_layout *l, int32_t layer)
@@ -247,8 +313,8 @@ int64_t kvx_kv_layer_pages(const struct kvx_kv_layout *l, int32_t layer, int64_t
     if (!c || n_tokens <= 0)
         return 0;
     int64_t pt = l->page_tokens;
-    int64_t end = (n_tokens + pt - 1) / pt;
-    if (c->kind == KVX_KV_KIND_FULL)
+    int64_t end = (kvx_kv_layer_entries(l, layer, n_tokens) + pt - 1) / pt;
+    if (c->kind != KVX_KV_KIND_WINDOW)
         return end;
     /* WINDOW: pages overlapping [first_pos(n-1), n) = [max(0, n - w), n). */
     return end - kvx_kv_layer_first_pos(l, layer, n_tokens - 1) / pt;
@@ -256,12 +322,24 @@ int64_t kvx_kv_layer_pages(const struct kvx_kv_layout *l, int32_t layer, int64_t
 
 size_t kvx_kv_layout_bytes_per_token(const struct kvx_kv_layout *l)
 {
-    size_t page_sum = 0;
+    /* sum_i page_bytes_i / (page_tokens * ratio_i), exactly: numerators over the product of
+     * the distinct ratios (at most a few), then one rounding up */
+    uint64_t den = 1;
     for (int32_t i = 0; i < l->n_layer; i++)
-        if (l->layers[i].kind == KVX_KV_KIND_FULL)
-            page_sum += kvx_kv_layer_page_bytes(l, i);
-    size_t pt = (size_t)l->page_tokens;
-    return pt ? (page_sum + pt - 1) / pt : 0;
+        if (pooled(&l->layers[i]) && den % (uint64_t)l->layers[i].ratio &&
+            den <= ((uint64_t)1 << 40)) /* beyond that (hostile ratios) rounding is per layer */
+            den *= (uint64_t)l->layers[i].ratio;
+    unsigned __int128 num = 0;
+    for (int32_t i = 0; i < l->n_layer; i++) {
+        const struct kvx_layer_cache *c = &l->layers[i];
+        if (c->kind == KVX_KV_KIND_FULL || c->kind == KVX_KV_KIND_LATENT)
+            num += (unsigned __int128)kvx_kv_layer_page_bytes(l, i) * den;
+        else if (pooled(c))
+            num += ((unsigned __int128)kvx_kv_layer_page_bytes(l, i) * den + (uint64_t)c->ratio - 1) /
+                   (uint64_t)c->ratio;
+    }
+    unsigned __int128 d = (unsigned __int128)den * (uint64_t)l->page_tokens;
+    return d ? (size_t)((num + d - 1) / d) : 0;
 }
 
 size_t kvx_kv_layout_state_bytes(const struct kvx_kv_layout *l)

@@ -35,14 +35,25 @@ enum kvx_kv_kind {
     KVX_KV_KIND_FULL,         /* K and V for every token (MHA / GQA / MQA) */
     KVX_KV_KIND_WINDOW,       /* K and V for the last `window` tokens only */
     KVX_KV_KIND_SHARED,       /* reads layer `shared_from`'s cache; holds nothing itself */
+    KVX_KV_KIND_LATENT,       /* MLA: one "head" per token: the decoupled RoPE key (K, k_dim)
+                               * and the compressed latent c_KV (V, v_dim) */
+    KVX_KV_KIND_COMPRESSED,   /* one entry per `ratio` tokens (DeepSeek V4 CSA): the pooled
+                               * entry (K, k_dim; it is also the value) and the indexer key
+                               * (V, v_dim); per sequence also a ring of the last `window` raw
+                               * tokens and the compressor's pending/overlap state */
+    KVX_KV_KIND_HEAVY,        /* one entry per `ratio` tokens, attended densely (DeepSeek V4
+                               * HCA): the pooled entry (K, k_dim; v_dim 0); + window ring and
+                               * compressor state per sequence */
     KVX_KV_KIND_COUNT,
 };
 
 struct kvx_layer_cache {
     enum kvx_kv_kind kind;
-    int32_t n_kv_heads;       /* FULL, WINDOW */
-    int32_t k_dim, v_dim;     /* per head */
-    int64_t window;           /* WINDOW: tokens visible including the current one */
+    int32_t n_kv_heads;       /* FULL, WINDOW (LATENT, COMPRESSED, HEAVY: 1) */
+    int32_t k_dim, v_dim;     /* per head; v_dim 0: no V region (the key is also the value) */
+    int64_t window;           /* WINDOW: tokens visible including the current one;
+                               * COMPRESSED, HEAVY: raw tokens kept in the per-sequence ring */
+    int32_t ratio;            /* COMPRESSED, HEAVY: tokens pooled into one entry */
     int32_t shared_from;      /* SHARED: the layer whose cache is read */
     enum kvx_kv_codec k_codec, v_codec;
     int32_t group, residual;  /* kivi2 parameters (kv/codec.h); ignored by other codecs */
@@ -71,7 +82,7 @@ enum kvx_status kvx_kv_layout_set_codecs(struct kvx_kv_layout *l, enum kvx_kv_co
                                          enum kvx_kv_codec v, const char *spec, int32_t group,
                                          int32_t residual, struct kvx_err *err);
 
-/* True when the layer owns cache memory (FULL or WINDOW). */
+/* True when the layer owns cache memory (every kind but NONE and SHARED). */
 bool kvx_kv_layer_owns(const struct kvx_layer_cache *c);
 /* Bytes of the K (resp. V) region of one head in one page. */
 size_t kvx_kv_layer_k_head_bytes(const struct kvx_kv_layout *l, int32_t layer);
@@ -87,6 +98,19 @@ struct kvx_kv_fmt kvx_kv_layer_v_fmt(const struct kvx_kv_layout *l, int32_t laye
 size_t kvx_kv_layer_k_state_bytes(const struct kvx_kv_layout *l, int32_t layer);
 size_t kvx_kv_layer_v_state_bytes(const struct kvx_kv_layout *l, int32_t layer);
 size_t kvx_kv_layer_state_bytes(const struct kvx_kv_layout *l, int32_t layer);
+/* COMPRESSED / HEAVY layers also keep, per sequence, after the codec state in the same block:
+ * the ring of the last `window` raw tokens (K codec, window rounded up to 16 tokens) and the
+ * compressor state in f32: HEAVY (ratio-1) pending tokens x (value + gate) x k_dim; COMPRESSED
+ * (ratio-1) pending tokens x 4 (k_dim + v_dim) (two overlapping halves, values and gates, for
+ * entry and indexer key) plus the overlap carried to the next block, ratio x 2 (k_dim + v_dim).
+ * Offsets are from the start of the layer's state block; 0 bytes for other kinds. */
+size_t kvx_kv_layer_window_state_offset(const struct kvx_kv_layout *l, int32_t layer);
+size_t kvx_kv_layer_window_state_bytes(const struct kvx_kv_layout *l, int32_t layer);
+size_t kvx_kv_layer_compressor_state_offset(const struct kvx_kv_layout *l, int32_t layer);
+size_t kvx_kv_layer_compressor_state_bytes(const struct kvx_kv_layout *l, int32_t layer);
+/* Entries a layer stores for n_tokens tokens: n_tokens, or n_tokens / ratio (COMPRESSED,
+ * HEAVY); pages hold page_tokens entries. */
+int64_t kvx_kv_layer_entries(const struct kvx_kv_layout *l, int32_t layer, int64_t n_tokens);
 /* Byte offsets inside a page of the K and V regions of head h. */
 size_t kvx_kv_layer_k_offset(const struct kvx_kv_layout *l, int32_t layer, int32_t h);
 size_t kvx_kv_layer_v_offset(const struct kvx_kv_layout *l, int32_t layer, int32_t h);
@@ -100,8 +124,9 @@ int64_t kvx_kv_layer_first_pos(const struct kvx_kv_layout *l, int32_t layer, int
 int32_t kvx_kv_layer_source(const struct kvx_kv_layout *l, int32_t layer);
 
 /* Growth of the cache per extra token, all layers, K and V, at the declared codecs (the
- * asymptotic rate; window layers count 0): the sum of FULL layers' page bytes divided by
- * page_tokens (rounded up; exact whenever regions need no alignment padding). */
+ * asymptotic rate; window layers count 0): the sum over FULL and LATENT layers of page bytes
+ * / page_tokens and over COMPRESSED and HEAVY layers of page bytes / (page_tokens x ratio),
+ * rounded up (exact whenever regions need no alignment padding). */
 size_t kvx_kv_layout_bytes_per_token(const struct kvx_kv_layout *l);
 /* Bytes of codec state a non-empty sequence holds whatever its length (all layers). */
 size_t kvx_kv_layout_state_bytes(const struct kvx_kv_layout *l);

@@ -5,6 +5,7 @@
  * sequence and bytes per token all come from kv/layout.  Fit and roofline: plan/fit.c. */
 #include "plan/plan.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +17,8 @@
 
 const char *kvx_plan_lkind_name(enum kvx_plan_lkind k)
 {
-    static const char *const names[KVX_PLAN_LKIND_COUNT] = {"none", "full", "window", "shared",
-                                                           "latent"};
+    static const char *const names[KVX_PLAN_LKIND_COUNT] = {
+        "none", "full", "window", "shared", "latent", "compressed", "heavy"};
     return k >= 0 && k < KVX_PLAN_LKIND_COUNT ? names[k] : "unknown";
 }
 
@@ -25,7 +26,7 @@ bool kvx_plan_codec_parse(const char *s, struct kvx_plan_codec *out)
 {
     /* Every kvx codec is planned with its own page layout (exact bytes, scales included);
      * fp8 and fp4 (GPU engines' formats) as f16 pages scaled: 1 byte, and 4 bits plus one
-     * 8-bit scale per 16 values (NVFP4: 17/64 of f16). */
+     * 8-bit scale per 32 values (MXFP4: 4.25 bits, 17/64 of f16). */
     enum kvx_kv_codec c;
     if (s && kvx_kv_codec_parse(s, &c)) {
         *out = (struct kvx_plan_codec){kvx_kv_codec_name(c), c, 1, 1};
@@ -88,10 +89,27 @@ static struct kvx_layer_cache preset_layer(const struct kvx_plan_model *pm, char
                                  .group = ec.kivi_group, .residual = ec.kivi_residual};
     if (c == 'L') {
         /* MLA: K = the RoPE'd key (rope_dim), V = the latent c^KV (c_dim); one "head". */
+        lc.kind = KVX_KV_KIND_LATENT;
         lc.n_kv_heads = 1;
         lc.k_dim = pm->latent_rope;
         lc.v_dim = pm->latent_c;
         *kind = KVX_PLAN_LKIND_LATENT;
+    } else if (c == 'S') {
+        /* DeepSeek V4 sliding-window-only layer: one K = V vector per token */
+        lc.kind = KVX_KV_KIND_WINDOW;
+        lc.window = pm->window;
+        lc.n_kv_heads = 1;
+        lc.k_dim = pm->head_dim;
+        *kind = KVX_PLAN_LKIND_WINDOW;
+    } else if (c == 'C' || c == 'H') {
+        /* DeepSeek V4 CSA / HCA: pooled entries (+ indexer keys for CSA), window in state */
+        lc.kind = c == 'C' ? KVX_KV_KIND_COMPRESSED : KVX_KV_KIND_HEAVY;
+        lc.ratio = c == 'C' ? pm->ratio_c : pm->ratio_h;
+        lc.window = pm->window;
+        lc.n_kv_heads = 1;
+        lc.k_dim = pm->head_dim;
+        lc.v_dim = c == 'C' ? pm->index_dim : 0;
+        *kind = c == 'C' ? KVX_PLAN_LKIND_COMPRESSED : KVX_PLAN_LKIND_HEAVY;
     } else if (c == 'W') {
         lc.kind = KVX_KV_KIND_WINDOW;
         lc.window = pm->window;
@@ -111,9 +129,9 @@ enum kvx_status kvx_plan_kv_from_model(const struct kvx_plan_model *pm,
                                        struct kvx_err *err)
 {
     size_t plen = strlen(pm->pattern);
-    if (plen == 0 || strspn(pm->pattern, "FWL") != plen)
+    if (plen == 0 || strspn(pm->pattern, "FWLSCH") != plen)
         return kvx_err_set(err, KVX_ERR_FORMAT, "plan: model '%s': pattern '%s' must be letters "
-                           "F, W, L", pm->name, pm->pattern);
+                           "F, W, L, S, C, H", pm->name, pm->pattern);
     enum kvx_status st = kv_alloc(out, pm->n_layer, cfg, err);
     if (st != KVX_OK)
         return st;
@@ -149,6 +167,9 @@ static enum kvx_plan_lkind kind_of_layout(enum kvx_kv_kind k)
     case KVX_KV_KIND_FULL: return KVX_PLAN_LKIND_FULL;
     case KVX_KV_KIND_WINDOW: return KVX_PLAN_LKIND_WINDOW;
     case KVX_KV_KIND_SHARED: return KVX_PLAN_LKIND_SHARED;
+    case KVX_KV_KIND_LATENT: return KVX_PLAN_LKIND_LATENT;
+    case KVX_KV_KIND_COMPRESSED: return KVX_PLAN_LKIND_COMPRESSED;
+    case KVX_KV_KIND_HEAVY: return KVX_PLAN_LKIND_HEAVY;
     default: return KVX_PLAN_LKIND_NONE;
     }
 }
@@ -230,14 +251,21 @@ size_t kvx_plan_kv_seq_bytes_kind(const struct kvx_plan_kv *kv, int64_t n, enum 
     return seq_sum(kv, n, (int)k);
 }
 
+/* Growth per token of the (scaled) pages: page bytes / page_tokens for FULL and LATENT
+ * layers, / (page_tokens x ratio) for COMPRESSED and HEAVY; the layout's own rule. */
 static size_t per_token_sum(const struct kvx_plan_kv *kv, int k)
 {
-    size_t sum = 0;
-    for (int32_t i = 0; i < kv->layout.n_layer; i++)
-        if (kv->layout.layers[i].kind == KVX_KV_KIND_FULL && kind_match(kv, i, k))
-            sum += page_bytes(kv, i);
-    size_t pt = (size_t)kv->layout.page_tokens;
-    return (sum + pt - 1) / pt;
+    double sum = 0;
+    for (int32_t i = 0; i < kv->layout.n_layer; i++) {
+        const struct kvx_layer_cache *c = &kv->layout.layers[i];
+        if (!kind_match(kv, i, k))
+            continue;
+        if (c->kind == KVX_KV_KIND_FULL || c->kind == KVX_KV_KIND_LATENT)
+            sum += (double)page_bytes(kv, i);
+        else if (c->kind == KVX_KV_KIND_COMPRESSED || c->kind == KVX_KV_KIND_HEAVY)
+            sum += (double)page_bytes(kv, i) / c->ratio;
+    }
+    return (size_t)ceil(sum / kv->layout.page_tokens - 1e-9);
 }
 
 size_t kvx_plan_kv_bytes_per_token(const struct kvx_plan_kv *kv)

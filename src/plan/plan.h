@@ -27,6 +27,8 @@ enum kvx_plan_lkind {
     KVX_PLAN_LKIND_WINDOW,
     KVX_PLAN_LKIND_SHARED,
     KVX_PLAN_LKIND_LATENT,
+    KVX_PLAN_LKIND_COMPRESSED,
+    KVX_PLAN_LKIND_HEAVY,
     KVX_PLAN_LKIND_COUNT,
 };
 const char *kvx_plan_lkind_name(enum kvx_plan_lkind k);
@@ -44,7 +46,10 @@ struct kvx_plan_codec {
 bool kvx_plan_codec_parse(const char *s, struct kvx_plan_codec *out);
 
 /* A model's cache-relevant hyper-parameters (one row of models.tsv).
- * pattern: one letter per layer, cycled over n_layer: F full, W window, L latent (MLA).
+ * pattern: one letter per layer, cycled over n_layer: F full, W window, L latent (MLA),
+ *   S window with K = V (DeepSeek V4 SWA-only), C compressed (V4 CSA: entry every ratio_c
+ *   tokens + index_dim indexer key), H heavily compressed (V4 HCA: every ratio_h tokens); S, C
+ *   and H use one head of head_dim, and C/H keep a `window`-token ring per sequence.
  * F layers use g_kv_heads/g_head_dim when set (Gemma's global layers), else kv_heads/head_dim.
  * shared_from S > 0: layers >= S read the last layer < S with the same letter (Gemma 3n/4). */
 struct kvx_plan_model {
@@ -52,11 +57,12 @@ struct kvx_plan_model {
     double n_params;          /* all parameters */
     double n_active;          /* parameters read per decoded token (MoE: active); 0 = n_params */
     int32_t n_layer;
-    char pattern[32];
+    char pattern[256];
     int32_t kv_heads, head_dim, window;
     int32_t g_kv_heads, g_head_dim;
     int32_t shared_from;
     int32_t latent_c, latent_rope;
+    int32_t ratio_c, ratio_h, index_dim;   /* DeepSeek V4: CSA / HCA ratios, indexer key dims */
     int64_t ctx_max;          /* trained/advertised context; 0 = unknown */
     char source[256];
 };

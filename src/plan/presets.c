@@ -95,7 +95,9 @@ static enum kvx_status model_row(const struct tsv *t, struct kvx_plan_model *m,
         (st = inum(t, "g_head_dim", &m->g_head_dim, err)) ||
         (st = inum(t, "shared_from", &m->shared_from, err)) ||
         (st = inum(t, "latent_c", &m->latent_c, err)) ||
-        (st = inum(t, "latent_rope", &m->latent_rope, err)) || (st = num(t, "ctx_max", &ctx, err)))
+        (st = inum(t, "latent_rope", &m->latent_rope, err)) ||
+        (st = inum(t, "ratio_c", &m->ratio_c, err)) || (st = inum(t, "ratio_h", &m->ratio_h, err)) ||
+        (st = inum(t, "index_dim", &m->index_dim, err)) || (st = num(t, "ctx_max", &ctx, err)))
         return st;
     m->ctx_max = (int64_t)ctx;
     if (!m->name[0] || m->n_layer <= 0 || !m->pattern[0])
