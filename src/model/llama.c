@@ -303,6 +303,7 @@ static void set_job(struct step *s, int n, const struct kvx_mat *const *w, float
 {
     struct kvx_forward *f = s->f;
     memset(&s->job, 0, sizeof s->job);
+    atomic_init(&s->job.next, 0);
     s->job.n_mats = n;
     s->job.n_tok = f->n_tok;
     s->job.isa = f->isa;

@@ -1,7 +1,7 @@
 /* ops/matmul: the threaded driver around the per-format vec_dot and vec_dot_tile kernels.
  *
- * Threads split the rows (all matrices of a job concatenated) in whole ROW_BLOCKs; each thread
- * walks its rows a block at a time, and every token of the batch passes over a block while its
+ * Threads take chunks of rows (all matrices of a job concatenated, whole ROW_BLOCKs) from a
+ * shared counter; each thread walks its rows a block at a time, and every token of the batch passes over a block while its
  * weights are hot in L1.  One token (decode) is a matvec that streams W at memory bandwidth:
  * one vec_dot per row.  Several tokens (prefill) are compute bound: the format's register tile
  * (vec_dot_tile, up to KVX_QUANT_TILE_MAX rows x tokens) reuses each unpacked weight block for
@@ -73,22 +73,30 @@ static void matmul_rows(const struct kvx_matmul_job *job, int m, int64_t r0, int
     }
 }
 
-void kvx_matmul_part(const struct kvx_matmul_job *job, int ith, int nth)
+void kvx_matmul_part(struct kvx_matmul_job *job, int ith, int nth)
 {
-    /* Split the concatenated rows of all matrices evenly, in whole row blocks. */
+    (void)ith;
+    /* The concatenated rows of all matrices, in chunks of whole row blocks. */
     int64_t total = 0;
     for (int m = 0; m < job->n_mats; m++)
         total += job->w[m]->n_out;
-    int64_t b, e;
-    kvx_split_range(total, ROW_BLOCK, ith, nth, &b, &e);
-    int64_t base = 0;
-    for (int m = 0; m < job->n_mats && b < e; m++) {
-        const int64_t n = job->w[m]->n_out;
-        const int64_t lo = b > base ? b - base : 0;
-        const int64_t hi = e - base < n ? e - base : n;
-        if (lo < hi)
-            matmul_rows(job, m, lo, hi,
-                        kvx_quant_kernels((enum kvx_dtype)job->w[m]->type, job->isa));
-        base += n;
+    const int64_t blocks = (total + ROW_BLOCK - 1) / ROW_BLOCK;
+    int64_t per = blocks / (4 * (int64_t)(nth > 0 ? nth : 1));
+    const int64_t chunk = (per > 0 ? per : 1) * ROW_BLOCK;
+    for (;;) {
+        const int64_t c = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
+        const int64_t b = c * chunk, e = b + chunk < total ? b + chunk : total;
+        if (b >= total)
+            break;
+        int64_t base = 0;
+        for (int m = 0; m < job->n_mats && base < e; m++) {
+            const int64_t n = job->w[m]->n_out;
+            const int64_t lo = b > base ? b - base : 0;
+            const int64_t hi = e - base < n ? e - base : n;
+            if (lo < hi)
+                matmul_rows(job, m, lo, hi,
+                            kvx_quant_kernels((enum kvx_dtype)job->w[m]->type, job->isa));
+            base += n;
+        }
     }
 }

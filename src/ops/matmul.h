@@ -10,6 +10,7 @@
 #ifndef KVX_OPS_MATMUL_H
 #define KVX_OPS_MATMUL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,10 +34,14 @@ struct kvx_matmul_job {
     size_t xq_stride[KVX_MATMUL_MAX];  /* bytes between tokens */
     int64_t n_tok;
     enum kvx_isa isa;
+    atomic_llong next;                 /* the next chunk of rows to take; 0 before the region */
 };
 
-/* Thread ith of nth computes its share of the job's rows (call inside a parallel region). */
-void kvx_matmul_part(const struct kvx_matmul_job *job, int ith, int nth);
+/* Thread ith of nth computes rows of the job (call inside a parallel region, with job->next
+ * 0 at its start).  Rows go out in chunks of whole row blocks, about 4 per thread, taken from
+ * a shared counter: a thread the OS preempts does not hold up the others, which take its
+ * remaining chunks.  Any thread may compute any chunk; the result does not depend on it. */
+void kvx_matmul_part(struct kvx_matmul_job *job, int ith, int nth);
 
 /* Bytes of one input row of n_in floats in w's vec-dot type. */
 size_t kvx_matmul_xq_row_bytes(const struct kvx_mat *w);
