@@ -7,6 +7,7 @@
  * Pool-level tests store a pattern that depends on a hash of the whole token prefix up to each
  * position (as real K/V do), so attaching a wrong block, or a write leaking into a shared page,
  * shows up as a wrong value. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -614,4 +615,243 @@ KVX_TEST(prefix_random_workload)
     free(ts);
     kvx_kv_pool_destroy(p);
     kvx_kv_layout_free(&l);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * On the default model */
+
+static struct kvx_model *model_open(void)
+{
+    const char *path = kvx_test_model_path();
+    if (!path) {
+        kvx_test_skip("default model not present (make model)");
+        return NULL;
+    }
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = path;
+    struct kvx_model *m = NULL;
+    struct kvx_err err = {0};
+    if (kvx_model_open(&mc, &m, &err) != KVX_OK)
+        kvx_test_fail(__FILE__, __LINE__, "open: %s", err.msg);
+    return m;
+}
+
+/* f32 KV, 16-token pages, 2 threads; prefix cache on or off. */
+static struct kvx_engine *engine_make(struct kvx_model *m, bool prefix_cache, size_t budget)
+{
+    struct kvx_engine_cfg ec = kvx_engine_cfg_default();
+    ec.n_ctx = 256;
+    ec.page_tokens = 16;
+    ec.n_threads = 2;
+    ec.k_codec = ec.v_codec = KVX_KV_CODEC_F32;
+    ec.prefix_cache = prefix_cache;
+    ec.kv_budget_bytes = budget;
+    struct kvx_engine *e = NULL;
+    struct kvx_err err = {0};
+    if (kvx_engine_create(m, &ec, &e, &err) != KVX_OK)
+        kvx_test_fail(__FILE__, __LINE__, "engine: %s", err.msg);
+    return e;
+}
+
+static void model_tokens(int32_t *t, int n, uint32_t seed)
+{
+    for (int i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        t[i] = (int32_t)((seed >> 8) % 49152u);
+    }
+}
+
+/* Feed, then return the session (NULL when it failed). */
+static struct kvx_session *feed_new(struct kvx_engine *e, const int32_t *a, int na,
+                                    const int32_t *b, int nb, float *logits)
+{
+    struct kvx_session *s = NULL;
+    struct kvx_err err = {0};
+    KVX_CHECK(kvx_session_create(e, &s, &err) == KVX_OK);
+    if (na && kvx_session_feed(s, a, na, false, logits, &err) != KVX_OK)
+        kvx_test_fail(__FILE__, __LINE__, "feed: %s", err.msg);
+    if (nb && kvx_session_feed(s, b, nb, false, logits, &err) != KVX_OK)
+        kvx_test_fail(__FILE__, __LINE__, "feed: %s", err.msg);
+    return s;
+}
+
+static bool engine_ok(struct kvx_engine *e)
+{
+    struct kvx_err err = {0};
+    if (kvx_kv_pool_check(kvx_engine_pool(e), &err) == KVX_OK)
+        return true;
+    kvx_test_fail(__FILE__, __LINE__, "%s", err.msg);
+    return false;
+}
+
+/* A session that attaches a cached prefix computes the same logits, bit for bit, as one that
+ * computed the prefix itself (f32 KV; the same prefill chunks). */
+KVX_TEST(prefix_engine_attached_equals_fresh)
+{
+    struct kvx_model *m = model_open();
+    if (!m)
+        return;
+    enum { P = 32, R = 8 };
+    const size_t V = 49152;
+    int32_t pre[P], ra[R], rb[R], all[P + R];
+    model_tokens(pre, P, 1);
+    model_tokens(ra, R, 2);
+    model_tokens(rb, R, 3);
+    memcpy(all, pre, sizeof pre);
+    memcpy(all + P, rb, sizeof rb);
+    float *got = malloc(V * sizeof *got), *want = malloc(V * sizeof *want);
+    struct kvx_engine *shared = engine_make(m, true, 0), *plain = engine_make(m, false, 0);
+    struct kvx_session *a = feed_new(shared, pre, P, ra, R, NULL);
+    struct kvx_session *b = feed_new(shared, all, P + R, NULL, 0, got);
+    struct kvx_kv_stats st;
+    kvx_engine_kv_stats(shared, &st);
+    KVX_CHECK_EQ_INT(st.prefix_tokens_reused, P);
+    KVX_CHECK_EQ_INT(kvx_session_n_past(b), P + R);
+    struct kvx_session *c = feed_new(plain, pre, P, rb, R, want);
+    KVX_CHECK(memcmp(got, want, V * sizeof *got) == 0);
+    /* and the next decode step too */
+    struct kvx_err err = {0};
+    KVX_CHECK(kvx_session_feed(b, ra, 1, false, got, &err) == KVX_OK);
+    KVX_CHECK(kvx_session_feed(c, ra, 1, false, want, &err) == KVX_OK);
+    KVX_CHECK(memcmp(got, want, V * sizeof *got) == 0);
+    engine_ok(shared);
+    kvx_session_destroy(a);
+    kvx_session_destroy(b);
+    kvx_session_destroy(c);
+    kvx_engine_destroy(shared);
+    kvx_engine_destroy(plain);
+    kvx_model_close(m);
+    free(got);
+    free(want);
+}
+
+/* A fork that then continues differently from its source gives, on both sides, the logits of
+ * independent sessions (the shared partial page is copied, not overwritten). */
+KVX_TEST(prefix_engine_fork_continues_independently)
+{
+    struct kvx_model *m = model_open();
+    if (!m)
+        return;
+    enum { X = 21, Y = 5 };
+    const size_t V = 49152;
+    int32_t x[X], y1[Y], y2[Y];
+    model_tokens(x, X, 4);
+    model_tokens(y1, Y, 5);
+    model_tokens(y2, Y, 6);
+    float *la = malloc(V * sizeof *la), *lb = malloc(V * sizeof *lb), *ref = malloc(V * sizeof *ref);
+    struct kvx_engine *e = engine_make(m, true, 0), *plain = engine_make(m, false, 0);
+    struct kvx_err err = {0};
+    struct kvx_session *a = feed_new(e, x, X, NULL, 0, NULL), *b = NULL;
+    KVX_CHECK(kvx_session_fork(a, &b, &err) == KVX_OK);
+    struct kvx_kv_stats st;
+    kvx_engine_kv_stats(e, &st);
+    KVX_CHECK_EQ_INT(st.bytes_shared, kvx_kv_layout_seq_bytes(kvx_engine_layout(e), X));
+    KVX_CHECK_EQ_INT(kvx_session_n_past(b), X);
+    engine_ok(e);
+    KVX_CHECK(kvx_session_feed(a, y1, Y, false, la, &err) == KVX_OK);
+    KVX_CHECK(kvx_session_feed(b, y2, Y, false, lb, &err) == KVX_OK);
+    engine_ok(e);
+    struct kvx_session *c = feed_new(plain, x, X, y1, Y, ref);
+    KVX_CHECK(memcmp(la, ref, V * sizeof *la) == 0);
+    struct kvx_session *d = feed_new(plain, x, X, y2, Y, ref);
+    KVX_CHECK(memcmp(lb, ref, V * sizeof *lb) == 0);
+    kvx_session_destroy(a);
+    KVX_CHECK(kvx_session_feed(b, y1, 1, false, lb, &err) == KVX_OK);
+    KVX_CHECK(kvx_session_feed(d, y1, 1, false, ref, &err) == KVX_OK);
+    KVX_CHECK(memcmp(lb, ref, V * sizeof *lb) == 0);
+    engine_ok(e);
+    kvx_session_destroy(b);
+    kvx_session_destroy(c);
+    kvx_session_destroy(d);
+    kvx_engine_destroy(e);
+    kvx_engine_destroy(plain);
+    kvx_model_close(m);
+    free(la);
+    free(lb);
+    free(ref);
+}
+
+/* The issue's requirement: N sessions with a shared P-token prefix hold P + N * (own tokens)
+ * of KV, not N * (P + own), up to page rounding. */
+KVX_TEST(prefix_engine_shared_prefix_memory)
+{
+    struct kvx_model *m = model_open();
+    if (!m)
+        return;
+    enum { N = 4, P = 48, OWN = 6, GEN = 3 };
+    struct kvx_engine *e = engine_make(m, true, 0);
+    const struct kvx_kv_layout *l = kvx_engine_layout(e);
+    int32_t pre[P], own[OWN + GEN];
+    model_tokens(pre, P, 7);
+    struct kvx_session *s[N];
+    struct kvx_err err = {0};
+    for (int i = 0; i < N; i++) {
+        int32_t prompt[P + OWN];
+        model_tokens(own, OWN + GEN, 100 + (uint32_t)i);
+        memcpy(prompt, pre, sizeof pre);
+        memcpy(prompt + P, own, OWN * sizeof *own);
+        s[i] = feed_new(e, prompt, P + OWN, NULL, 0, NULL);
+        for (int g = 0; g < GEN; g++)
+            KVX_CHECK(kvx_session_feed(s[i], own + OWN + g, 1, false, NULL, &err) == KVX_OK);
+    }
+    struct kvx_kv_stats st;
+    kvx_engine_kv_stats(e, &st);
+    const size_t own_bytes = kvx_kv_layout_seq_bytes(l, P + OWN + GEN) - kvx_kv_layout_seq_bytes(l, P);
+    KVX_CHECK_EQ_INT(st.bytes_used, kvx_kv_layout_seq_bytes(l, P) + N * own_bytes);
+    KVX_CHECK(st.bytes_used < N * kvx_kv_layout_seq_bytes(l, P + OWN + GEN) / 2);
+    KVX_CHECK_EQ_INT(st.prefix_tokens_reused, (N - 1) * P);
+    KVX_CHECK_EQ_INT(st.bytes_shared, kvx_kv_layout_seq_bytes(l, P));
+    KVX_CHECK_EQ_INT(st.tokens_cached, N * (P + OWN + GEN));
+    engine_ok(e);
+    for (int i = 0; i < N; i++)
+        kvx_session_destroy(s[i]);
+    kvx_engine_destroy(e);
+    kvx_model_close(m);
+}
+
+/* A request that does not fit fails with KV_FULL naming the missing bytes and changes no other
+ * session; cached blocks no session uses make room, least recently used first. */
+KVX_TEST(prefix_engine_kv_full_keeps_others)
+{
+    struct kvx_model *m = model_open();
+    if (!m)
+        return;
+    const size_t V = 49152;
+    struct kvx_engine *plain = engine_make(m, false, 0);
+    const size_t block = kvx_kv_layout_seq_bytes(kvx_engine_layout(plain), 16);
+    struct kvx_engine *e = engine_make(m, true, 6 * block);
+    int32_t ta[48], tb[64];
+    model_tokens(ta, 48, 8);
+    model_tokens(tb, 64, 9);
+    float *got = malloc(V * sizeof *got), *want = malloc(V * sizeof *want);
+    struct kvx_err err = {0};
+    struct kvx_session *a = feed_new(e, ta, 40, NULL, 0, NULL), *b = NULL;
+    KVX_CHECK(kvx_session_create(e, &b, &err) == KVX_OK);
+    KVX_CHECK(kvx_session_feed(b, tb, 64, false, got, &err) == KVX_ERR_KV_FULL);
+    char expect[96];
+    snprintf(expect, sizeof expect, "need %zu more bytes", block);
+    if (!strstr(err.msg, expect))
+        kvx_test_fail(__FILE__, __LINE__, "message '%s' lacks '%s'", err.msg, expect);
+    KVX_CHECK_EQ_INT(kvx_session_n_past(b), 0);
+    engine_ok(e);
+    /* a goes on as if nothing happened */
+    KVX_CHECK(kvx_session_feed(a, ta + 40, 8, false, got, &err) == KVX_OK);
+    struct kvx_session *c = feed_new(plain, ta, 40, ta + 40, 8, want);
+    KVX_CHECK(memcmp(got, want, V * sizeof *got) == 0);
+    /* once a is gone its three cached blocks may go: b needs one, a leaf (the last) */
+    kvx_session_destroy(a);
+    KVX_CHECK(kvx_session_feed(b, tb, 64, false, got, &err) == KVX_OK);
+    struct kvx_kv_stats st;
+    kvx_engine_kv_stats(e, &st);
+    KVX_CHECK_EQ_INT(st.prefix_blocks_evicted, 1);
+    KVX_CHECK_EQ_INT(st.prefix_blocks, 6); /* a's first two blocks and b's four */
+    KVX_CHECK_EQ_INT(st.bytes_used, 6 * block);
+    engine_ok(e);
+    kvx_session_destroy(b);
+    kvx_session_destroy(c);
+    kvx_engine_destroy(e);
+    kvx_engine_destroy(plain);
+    kvx_model_close(m);
+    free(got);
+    free(want);
 }
