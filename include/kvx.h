@@ -194,7 +194,8 @@ int64_t kvx_session_n_past(const struct kvx_session *s);
 enum kvx_status kvx_session_fork(struct kvx_session *src, struct kvx_session **out,
                                  struct kvx_err *err);
 
-/* Drop every token after the first `n_keep`, freeing their pages. */
+/* Drop every token after the first `n_keep`, releasing their pages (whole blocks may stay in
+ * the prefix cache, for other sessions, until the budget needs them). */
 enum kvx_status kvx_session_truncate(struct kvx_session *s, int64_t n_keep, struct kvx_err *err);
 
 /* ---------------------------------------------------------------------------------------------
