@@ -82,9 +82,10 @@ void kvx_kv_seq_destroy(struct kvx_kv_seq *s);
 /* Tokens whose K/V are stored (positions 0 .. n-1). */
 int64_t kvx_kv_seq_len(const struct kvx_kv_seq *s);
 /* Ensure pages exist for positions [0, n_tokens) in every owning layer (and drop the window
- * pages no query from kvx_kv_seq_len on can see, see above).  All or nothing:
- * KVX_ERR_KV_FULL (naming how many bytes were missing) or KVX_ERR_NOMEM leaves the sequence
- * and the pool unchanged. */
+ * pages no query from kvx_kv_seq_len on can see, see above), and that every page holding a
+ * position >= kvx_kv_seq_len is the sequence's own (shared ones are copied: copy-on-write,
+ * below).  All or nothing: KVX_ERR_KV_FULL (naming how many bytes were missing) or
+ * KVX_ERR_NOMEM leaves the sequence and the pool unchanged. */
 enum kvx_status kvx_kv_seq_reserve(struct kvx_kv_seq *s, int64_t n_tokens, struct kvx_err *err);
 /* Mark positions [0, n_tokens) as written (n_tokens <= reserved capacity, clamped to it).
  * Never shrinks the sequence (use kvx_kv_seq_truncate) and never frees pages. */
