@@ -5,7 +5,10 @@
  *   struct kvx_engine   the KV page pool (one byte budget) and the worker threads, for one model.
  *                       kvx_engine_create / _destroy.  The model must outlive the engine.
  *   struct kvx_session  one sequence: its token history and its page table in the engine's pool.
- *                       kvx_session_create / _destroy.  The engine must outlive its sessions.
+ *                       kvx_session_create / _fork / _destroy.  The engine must outlive its
+ *                       sessions.  Sessions of one engine share KV pages where their tokens
+ *                       agree (fork, the prefix cache); sharing never changes what a session
+ *                       computes, and a page is copied before a session writes into it.
  *   struct kvx_sampler  turns logits into a token.  kvx_sampler_create / _destroy.
  *
  * Errors: every fallible call returns an enum kvx_status and, when `err` is not NULL, fills it
@@ -129,6 +132,12 @@ struct kvx_engine_cfg {
     int32_t n_threads;         /* 0: all online CPUs */
     int32_t n_batch;           /* most tokens per forward step (prefill chunk) */
     int32_t isa;               /* -1: best available; else an enum kvx_isa value (tests, bench) */
+    /* Prefix cache (default on): whole blocks of page_tokens tokens that sessions computed stay
+     * cached in a radix tree; a session whose tokens begin with cached blocks attaches their
+     * pages instead of computing them.  Cached blocks no session uses are released, least
+     * recently used first, when the budget runs out.  Models with sliding-window layers, and
+     * sessions whose cache dropped tokens, do not take part. */
+    bool prefix_cache;
 };
 struct kvx_engine_cfg kvx_engine_cfg_default(void);
 
@@ -144,6 +153,13 @@ struct kvx_kv_stats {
     int64_t pages_used, pages_free_in_budget;
     int32_t page_tokens;
     int32_t n_layer_caches;    /* layers that own a cache */
+    /* sharing (fork, prefix cache) */
+    size_t bytes_shared;       /* bytes of pages two or more sessions use (each held once) */
+    int64_t prefix_blocks;     /* cached blocks (page_tokens tokens of every layer) */
+    size_t prefix_bytes;       /* bytes of the pages the prefix cache references */
+    size_t prefix_bytes_idle;  /* of which no session uses: released first when the budget runs out */
+    int64_t prefix_tokens_reused;   /* tokens attached instead of computed, since creation */
+    int64_t prefix_blocks_evicted;  /* cached blocks released for room, since creation */
 };
 void kvx_engine_kv_stats(const struct kvx_engine *e, struct kvx_kv_stats *out);
 
@@ -162,13 +178,24 @@ void kvx_session_destroy(struct kvx_session *s);
 /* Append `n` tokens to the sequence and run them through the model (prefill in chunks of
  * n_batch).  Logits (n_vocab floats per row) are written to `logits` when it is not NULL:
  * for the last token only, or for every token when `all_logits` (n * n_vocab floats).
+ * With the prefix cache, when the session's cache ends at a block boundary and the cache
+ * holds more of its tokens, those are attached instead of computed (never the last token, and
+ * not at all with `all_logits`).
  * On error the session is unchanged (its cache keeps the tokens it had). */
 enum kvx_status kvx_session_feed(struct kvx_session *s, const int32_t *tokens, int64_t n,
                                  bool all_logits, float *logits, struct kvx_err *err);
 
 int64_t kvx_session_n_past(const struct kvx_session *s);
 
-/* Drop every token after the first `n_keep`, freeing their pages. */
+/* A new session with the same tokens as `src`: it shares src's KV pages (no copy; a page is
+ * copied when either session first writes into it) and copies its token history, so both can
+ * continue differently.  KVX_ERR_KV_FULL (per-sequence codec state that does not fit) or
+ * KVX_ERR_NOMEM leave src unchanged and *out NULL. */
+enum kvx_status kvx_session_fork(struct kvx_session *src, struct kvx_session **out,
+                                 struct kvx_err *err);
+
+/* Drop every token after the first `n_keep`, releasing their pages (whole blocks may stay in
+ * the prefix cache, for other sessions, until the budget needs them). */
 enum kvx_status kvx_session_truncate(struct kvx_session *s, int64_t n_keep, struct kvx_err *err);
 
 /* ---------------------------------------------------------------------------------------------

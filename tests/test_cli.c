@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "io/gguf_write.h"
+#include "json_mini.h"
 #include "test.h"
 
 struct run_result {
@@ -191,4 +192,39 @@ KVX_TEST(cli_rejects_prompt_longer_than_context_and_tiny_budget)
     expect_clean_error(a1, "exceed the context", "prompt longer than context");
     const char *a2[] = {"run", "-m", model, "--kv-budget", "100K", "-p", "Hello there", NULL};
     expect_clean_error(a2, "budget", "budget too small");
+}
+
+/* `kvx bench --sessions N --shared-prefix P`: the prefix is computed once and its pages held
+ * once (P + N * own tokens of KV, not N * (P + own)); the bad values are refused cleanly. */
+KVX_TEST(cli_bench_sessions_shared_prefix)
+{
+    if (!have_binary())
+        return;
+    const char *model = kvx_test_model_path();
+    if (!model) {
+        kvx_test_skip("default model not present");
+        return;
+    }
+    const char *a[] = {"bench", "-m", model, "--sessions", "3", "--shared-prefix", "32", "-p", "8",
+                       "-n", "2", "--page-tokens", "16", "-t", "2", "--json", NULL};
+    struct run_result r;
+    run_kvx(a, &r);
+    char msg[128];
+    struct kvx_json *j = r.status == 0 ? kvx_json_parse(r.out, r.n_out, msg, sizeof msg) : NULL;
+    if (!j) {
+        kvx_test_fail(__FILE__, __LINE__, "status %d: %s%s", r.status, r.out, r.err);
+        return;
+    }
+    const double held = kvx_json_num(j, "kv_bytes_held", -1);
+    /* 2 prefix blocks once + per session 1 block (tokens 32..41) of 30 layers x 16 tokens x
+     * 768 bytes of f16 K and V */
+    const double block = 30.0 * 16 * 768;
+    KVX_CHECK_NEAR(held, (2 + 3 * 1) * block, 0);
+    KVX_CHECK_NEAR(kvx_json_num(j, "kv_bytes_expected", -1), held, 0);
+    KVX_CHECK_NEAR(kvx_json_num(j, "kv_bytes_independent", -1), 3 * 3 * block, 0);
+    KVX_CHECK_NEAR(kvx_json_num(j, "prefill_tokens_skipped", -1), 2 * 32, 0);
+    KVX_CHECK_NEAR(kvx_json_num(j, "prefill_tokens", -1), 3 * 40, 0);
+    kvx_json_free(j);
+    const char *b[] = {"bench", "-m", model, "--sessions", "0", NULL};
+    expect_clean_error(b, "--sessions", "zero sessions");
 }

@@ -74,6 +74,7 @@ int cli_open(const struct cli_opts *o, int64_t n_ctx, struct kvx_model **m, stru
     ec.page_tokens = (int32_t)o->page_tokens;
     ec.kv_budget_bytes = (size_t)o->kv_budget;
     ec.kv_layers = o->kv_layer;
+    ec.prefix_cache = !o->no_prefix_cache;
     if (o->kivi_group)
         ec.kivi_group = (int32_t)o->kivi_group;
     if (o->kivi_residual >= 0)

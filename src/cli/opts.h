@@ -43,6 +43,8 @@ struct cli_opts {
     const char *isa;
     int64_t chunks;
     const char *system;
+    bool no_prefix_cache;
+    int64_t sessions, shared_prefix;   /* bench: sessions sharing a prompt prefix */
     bool help;
     /* plan */
     const char *preset, *plan_ctx, *gpu, *weights_dtype, *curve;

@@ -3,7 +3,11 @@
  *
  * kvx_session_feed is two-phase: it validates the tokens, checks the context limit and
  * reserves every KV page the whole request needs before running anything, so an error leaves
- * the session exactly as it was. */
+ * the session exactly as it was.
+ *
+ * Sharing: each session keeps its token history; with the prefix cache (kv/prefix) a feed first
+ * attaches the cached blocks of that history, computes only the rest and then inserts the
+ * blocks it completed.  kvx_session_fork shares every page (kv/pool copies on write). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +17,7 @@
 #include "engine/forward.h"
 #include "kv/layout.h"
 #include "kv/pool.h"
+#include "kv/prefix.h"
 #include "model/model.h"
 #include "util/err.h"
 #include "util/threadpool.h"
@@ -31,12 +36,16 @@ struct kvx_engine {
     struct kvx_kv_seq **seq;
     uint8_t *want;
     struct kvx_session *sessions;   /* doubly linked list of live sessions */
+    struct kvx_kv_prefix *prefix;   /* the prefix cache, NULL when off or unsupported */
+    int64_t tokens_reused;          /* tokens attached from it instead of computed */
 };
 
 struct kvx_session {
     struct kvx_engine *e;
     struct kvx_kv_seq *seq;
     struct kvx_session *prev, *next;
+    int32_t *hist;                  /* the tokens of the sequence (kvx_kv_seq_len of them) */
+    int64_t hist_cap;
 };
 
 struct kvx_engine_cfg kvx_engine_cfg_default(void)
@@ -53,6 +62,7 @@ struct kvx_engine_cfg kvx_engine_cfg_default(void)
         .n_threads = 0,
         .n_batch = 512,
         .isa = -1,
+        .prefix_cache = true,
     };
 }
 
@@ -156,6 +166,9 @@ enum kvx_status kvx_engine_create(const struct kvx_model *m, const struct kvx_en
         (st = kvx_threadpool_create(e->cfg.n_threads, &e->tp, err)) != KVX_OK ||
         (st = alloc_scratch(e, err)) != KVX_OK)
         goto fail;
+    if (e->cfg.prefix_cache && kvx_kv_prefix_supported(&e->layout) &&
+        (st = kvx_kv_prefix_create(e->pool, &e->prefix, err)) != KVX_OK)
+        goto fail;
     *out = e;
     return KVX_OK;
 fail:
@@ -168,6 +181,7 @@ void kvx_engine_destroy(struct kvx_engine *e)
     if (!e)
         return;
     kvx_threadpool_destroy(e->tp);
+    kvx_kv_prefix_destroy(e->prefix);
     kvx_kv_pool_destroy(e->pool);
     kvx_kv_layout_free(&e->layout);
     free(e->scratch_mem);
@@ -175,6 +189,21 @@ void kvx_engine_destroy(struct kvx_engine *e)
     free(e->seq);
     free(e->want);
     free(e);
+}
+
+/* The sharing fields of kvx_kv_stats. */
+static void share_stats(const struct kvx_engine *e, struct kvx_kv_stats *out)
+{
+    out->bytes_shared = kvx_kv_pool_shared_bytes(e->pool);
+    out->prefix_tokens_reused = e->tokens_reused;
+    if (!e->prefix)
+        return;
+    struct kvx_kv_prefix_stats ps;
+    kvx_kv_prefix_get_stats(e->prefix, &ps);
+    out->prefix_blocks = ps.n_blocks;
+    out->prefix_bytes = ps.bytes;
+    out->prefix_bytes_idle = ps.bytes_idle;
+    out->prefix_blocks_evicted = ps.blocks_evicted;
 }
 
 void kvx_engine_kv_stats(const struct kvx_engine *e, struct kvx_kv_stats *out)
@@ -198,6 +227,7 @@ void kvx_engine_kv_stats(const struct kvx_engine *e, struct kvx_kv_stats *out)
     out->pages_free_in_budget = page0 ? (int64_t)((ps.budget_bytes - ps.bytes_used) / page0) : 0;
     for (const struct kvx_session *s = e->sessions; s; s = s->next)
         out->tokens_cached += kvx_kv_seq_len(s->seq);
+    share_stats(e, out);
 }
 
 const struct kvx_kv_layout *kvx_engine_layout(const struct kvx_engine *e) { return &e->layout; }
@@ -229,6 +259,10 @@ char *kvx_engine_kv_report(const struct kvx_engine *e)
         "%.2f MiB budget)\n", st.bytes_per_token, (long long)st.tokens_cached,
         (long long)st.pages_used, st.bytes_used, (double)st.bytes_used / 1048576.0,
         (double)st.budget_bytes / 1048576.0);
+    if (e->prefix)
+        OUT("prefix cache: %lld blocks, %zu bytes (%zu used by no session); %lld tokens reused, "
+            "%zu bytes shared\n", (long long)st.prefix_blocks, st.prefix_bytes,
+            st.prefix_bytes_idle, (long long)st.prefix_tokens_reused, st.bytes_shared);
 #undef OUT
     if (n >= cap)
         buf[cap - 1] = '\0';
@@ -270,10 +304,56 @@ void kvx_session_destroy(struct kvx_session *s)
     if (s->next)
         s->next->prev = s->prev;
     kvx_kv_seq_destroy(s->seq);
+    free(s->hist);
     free(s);
 }
 
 int64_t kvx_session_n_past(const struct kvx_session *s) { return kvx_kv_seq_len(s->seq); }
+
+/* Room for n tokens of history (the tokens themselves are stored by session_reserve). */
+static enum kvx_status hist_grow(struct kvx_session *s, int64_t n, struct kvx_err *err)
+{
+    if (n <= s->hist_cap)
+        return KVX_OK;
+    int64_t cap = s->hist_cap ? s->hist_cap : 256;
+    while (cap < n)
+        cap *= 2;
+    int32_t *h = realloc(s->hist, (size_t)cap * sizeof *h);
+    if (!h)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory for a history of %lld tokens",
+                           (long long)n);
+    s->hist = h;
+    s->hist_cap = cap;
+    return KVX_OK;
+}
+
+enum kvx_status kvx_session_fork(struct kvx_session *src, struct kvx_session **out,
+                                 struct kvx_err *err)
+{
+    *out = NULL;
+    struct kvx_engine *e = src->e;
+    struct kvx_session *s = calloc(1, sizeof *s);
+    if (!s)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
+    s->e = e;
+    const int64_t len = kvx_kv_seq_len(src->seq);
+    enum kvx_status st = hist_grow(s, len, err);
+    if (st == KVX_OK)
+        st = kvx_kv_seq_fork(src->seq, &s->seq, err);
+    if (st != KVX_OK) {
+        free(s->hist);
+        free(s);
+        return st;
+    }
+    if (len)
+        memcpy(s->hist, src->hist, (size_t)len * sizeof *s->hist);
+    s->next = e->sessions;
+    if (e->sessions)
+        e->sessions->prev = s;
+    e->sessions = s;
+    *out = s;
+    return KVX_OK;
+}
 
 enum kvx_status kvx_session_truncate(struct kvx_session *s, int64_t n_keep, struct kvx_err *err)
 {
@@ -302,6 +382,39 @@ static enum kvx_status check_tokens(const struct kvx_session *s, const int32_t *
     return KVX_OK;
 }
 
+/* Reserve the pages of n more tokens.  With the prefix cache, first attach what it holds of
+ * the history beyond the session's length: *skip tokens that need no computing (never the
+ * last one, whose logits are asked for, and none when every row's logits are).  When the rest
+ * then does not fit, the attach is undone and the request tried without it. */
+static enum kvx_status session_reserve(struct kvx_session *s, const int32_t *tokens, int64_t n,
+                                       bool all_logits, int64_t *skip, struct kvx_err *err)
+{
+    const int64_t n_past = kvx_kv_seq_len(s->seq);
+    memcpy(s->hist + n_past, tokens, (size_t)n * sizeof *tokens);
+    int64_t cached = n_past;
+    if (s->e->prefix && !all_logits && n > 1 &&
+        kvx_kv_prefix_attach(s->e->prefix, s->seq, s->hist, n_past + n - 1, &cached, NULL) != KVX_OK)
+        cached = n_past; /* the cache is an optimization: compute everything */
+    enum kvx_status st = kvx_kv_seq_reserve(s->seq, n_past + n, err);
+    if (st != KVX_OK && cached > n_past) {
+        kvx_kv_seq_truncate(s->seq, n_past);
+        cached = n_past;
+        st = kvx_kv_seq_reserve(s->seq, n_past + n, err);
+    }
+    *skip = st == KVX_OK ? cached - n_past : 0;
+    s->e->tokens_reused += *skip;
+    return st;
+}
+
+/* After a feed from n_past: put the blocks it completed into the prefix cache (best effort:
+ * running out of memory there only means less sharing). */
+static void session_share_blocks(struct kvx_session *s, int64_t n_past)
+{
+    const int64_t pt = s->e->layout.page_tokens;
+    if (s->e->prefix && kvx_kv_seq_len(s->seq) / pt > n_past / pt)
+        (void)kvx_kv_prefix_insert(s->e->prefix, s->seq, s->hist, NULL);
+}
+
 enum kvx_status kvx_session_feed(struct kvx_session *s, const int32_t *tokens, int64_t n,
                                  bool all_logits, float *logits, struct kvx_err *err)
 {
@@ -310,10 +423,12 @@ enum kvx_status kvx_session_feed(struct kvx_session *s, const int32_t *tokens, i
     if (st != KVX_OK || n == 0)
         return st;
     const int64_t n_past = kvx_kv_seq_len(s->seq);
-    if ((st = kvx_kv_seq_reserve(s->seq, n_past + n, err)) != KVX_OK)
+    int64_t skip = 0;
+    if ((st = hist_grow(s, n_past + n, err)) != KVX_OK ||
+        (st = session_reserve(s, tokens, n, all_logits, &skip, err)) != KVX_OK)
         return st;
     const int64_t n_vocab = e->model->hp.n_vocab;
-    for (int64_t done = 0; done < n; done += e->cfg.n_batch) {
+    for (int64_t done = skip; done < n; done += e->cfg.n_batch) {
         const int64_t nb = n - done < e->cfg.n_batch ? n - done : e->cfg.n_batch;
         for (int64_t t = 0; t < nb; t++) {
             e->pos[t] = n_past + done + t;
@@ -334,5 +449,6 @@ enum kvx_status kvx_session_feed(struct kvx_session *s, const int32_t *tokens, i
         e->model->arch->forward(e->model, &f);
         kvx_kv_seq_set_len(s->seq, n_past + done + nb);
     }
+    session_share_blocks(s, n_past);
     return KVX_OK;
 }

@@ -4,10 +4,13 @@
  * class, refcount, free-list link), the per-class free lists and every live sequence's page
  * tables.  Byte counts come from kv/layout; what is inside a page is kv/codec's business.
  * Two-phase changes: kvx_kv_seq_reserve plans (counts pages per class, grows bookkeeping
- * arrays) before it commits, so KV_FULL and NOMEM leave everything unchanged. */
+ * arrays) before it commits, so KV_FULL and NOMEM leave everything unchanged.
+ * Sharing (fork, attach of cached prefixes) only adds references; the copy-on-write of a
+ * shared page is part of the plan of the reserve before the first write into it. */
 #include "kv/pool.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -45,6 +48,7 @@ struct kvx_kv_seq {
     int64_t len, reserved;
     int64_t floor_len;                 /* length at the last window drop (reserve) */
     struct kvx_kv_table *tables;       /* n_layer entries; non-owning layers stay empty */
+    bool unshareable;                  /* kept out of prefix sharing (kvx_kv_seq_set_shareable) */
 };
 
 struct kvx_kv_pool {
@@ -63,6 +67,9 @@ struct kvx_kv_pool {
     int64_t *plan_need, *plan_freed;   /* reserve's per-class counts (n_classes each) */
     struct kvx_kv_seq *seqs;
     int64_t n_seqs;
+    struct kvx_kv_holder *holders;     /* registered holders (prefix cache) */
+    int32_t n_holders;
+    int64_t *plan_reclaim;             /* per class: pages holders could release (2*n_layer) */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -183,6 +190,8 @@ void kvx_kv_pool_destroy(struct kvx_kv_pool *p)
     free(p->v_ops);
     free(p->plan_need);
     free(p->plan_freed);
+    free(p->holders);
+    free(p->plan_reclaim);
     free(p);
 }
 
@@ -410,6 +419,8 @@ void kvx_kv_seq_truncate(struct kvx_kv_seq *s, int64_t n_keep)
         s->len = n_keep;
     if (n_keep == 0)
         s->floor_len = 0;
+    if (n_keep == 0)
+        s->unshareable = false; /* nothing evicted is left */
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -453,8 +464,88 @@ static enum kvx_status pages_grow(struct kvx_kv_pool *p, int64_t n)
     return KVX_OK;
 }
 
-/* Count, per class, the pages reserving `end` entries needs and the pages the window drops
- * free (those only this sequence references).  Returns the bytes the budget must supply and
+/* Bytes the uncarved budget must supply for the per-class page counts of a plan (plan_need,
+ * less the free lists, the pages the plan frees and `extra` more free pages per class when
+ * not NULL), and the page descriptors carving adds. */
+static size_t plan_bytes(const struct kvx_kv_pool *p, const int64_t *extra, int64_t *new_descs)
+{
+    size_t bytes = 0;
+    *new_descs = 0;
+    for (int32_t c = 0; c < p->n_classes; c++) {
+        int64_t short_pages = p->plan_need[c] - p->classes[c].n_free - p->plan_freed[c] -
+                              (extra ? extra[c] : 0);
+        if (short_pages <= 0)
+            continue;
+        size_t page_bytes = p->classes[c].page_bytes;
+        if ((uint64_t)short_pages > (SIZE_MAX - bytes) / page_bytes)
+            return SIZE_MAX; /* saturate: more than any budget */
+        bytes += (size_t)short_pages * page_bytes;
+        *new_descs += short_pages;
+    }
+    return bytes;
+}
+
+/* Make a plan fit: when the uncarved budget cannot supply *bytes, ask the holders what they
+ * could release; if all of it would make the plan fit, release least recently used units until
+ * it does (otherwise release nothing).  Returns the bytes still missing, 0 when it fits;
+ * *bytes and *new_descs follow the free lists. */
+static size_t plan_fit(struct kvx_kv_pool *p, size_t *bytes, int64_t *new_descs)
+{
+    const size_t avail = p->budget - p->carved;
+    if (*bytes <= avail)
+        return 0;
+    if (!p->plan_reclaim)
+        return *bytes - avail;
+    memset(p->plan_reclaim, 0, (size_t)p->n_classes * sizeof *p->plan_reclaim);
+    for (int32_t i = 0; i < p->n_holders; i++)
+        if (p->holders[i].reclaimable)
+            p->holders[i].reclaimable(p->holders[i].ctx, p->plan_reclaim);
+    int64_t descs = 0;
+    size_t best = plan_bytes(p, p->plan_reclaim, &descs);
+    if (best > avail)
+        return best - avail;
+    bool released = true;
+    while (*bytes > avail && released) {
+        released = false;
+        for (int32_t i = 0; i < p->n_holders && !released; i++)
+            released = p->holders[i].reclaim_one && p->holders[i].reclaim_one(p->holders[i].ctx);
+        *bytes = plan_bytes(p, NULL, new_descs);
+    }
+    return *bytes > avail ? *bytes - avail : 0;
+}
+
+/* Shared pages among entries k0.. of `layer` (those writes from position k0*page_tokens on
+ * touch): each needs a private copy before the sequence writes. */
+static int64_t cow_count(const struct kvx_kv_seq *s, int32_t layer, int64_t k0)
+{
+    const struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_table *t = &s->tables[layer];
+    int64_t n = 0;
+    for (int64_t k = k0 > t->first ? k0 : t->first; k < t->n; k++)
+        n += t->ids[k] >= 0 && p->pages[t->ids[k]].refs > 1;
+    return n;
+}
+
+/* Replace those pages by private copies (the plan has made room for them). */
+static void cow_commit(struct kvx_kv_seq *s, int32_t layer, int64_t k0)
+{
+    struct kvx_kv_pool *p = s->pool;
+    struct kvx_kv_table *t = &s->tables[layer];
+    for (int64_t k = k0 > t->first ? k0 : t->first; k < t->n; k++) {
+        int32_t old = t->ids[k];
+        if (old < 0 || p->pages[old].refs <= 1)
+            continue;
+        int32_t id = page_alloc(p, p->pages[old].cls);
+        uint8_t *copy = p->base + p->pages[id].offset;
+        memcpy(copy, t->ptrs[k], p->classes[p->pages[id].cls].page_bytes);
+        kvx_kv_page_unref(p, old);
+        t->ids[k] = id;
+        t->ptrs[k] = copy;
+    }
+}
+
+/* Count, per class, the pages reserving `end` entries needs (new ones and private copies of
+ * shared ones) and the pages the window drops free (those only this sequence references).  Returns the bytes the budget must supply and
  * the descriptors carving will add. */
 static size_t reserve_plan(const struct kvx_kv_seq *s, int64_t end, int64_t *new_descs)
 {
@@ -474,22 +565,11 @@ static size_t reserve_plan(const struct kvx_kv_seq *s, int64_t end, int64_t *new
         int64_t lo = t->n > first ? t->n : first;
         if (end > lo)
             p->plan_need[c] += end - lo;
+        p->plan_need[c] += cow_count(s, i, s->len / l->page_tokens);
         if (p->state_class[i] >= 0 && t->state_id < 0 && end > 0)
             p->plan_need[p->state_class[i]]++;
     }
-    size_t bytes = 0;
-    *new_descs = 0;
-    for (int32_t c = 0; c < p->n_classes; c++) {
-        int64_t short_pages = p->plan_need[c] - p->classes[c].n_free - p->plan_freed[c];
-        if (short_pages <= 0)
-            continue;
-        size_t page_bytes = p->classes[c].page_bytes;
-        if ((uint64_t)short_pages > (SIZE_MAX - bytes) / page_bytes)
-            return SIZE_MAX; /* saturate: more than any budget */
-        bytes += (size_t)short_pages * page_bytes;
-        *new_descs += short_pages;
-    }
-    return bytes;
+    return plan_bytes(p, NULL, new_descs);
 }
 
 /* Commit for one layer: drop window pages below the first needed one, add pages up to end. */
@@ -518,6 +598,7 @@ static void reserve_commit_table(struct kvx_kv_seq *s, int32_t layer, int64_t en
     }
     if (end > t->n)
         t->n = end;
+    cow_commit(s, layer, s->len / p->layout->page_tokens);
     if (p->state_class[layer] >= 0 && t->state_id < 0 && end > 0) {
         int32_t id = page_alloc(p, p->state_class[layer]);
         t->state_id = id;
@@ -540,10 +621,11 @@ enum kvx_status kvx_kv_seq_reserve(struct kvx_kv_seq *s, int64_t n_tokens, struc
     int64_t end = (target + l->page_tokens - 1) / l->page_tokens;
     int64_t new_descs = 0;
     size_t bytes = reserve_plan(s, end, &new_descs);
-    if (bytes > p->budget - p->carved)
+    size_t missing = plan_fit(p, &bytes, &new_descs);
+    if (missing)
         return kvx_err_set(err, KVX_ERR_KV_FULL,
                            "KV budget exhausted: need %zu more bytes for %lld tokens (budget %zu, "
-                           "in use %zu)", bytes - (p->budget - p->carved),
+                           "in use %zu)", missing,
                            (long long)(target - s->reserved), p->budget, p->bytes_used);
     if (pages_grow(p, (int64_t)p->n_pages + new_descs) != KVX_OK)
         return kvx_err_set(err, KVX_ERR_NOMEM, "kv reserve: no memory for %lld page descriptors",
@@ -575,6 +657,8 @@ void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const fl
     int64_t pg = pos / l->page_tokens;
     if (pg >= t->n || !t->ptrs[pg])
         return;
+    if (p->pages[t->ids[pg]].refs > 1)
+        return; /* shared: reserve makes it private first */
     const struct kvx_layer_cache *c = &l->layers[layer];
     int32_t tok = (int32_t)(pos % l->page_tokens);
     int64_t slot0 = pos - tok;
@@ -761,6 +845,8 @@ static enum kvx_status check_table(const struct kvx_kv_seq *s, int32_t layer, in
               (int)layer);
         CHECK(t->state == p->base + p->pages[t->state_id].offset, "layer %d: state pointer",
               (int)layer);
+        CHECK(p->pages[t->state_id].refs == 1, "layer %d: state page %d shared (refcount %d)",
+              (int)layer, (int)t->state_id, (int)p->pages[t->state_id].refs);
         refs[t->state_id]++;
     } else {
         CHECK(t->state_id == -1 && !t->state, "layer %d: state page %d without need", (int)layer,
@@ -833,9 +919,298 @@ enum kvx_status kvx_kv_pool_check(const struct kvx_kv_pool *p, struct kvx_err *e
         st = check_free_lists(p, seen, err);
     if (st == KVX_OK)
         st = check_seqs(p, refs, err);
+    for (int32_t i = 0; i < p->n_holders && st == KVX_OK; i++)
+        st = p->holders[i].check(p->holders[i].ctx, refs, err);
     if (st == KVX_OK)
         st = check_refs(p, refs, seen, err);
     free(refs);
     free(seen);
     return st;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Sharing: fork, attach, unshare, holders */
+
+size_t kvx_kv_page_bytes(const struct kvx_kv_pool *p, int32_t page)
+{
+    return page_valid(p, page) ? p->classes[p->pages[page].cls].page_bytes : 0;
+}
+
+int32_t kvx_kv_page_class(const struct kvx_kv_pool *p, int32_t page)
+{
+    return page_valid(p, page) ? p->pages[page].cls : -1;
+}
+
+int32_t kvx_kv_pool_n_classes(const struct kvx_kv_pool *p) { return p->n_classes; }
+
+int32_t kvx_kv_pool_n_owning(const struct kvx_kv_pool *p)
+{
+    int32_t n = 0;
+    for (int32_t i = 0; i < p->layout->n_layer; i++)
+        n += p->layer_class[i] >= 0;
+    return n;
+}
+
+void kvx_kv_seq_set_shareable(struct kvx_kv_seq *s, bool shareable) { s->unshareable = !shareable; }
+
+bool kvx_kv_seq_shareable(const struct kvx_kv_seq *s) { return !s->unshareable; }
+
+static void plan_clear(struct kvx_kv_pool *p)
+{
+    memset(p->plan_need, 0, (size_t)p->n_classes * sizeof *p->plan_need);
+    memset(p->plan_freed, 0, (size_t)p->n_classes * sizeof *p->plan_freed);
+}
+
+/* After a plan is counted: make it fit the budget and room for its page descriptors. */
+static enum kvx_status plan_admit(struct kvx_kv_pool *p, const char *what, struct kvx_err *err)
+{
+    int64_t new_descs = 0;
+    size_t bytes = plan_bytes(p, NULL, &new_descs);
+    size_t missing = plan_fit(p, &bytes, &new_descs);
+    if (missing)
+        return kvx_err_set(err, KVX_ERR_KV_FULL, "KV budget exhausted: need %zu more bytes to %s "
+                           "(budget %zu, in use %zu)", missing, what, p->budget, p->bytes_used);
+    if (pages_grow(p, (int64_t)p->n_pages + new_descs) != KVX_OK)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "kv pool: no memory for %lld page descriptors",
+                           (long long)p->n_pages + (long long)new_descs);
+    return KVX_OK;
+}
+
+/* A fresh, empty codec state page for `layer` of s (planned). */
+static void state_alloc(struct kvx_kv_seq *s, int32_t layer)
+{
+    struct kvx_kv_pool *p = s->pool;
+    struct kvx_kv_table *t = &s->tables[layer];
+    t->state_id = page_alloc(p, p->state_class[layer]);
+    t->state = p->base + p->pages[t->state_id].offset;
+}
+
+enum kvx_status kvx_kv_seq_fork(struct kvx_kv_seq *src, struct kvx_kv_seq **dst,
+                                struct kvx_err *err)
+{
+    struct kvx_kv_pool *p = src->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    *dst = NULL;
+    struct kvx_kv_seq *d = NULL;
+    enum kvx_status st = kvx_kv_seq_create(p, &d, err);
+    if (st != KVX_OK)
+        return st;
+    const int64_t len = src->len, end = (len + l->page_tokens - 1) / l->page_tokens;
+    plan_clear(p);
+    for (int32_t i = 0; i < l->n_layer; i++) {
+        if (p->layer_class[i] < 0)
+            continue;
+        if (table_grow(&d->tables[i], end) != KVX_OK) {
+            kvx_kv_seq_destroy(d);
+            return kvx_err_set(err, KVX_ERR_NOMEM, "kv fork: no memory for a page table of %lld "
+                               "entries", (long long)end);
+        }
+        if (p->state_class[i] >= 0 && len > 0)
+            p->plan_need[p->state_class[i]]++;
+    }
+    char what[96];
+    snprintf(what, sizeof what, "fork a sequence of %lld tokens (codec state)", (long long)len);
+    if ((st = plan_admit(p, what, err)) != KVX_OK) {
+        kvx_kv_seq_destroy(d);
+        return st;
+    }
+    for (int32_t i = 0; i < l->n_layer; i++) {
+        if (p->layer_class[i] < 0)
+            continue;
+        const struct kvx_kv_table *ts = &src->tables[i];
+        struct kvx_kv_table *td = &d->tables[i];
+        for (int64_t k = 0; k < end; k++) {
+            td->ids[k] = ts->ids[k];
+            td->ptrs[k] = ts->ptrs[k];
+            if (ts->ids[k] >= 0)
+                kvx_kv_page_ref(p, ts->ids[k]);
+        }
+        td->n = end;
+        td->first = ts->first;
+        if (p->state_class[i] >= 0 && len > 0) {
+            state_alloc(d, i);
+            memcpy(td->state, ts->state, p->classes[p->state_class[i]].page_bytes);
+        }
+    }
+    d->len = d->reserved = len;
+    d->floor_len = src->floor_len;
+    d->unshareable = src->unshareable;
+    *dst = d;
+    return KVX_OK;
+}
+
+bool kvx_kv_seq_block_pages(const struct kvx_kv_seq *s, int64_t b, int32_t *ids)
+{
+    const struct kvx_kv_pool *p = s->pool;
+    if (b < 0 || b >= (s->len / p->layout->page_tokens))
+        return false;
+    int32_t j = 0;
+    for (int32_t i = 0; i < p->layout->n_layer; i++) {
+        if (p->layer_class[i] < 0)
+            continue;
+        const struct kvx_kv_table *t = &s->tables[i];
+        if (b >= t->n || t->ids[b] < 0)
+            return false;
+        ids[j++] = t->ids[b];
+    }
+    return true;
+}
+
+/* Attach's checks: the layout, the mark, the range and every page id. */
+static enum kvx_status attach_validate(const struct kvx_kv_seq *s, int64_t first, int64_t n_blocks,
+                                       const int32_t *ids, int64_t n_tokens, struct kvx_err *err)
+{
+    const struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    const int64_t pt = l->page_tokens;
+    if (s->unshareable)
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv attach: the sequence is marked unshareable");
+    for (int32_t i = 0; i < l->n_layer; i++)
+        if (l->layers[i].kind == KVX_KV_KIND_WINDOW)
+            return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv attach: layer %d is a window layer; "
+                               "prefix sharing needs layers that keep every token", (int)i);
+    if (first < 0 || n_blocks < 1 || n_blocks > INT32_MAX || first > INT32_MAX - n_blocks ||
+        first * pt > s->len || n_tokens <= s->len || n_tokens <= (first + n_blocks - 1) * pt ||
+        n_tokens > (first + n_blocks) * pt)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv attach: blocks [%lld, %lld) for %lld "
+                           "tokens do not extend a sequence of %lld", (long long)first,
+                           (long long)(first + n_blocks), (long long)n_tokens, (long long)s->len);
+    const int32_t n_own = kvx_kv_pool_n_owning(p);
+    for (int64_t b = 0; b < n_blocks; b++) {
+        int32_t j = 0;
+        for (int32_t i = 0; i < l->n_layer; i++) {
+            if (p->layer_class[i] < 0)
+                continue;
+            int32_t id = ids[b * n_own + j++];
+            if (!page_valid(p, id) || p->pages[id].refs <= 0 || p->pages[id].cls != p->layer_class[i])
+                return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv attach: page %d is not a live "
+                                   "page of layer %d", (int)id, (int)i);
+        }
+    }
+    return KVX_OK;
+}
+
+enum kvx_status kvx_kv_seq_attach(struct kvx_kv_seq *s, int64_t first, int64_t n_blocks,
+                                  const int32_t *ids, int64_t n_tokens, struct kvx_err *err)
+{
+    struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    enum kvx_status st = attach_validate(s, first, n_blocks, ids, n_tokens, err);
+    if (st != KVX_OK)
+        return st;
+    const int64_t last = first + n_blocks;
+    const int32_t n_own = kvx_kv_pool_n_owning(p);
+    plan_clear(p);
+    for (int32_t i = 0; i < l->n_layer; i++) {
+        if (p->layer_class[i] < 0)
+            continue;
+        if (table_grow(&s->tables[i], last) != KVX_OK)
+            return kvx_err_set(err, KVX_ERR_NOMEM, "kv attach: no memory for a page table of "
+                               "%lld entries", (long long)last);
+        if (p->state_class[i] >= 0 && s->tables[i].state_id < 0)
+            p->plan_need[p->state_class[i]]++;
+    }
+    /* Take the new references first: pages held only by a holder are then not released to
+     * make room for this very request. */
+    for (int64_t k = 0; k < n_blocks * n_own; k++)
+        kvx_kv_page_ref(p, ids[k]);
+    if ((st = plan_admit(p, "attach a cached prefix (codec state)", err)) != KVX_OK) {
+        for (int64_t k = 0; k < n_blocks * n_own; k++)
+            kvx_kv_page_unref(p, ids[k]);
+        return st;
+    }
+    int32_t j = 0;
+    for (int32_t i = 0; i < l->n_layer; i++) {
+        if (p->layer_class[i] < 0)
+            continue;
+        struct kvx_kv_table *t = &s->tables[i];
+        for (int64_t b = 0; b < n_blocks; b++) {
+            int64_t k = first + b;
+            int32_t id = ids[b * n_own + j];
+            if (k < t->n && t->ids[k] >= 0)
+                kvx_kv_page_unref(p, t->ids[k]);
+            t->ids[k] = id;
+            t->ptrs[k] = p->base + p->pages[id].offset;
+        }
+        if (last > t->n)
+            t->n = last;
+        j++;
+        if (p->state_class[i] < 0)
+            continue;
+        if (t->state_id < 0)
+            state_alloc(s, i);
+        memset(t->state, 0, p->classes[p->state_class[i]].page_bytes);
+    }
+    if (n_tokens > s->reserved)
+        s->reserved = n_tokens;
+    s->len = n_tokens;
+    s->floor_len = n_tokens;
+    for (int32_t i = 0; i < l->n_layer; i++)
+        if (p->state_class[i] >= 0)
+            state_truncate(s, i, n_tokens);
+    return KVX_OK;
+}
+
+enum kvx_status kvx_kv_seq_unshare(struct kvx_kv_seq *s, int64_t pos, struct kvx_err *err)
+{
+    struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    const int64_t k0 = pos > 0 ? pos / l->page_tokens : 0;
+    plan_clear(p);
+    for (int32_t i = 0; i < l->n_layer; i++)
+        if (p->layer_class[i] >= 0)
+            p->plan_need[p->layer_class[i]] += cow_count(s, i, k0);
+    enum kvx_status st = plan_admit(p, "copy shared pages", err);
+    if (st != KVX_OK)
+        return st;
+    for (int32_t i = 0; i < l->n_layer; i++)
+        if (p->layer_class[i] >= 0)
+            cow_commit(s, i, k0);
+    return KVX_OK;
+}
+
+size_t kvx_kv_pool_shared_bytes(const struct kvx_kv_pool *p)
+{
+    int32_t *refs = calloc((size_t)p->n_pages + 1, sizeof *refs);
+    if (!refs)
+        return 0;
+    for (const struct kvx_kv_seq *s = p->seqs; s; s = s->next)
+        for (int32_t i = 0; i < p->layout->n_layer; i++)
+            for (int64_t k = 0; k < s->tables[i].n; k++)
+                if (s->tables[i].ids[k] >= 0)
+                    refs[s->tables[i].ids[k]]++;
+    size_t bytes = 0;
+    for (int32_t id = 0; id < p->n_pages; id++)
+        if (refs[id] > 1)
+            bytes += p->classes[p->pages[id].cls].page_bytes;
+    free(refs);
+    return bytes;
+}
+
+enum kvx_status kvx_kv_pool_add_holder(struct kvx_kv_pool *p, const struct kvx_kv_holder *h,
+                                       struct kvx_err *err)
+{
+    if (!h || !h->check)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv pool: a holder needs a check function");
+    size_t n_cls = 2 * (size_t)p->layout->n_layer;
+    if (!p->plan_reclaim && !(p->plan_reclaim = calloc(n_cls, sizeof *p->plan_reclaim)))
+        return kvx_err_set(err, KVX_ERR_NOMEM, "kv pool: no memory");
+    struct kvx_kv_holder *hs = realloc(p->holders, ((size_t)p->n_holders + 1) * sizeof *hs);
+    if (!hs)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "kv pool: no memory");
+    p->holders = hs;
+    p->holders[p->n_holders++] = *h;
+    return KVX_OK;
+}
+
+void kvx_kv_pool_remove_holder(struct kvx_kv_pool *p, const void *ctx)
+{
+    for (int32_t i = 0; i < p->n_holders; i++) {
+        if (p->holders[i].ctx != ctx)
+            continue;
+        memmove(&p->holders[i], &p->holders[i + 1],
+                (size_t)(p->n_holders - i - 1) * sizeof *p->holders);
+        p->n_holders--;
+        return;
+    }
 }

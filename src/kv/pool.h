@@ -6,7 +6,9 @@
  * (struct kvx_kv_seq) holds, for every layer that owns a cache, the ordered list of its pages.
  *
  * Changes are two-phase: kvx_kv_seq_reserve first counts the pages it needs and fails with
- * KVX_ERR_KV_FULL, changing nothing, when the budget cannot hold them.
+ * KVX_ERR_KV_FULL, changing nothing, when the budget cannot hold them (after asking holders
+ * such as the prefix cache to release pages nobody else uses, which they do only when that
+ * makes the request fit).
  * kvx_kv_pool_check verifies every invariant (refcounts equal table references, free lists
  * hold only unreferenced pages, byte accounting adds up); tests call it after each operation.
  * Not thread-safe: the engine calls it from one thread; kernels only read page memory.
@@ -60,7 +62,9 @@ struct kvx_kv_pool_stats {
 };
 void kvx_kv_pool_get_stats(const struct kvx_kv_pool *p, struct kvx_kv_pool_stats *out);
 /* Verify: page descriptors tile [0, bytes_carved) exactly and carved <= budget; every page's
- * refcount equals its page-table references over all live sequences; free-list pages have
+ * refcount equals its page-table references over all live sequences plus the references the
+ * registered holders report (each holder also checks itself); codec state pages have one
+ * reference; free-list pages have
  * refcount 0, the right class and appear once, and every unreferenced page is on one;
  * bytes_used and pages_used equal the referenced pages' sum; each sequence has
  * ceil(reserved / page_tokens) entries per owning layer, FULL layers exactly
@@ -78,9 +82,10 @@ void kvx_kv_seq_destroy(struct kvx_kv_seq *s);
 /* Tokens whose K/V are stored (positions 0 .. n-1). */
 int64_t kvx_kv_seq_len(const struct kvx_kv_seq *s);
 /* Ensure pages exist for positions [0, n_tokens) in every owning layer (and drop the window
- * pages no query from kvx_kv_seq_len on can see, see above).  All or nothing:
- * KVX_ERR_KV_FULL (naming how many bytes were missing) or KVX_ERR_NOMEM leaves the sequence
- * and the pool unchanged. */
+ * pages no query from kvx_kv_seq_len on can see, see above), and that every page holding a
+ * position >= kvx_kv_seq_len is the sequence's own (shared ones are copied: copy-on-write,
+ * below).  All or nothing: KVX_ERR_KV_FULL (naming how many bytes were missing) or
+ * KVX_ERR_NOMEM leaves the sequence and the pool unchanged. */
 enum kvx_status kvx_kv_seq_reserve(struct kvx_kv_seq *s, int64_t n_tokens, struct kvx_err *err);
 /* Mark positions [0, n_tokens) as written (n_tokens <= reserved capacity, clamped to it).
  * Never shrinks the sequence (use kvx_kv_seq_truncate) and never frees pages. */
@@ -98,8 +103,10 @@ int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s);
 
 /* Store the K and V rows of position `pos` of `layer` (k: n_kv_heads*k_dim floats, v likewise);
  * the position must be reserved.  For a SHARED layer this is an error of the caller (and, like
- * an unreserved or dropped position, the call does nothing).  The page is written in place:
- * copy-on-write of shared pages comes with prefix sharing. */
+ * an unreserved or dropped position, the call does nothing).  The page is written in place; a
+ * page other holders also reference (fork, prefix cache) is never written: kvx_kv_seq_reserve
+ * gives the sequence private copies of the pages from position kvx_kv_seq_len on, so writing
+ * into a shared page (without that reserve) is a caller error and does nothing. */
 void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const float *k,
                       const float *v);
 
@@ -130,11 +137,81 @@ bool kvx_kv_view_get_v(const struct kvx_kv_view *v, int32_t h, int64_t slot, flo
  * Page references, for modules of kv/ that share pages (prefix, fork).  Page ids are int32
  * indices into the pool's page descriptors.  A page whose count drops to 0 goes back to its
  * class's free list.  kvx_kv_pool_check requires every reference to be a page-table entry of
- * a live sequence, so a module that holds references must hold them in page tables. */
+ * a live sequence or one a registered holder reports (kvx_kv_pool_add_holder below). */
 void kvx_kv_page_ref(struct kvx_kv_pool *p, int32_t page);
 void kvx_kv_page_unref(struct kvx_kv_pool *p, int32_t page);
 int32_t kvx_kv_page_refcount(const struct kvx_kv_pool *p, int32_t page);
 /* Base address of a page (NULL for an id out of range). */
 uint8_t *kvx_kv_page_data(const struct kvx_kv_pool *p, int32_t page);
+/* Bytes of a page (0 for an id out of range). */
+size_t kvx_kv_page_bytes(const struct kvx_kv_pool *p, int32_t page);
+
+/* ---------------------------------------------------------------------------------------------
+ * Sharing: fork, attach, copy-on-write, holders.
+ *
+ * A page may be referenced by several sequences (fork) and by holders outside any sequence (the
+ * prefix cache, kv/prefix.h).  Shared pages are read-only: kvx_kv_seq_reserve first copies
+ * every shared page the coming writes touch (those from the page of position kvx_kv_seq_len on),
+ * the copies counted in its all-or-nothing plan, so a KV_FULL leaves everything unchanged.
+ * Codec state pages are never shared (each sequence has its own). */
+
+/* A new sequence holding the same tokens as src: it references src's pages for positions
+ * [0, len) (no copy; reserved capacity beyond len is not shared) and gets a copy of src's codec
+ * state pages.  Window layers' dropped entries are copied as holes.  KV_FULL (the state pages do
+ * not fit) or NOMEM leaves src, the pool and *dst (NULL) unchanged. */
+enum kvx_status kvx_kv_seq_fork(struct kvx_kv_seq *src, struct kvx_kv_seq **dst,
+                                struct kvx_err *err);
+
+/* Layers that own pages, in layer order: the j-th entry of a block's page list belongs to the
+ * j-th of them. */
+int32_t kvx_kv_pool_n_owning(const struct kvx_kv_pool *p);
+/* The pages of block b (positions [b*page_tokens, (b+1)*page_tokens)) in every owning layer,
+ * written to ids (kvx_kv_pool_n_owning entries); false when s does not hold the block whole
+ * (fewer than (b+1)*page_tokens tokens written, or a window layer dropped it). */
+bool kvx_kv_seq_block_pages(const struct kvx_kv_seq *s, int64_t b, int32_t *ids);
+/* Make blocks [first, first + n_blocks) of s reference the pages ids[i*n_owning + j] (block
+ * first + i, owning layer j; pages someone already references) instead of what s held there,
+ * and set its length to n_tokens, which must lie in ((first+n_blocks-1)*pt, (first+n_blocks)*pt]
+ * (the last block may be used partly) and exceed the length, with first*pt <= the length.  The
+ * caller guarantees the pages hold the K/V of s's own tokens at those positions (kv/prefix
+ * does).  Codec state: allocated empty when s had none, else emptied, then brought in line
+ * through the codecs' truncate hook as for a sequence cut to n_tokens.  Refused
+ * (KVX_ERR_UNSUPPORTED) for layouts with window layers and for unshareable sequences;
+ * KVX_ERR_INVALID_ARG for bad ranges or page ids.  All or nothing (KV_FULL, NOMEM). */
+enum kvx_status kvx_kv_seq_attach(struct kvx_kv_seq *s, int64_t first, int64_t n_blocks,
+                                  const int32_t *ids, int64_t n_tokens, struct kvx_err *err);
+/* Give s private copies of every shared page holding positions >= pos (for code that rewrites
+ * pages in place, e.g. eviction).  All or nothing (KV_FULL, NOMEM). */
+enum kvx_status kvx_kv_seq_unshare(struct kvx_kv_seq *s, int64_t pos, struct kvx_err *err);
+/* A sequence whose pages no longer hold exactly the K/V of its tokens at their positions (e.g.
+ * tokens were evicted) must not take part in prefix sharing: mark it unshareable.  A sequence
+ * starts shareable and becomes so again when truncated to 0; a fork inherits the mark. */
+void kvx_kv_seq_set_shareable(struct kvx_kv_seq *s, bool shareable);
+bool kvx_kv_seq_shareable(const struct kvx_kv_seq *s);
+/* Bytes of the pages that two or more sequences' page tables reference (each counted once). */
+size_t kvx_kv_pool_shared_bytes(const struct kvx_kv_pool *p);
+
+/* A holder keeps page references outside any sequence (the prefix cache).  The pool asks it to
+ * account for them in kvx_kv_pool_check and, when a request does not fit the budget, to
+ * release what nobody else uses, least recently used first. */
+struct kvx_kv_holder {
+    void *ctx;
+    /* Add 1 to refs[id] for every page reference held and verify the holder's own structure
+     * (KVX_ERR_FORMAT naming the violation). */
+    enum kvx_status (*check)(const void *ctx, int32_t *refs, struct kvx_err *err);
+    /* Optional.  Add to pages[c] the pages of size class c (kvx_kv_page_class) that releasing
+     * everything reclaimable would return to the free lists. */
+    void (*reclaimable)(void *ctx, int64_t *pages);
+    /* Optional.  Release the least recently used reclaimable unit; false when none is left. */
+    bool (*reclaim_one)(void *ctx);
+};
+/* Register (the struct is copied) / unregister by ctx.  A holder must release its references
+ * and unregister before the pool is destroyed. */
+enum kvx_status kvx_kv_pool_add_holder(struct kvx_kv_pool *p, const struct kvx_kv_holder *h,
+                                       struct kvx_err *err);
+void kvx_kv_pool_remove_holder(struct kvx_kv_pool *p, const void *ctx);
+/* Size class of a page (-1 for an id out of range) and the number of classes. */
+int32_t kvx_kv_page_class(const struct kvx_kv_pool *p, int32_t page);
+int32_t kvx_kv_pool_n_classes(const struct kvx_kv_pool *p);
 
 #endif
