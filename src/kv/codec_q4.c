@@ -60,7 +60,7 @@ static void quantize_group(const float *x, uint8_t *codes, uint16_t *d, uint16_t
         float v = df > 0.0f ? (x[c] - mf) / df : 0.0f;
         v = v >= 0.0f ? v : 0.0f; /* also maps NaN to a code */
         v = v <= 15.0f ? v : 15.0f;
-        codes[c] = (uint8_t)nearbyintf(v);
+        codes[c] = (uint8_t)kvx_kv_rint(v);
     }
 }
 

@@ -35,7 +35,7 @@ static uint16_t quantize_group(const float *x, int32_t n, int8_t *out)
         float v = d > 0.0f ? x[c] / d : 0.0f;
         v = v >= -127.0f ? v : -127.0f; /* also maps NaN to a code */
         v = v <= 127.0f ? v : 127.0f;
-        out[c] = (int8_t)nearbyintf(v);
+        out[c] = (int8_t)kvx_kv_rint(v);
     }
     return h;
 }
@@ -122,7 +122,7 @@ void kvx_kv_qquery_scalar(const float *q, int32_t dim, int32_t nq, int32_t c0, i
                 float v = x[c] * id;
                 v = v >= -127.0f ? v : -127.0f;
                 v = v <= 127.0f ? v : 127.0f;
-                qi[c] = (int8_t)nearbyintf(v);
+                qi[c] = (int8_t)kvx_kv_rint(v);
                 isum += qi[c];
             }
             out->d[i][g] = amax >= KVX_KV_QQ_TINY ? amax / 127.0f : 0.0f;

@@ -37,6 +37,9 @@
 #ifndef KVX_KV_CODEC_QUANT_H
 #define KVX_KV_CODEC_QUANT_H
 
+#include <float.h>
+#include <math.h>
+
 #include "kv/codec.h"
 
 #define KVX_KV_QGROUP 32
@@ -53,6 +56,19 @@ struct kvx_kv_qquery {
     float sum[KVX_KV_QQ_ROWS][KVX_KV_QQ_GROUPS];          /* sum_c q_c (fp32, unquantized) */
     int32_t isum[KVX_KV_QQ_ROWS][KVX_KV_QQ_GROUPS];       /* sum_c qi_c */
 };
+
+/* v rounded to the nearest integer, ties to even, for |v| <= 2^22 (the codes here are within
+ * +-127): adding and subtracting 1.5 * 2^23 leaves the rounded value (the default rounding
+ * mode, single-precision arithmetic), with no call into libm. */
+static inline float kvx_kv_rint(float v)
+{
+#if FLT_EVAL_METHOD == 0
+    const float magic = 12582912.0f;
+    return (v + magic) - magic;
+#else
+    return nearbyintf(v);
+#endif
+}
 
 /* Bytes of one 16-token block (K tile or V block) of a head of `dim` channels. */
 static inline size_t kvx_kv_q8_block_bytes(int32_t dim) { return 17 * (size_t)dim; }

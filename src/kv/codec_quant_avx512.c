@@ -3,8 +3,9 @@
  * Same page layout and products as the scalar specification (codec_q8.c, codec_q4.c; geometry
  * in kv/codec_quant.h).  Per 16-token block the weights w[t] = p[t] dv[t] of every (query,
  * group) are formed 16 at a time into a small table; then per token the codes of 64 (or 32)
- * channels are widened to fp32 once (q8: vpmovsxbd + vcvtdq2ps; q4: one vpmovzxbd, a mask and a
- * shift give channels j and j + 16 of a group) and FMA'd into the accumulators of up to 4
+ * channels are widened to fp32 once (q8: vpmovsxbd + vcvtdq2ps; q4: one vpmovzxbd, then vpermps
+ * from the table 0..15 (it reads only an index's low nibble) and a shift give channels j and
+ * j + 16 of a group) and FMA'd into the accumulators of up to 4
  * queries with w[t] broadcast from the table.  q4's minimum adds sum_t p[t] mv[t] per (query,
  * group): 16 tokens per FMA lane, summed across lanes at the end.  The next block is prefetched
  * while one is computed.
@@ -39,7 +40,7 @@ KVX_INLINE void pv_chunk(const uint8_t *V, int32_t dim, int32_t d0, int nv, int3
             a[j][u] = _mm512_loadu_ps(acc + (size_t)j * (size_t)dim + (size_t)d0 + 16 * (size_t)u);
         msum[j][0] = msum[j][1] = _mm512_setzero_ps();
     }
-    const __m512i nib = _mm512_set1_epi32(0x0f);
+    const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (int32_t blk = t0 / KVX_KV_TILE; blk * KVX_KV_TILE < t1; blk++) {
         const int32_t b0 = blk * KVX_KV_TILE;
         const int32_t lo = t0 > b0 ? t0 : b0, hi = t1 < b0 + KVX_KV_TILE ? t1 : b0 + KVX_KV_TILE;
@@ -78,10 +79,10 @@ KVX_INLINE void pv_chunk(const uint8_t *V, int32_t dim, int32_t d0, int nv, int3
             __m512 vv[4];
             if (q4) {
                 KVX_UNROLL
-                for (int g = 0; g < ngc; g++) {
+                for (int g = 0; g < ngc; g++) { /* vpermps reads only an index's low 4 bits */
                     __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + 16 * g)));
-                    vv[2 * g] = _mm512_cvtepi32_ps(_mm512_and_si512(z, nib));
-                    vv[2 * g + 1] = _mm512_cvtepi32_ps(_mm512_srli_epi32(z, 4));
+                    vv[2 * g] = _mm512_permutexvar_ps(z, iota);
+                    vv[2 * g + 1] = _mm512_permutexvar_ps(_mm512_srli_epi32(z, 4), iota);
                 }
             } else {
                 KVX_UNROLL
