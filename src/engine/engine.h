@@ -9,5 +9,7 @@
 
 const struct kvx_kv_layout *kvx_engine_layout(const struct kvx_engine *e);
 struct kvx_kv_pool *kvx_engine_pool(const struct kvx_engine *e);
+/* The cache sequence of a session (borrowed; valid until the session is destroyed). */
+struct kvx_kv_seq *kvx_engine_session_seq(const struct kvx_session *s);
 
 #endif

@@ -116,12 +116,16 @@ const struct kvx_kv_codec_ops *kvx_kv_codec_rot3(enum kvx_isa isa);
                               int32_t tok, float *v)
 KVX_KV_DECLARE_STORE(f32);
 KVX_KV_DECLARE_STORE(f16);
+KVX_KV_DECLARE_STORE(bf16);
 KVX_KV_DECLARE_KERNELS(f32, scalar);
 KVX_KV_DECLARE_KERNELS(f16, scalar);
+KVX_KV_DECLARE_KERNELS(bf16, scalar);
 KVX_KV_DECLARE_KERNELS(f32, avx2);
 KVX_KV_DECLARE_KERNELS(f16, avx2);
+KVX_KV_DECLARE_KERNELS(bf16, avx2);
 KVX_KV_DECLARE_KERNELS(f32, avx512);
 KVX_KV_DECLARE_KERNELS(f16, avx512);
+KVX_KV_DECLARE_KERNELS(bf16, avx512);
 
 /* Ops of codec `c` for `isa`; NULL for an unknown codec. */
 const struct kvx_kv_codec_ops *kvx_kv_codec_ops(enum kvx_kv_codec c, enum kvx_isa isa);

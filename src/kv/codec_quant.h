@@ -1,0 +1,99 @@
+/* kv/codec_quant: what the q8 and q4 KV codecs share between their scalar files
+ * (codec_q8.c, codec_q4.c) and their SIMD files (codec_quant_avx2.c, codec_quant_avx512.c,
+ * codec_quant_avx512vnni.c): the page geometry, the per-call quantization of the queries and the
+ * kernel prototypes.  Internal to kv/.
+ *
+ * Groups: the values of one token of one head are cut into groups of 32 consecutive channels
+ * (dim % 32 == 0); each (token, group) has its own f16 scale (q8: d; q4: d and min m).
+ *
+ * Page geometry: tokens in blocks of 16 (a K tile), each block `stride` bytes, scales of a block
+ * right after its codes so that a kernel streams one block after the other:
+ *
+ *   q8 K tile (17*dim bytes):  codes   [dim/4][16 tokens][4 channels]  u8 = k_int + 128
+ *                              scales  d[group][16 tokens]             f16
+ *   q8 V block (17*dim bytes): codes   [16 tokens][dim]                s8 = v_int
+ *                              scales  d[group][16 tokens]             f16
+ *   q4 K tile (10*dim bytes):  codes   [dim/8][16 tokens][4 bytes]     byte i of 8-channel block j:
+ *                                                                      ch 8j+i | ch 8j+4+i << 4
+ *                              scales  d[group][16], m[group][16]      f16
+ *   q4 V block (10*dim bytes): codes   [16 tokens][dim/2]              byte j of group g:
+ *                                                                      ch 32g+j | ch 32g+16+j << 4
+ *                              scales  d[group][16], m[group][16]      f16
+ *
+ * K codes are laid out for integer dot products: one 64-byte row holds 4 (q8) or 8 (q4, two
+ * nibbles) channels of the tile's 16 tokens, 4 consecutive bytes per token, which is the operand
+ * of one vpdpbusd (16 int32 lanes = 16 tokens, each lane summing 4 products).  V codes are
+ * token-major so that p·V broadcasts one weight per token; q4 V puts channels j and j+16 of a
+ * group in one byte so one zero-extension plus a mask and a shift unpack 32 channels.
+ *
+ * Queries (qk): each call quantizes its queries per group of 32 channels to int8, in blocks of
+ * KVX_KV_QQ_ROWS queries and KVX_KV_QQ_CH channels (kvx_kv_qquery), with the rule every ISA
+ * follows bit for bit:
+ *   amax = max_c |q_c|;  amax >= KVX_KV_QQ_TINY:  qi_c = rint(q_c * (127 / amax)), dq = amax / 127
+ *                        otherwise:               qi_c = 0,                          dq = 0
+ * (rint: round half to even, the result is within [-127, 127]).  The integer sums
+ * I_g[t] = sum_{c in g} qi_c k_int_c[t] are exact on every ISA, so SIMD and scalar scores differ
+ * only by the fp32 rounding of the per-group epilogue. */
+#ifndef KVX_KV_CODEC_QUANT_H
+#define KVX_KV_CODEC_QUANT_H
+
+#include <float.h>
+#include <math.h>
+
+#include "kv/codec.h"
+
+#define KVX_KV_QGROUP 32
+#define KVX_KV_QQ_ROWS 4
+#define KVX_KV_QQ_CH 256
+#define KVX_KV_QQ_GROUPS (KVX_KV_QQ_CH / KVX_KV_QGROUP)
+/* Groups whose largest |q| is below this quantize to zero (127 / amax stays finite). */
+#define KVX_KV_QQ_TINY 1e-30f
+
+/* Quantized queries rows [i0, i0 + nq) and channels [c0, c0 + nc) of one call. */
+struct kvx_kv_qquery {
+    _Alignas(64) int8_t q[KVX_KV_QQ_ROWS][KVX_KV_QQ_CH];  /* qi, channel c0 + c at [i][c] */
+    float d[KVX_KV_QQ_ROWS][KVX_KV_QQ_GROUPS];            /* dq per group */
+    float sum[KVX_KV_QQ_ROWS][KVX_KV_QQ_GROUPS];          /* sum_c q_c (fp32, unquantized) */
+    int32_t isum[KVX_KV_QQ_ROWS][KVX_KV_QQ_GROUPS];       /* sum_c qi_c */
+};
+
+/* v rounded to the nearest integer, ties to even, for |v| <= 2^22 (the codes here are within
+ * +-127): adding and subtracting 1.5 * 2^23 leaves the rounded value (the default rounding
+ * mode, single-precision arithmetic), with no call into libm. */
+static inline float kvx_kv_rint(float v)
+{
+#if FLT_EVAL_METHOD == 0
+    const float magic = 12582912.0f;
+    return (v + magic) - magic;
+#else
+    return nearbyintf(v);
+#endif
+}
+
+/* Bytes of one 16-token block (K tile or V block) of a head of `dim` channels. */
+static inline size_t kvx_kv_q8_block_bytes(int32_t dim) { return 17 * (size_t)dim; }
+static inline size_t kvx_kv_q4_block_bytes(int32_t dim) { return 10 * (size_t)dim; }
+
+/* Quantize q rows [0, nq) (row stride dim), channels [c0, c0 + nc) (nc % 32 == 0,
+ * nq <= KVX_KV_QQ_ROWS, nc <= KVX_KV_QQ_CH) by the rule above.  sum is accumulated in channel
+ * order here; the SIMD variants sum in another order (fp32 rounding only). */
+void kvx_kv_qquery_scalar(const float *q, int32_t dim, int32_t nq, int32_t c0, int32_t nc,
+                          struct kvx_kv_qquery *out);
+
+KVX_KV_DECLARE_STORE(q8);
+KVX_KV_DECLARE_STORE(q4);
+KVX_KV_DECLARE_KERNELS(q8, scalar);
+KVX_KV_DECLARE_KERNELS(q4, scalar);
+KVX_KV_DECLARE_KERNELS(q8, avx2);
+KVX_KV_DECLARE_KERNELS(q4, avx2);
+/* AVX-512: pv in codec_quant_avx512.c, qk in codec_quant_avx512vnni.c (AVX2's qk without VNNI). */
+void kvx_kv_pv_q8_avx512(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
+                         int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc);
+void kvx_kv_pv_q4_avx512(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
+                         int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc);
+void kvx_kv_qk_q8_avx512vnni(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
+                             int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld);
+void kvx_kv_qk_q4_avx512vnni(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
+                             int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld);
+
+#endif
