@@ -202,6 +202,7 @@ void kvx_engine_kv_stats(const struct kvx_engine *e, struct kvx_kv_stats *out)
 
 const struct kvx_kv_layout *kvx_engine_layout(const struct kvx_engine *e) { return &e->layout; }
 struct kvx_kv_pool *kvx_engine_pool(const struct kvx_engine *e) { return e->pool; }
+struct kvx_kv_seq *kvx_engine_session_seq(const struct kvx_session *s) { return s->seq; }
 
 char *kvx_engine_kv_report(const struct kvx_engine *e)
 {

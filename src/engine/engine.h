@@ -9,5 +9,7 @@
 
 const struct kvx_kv_layout *kvx_engine_layout(const struct kvx_engine *e);
 struct kvx_kv_pool *kvx_engine_pool(const struct kvx_engine *e);
+/* The session's sequence in the engine's pool (borrowed; valid while the session lives). */
+struct kvx_kv_seq *kvx_engine_session_seq(const struct kvx_session *s);
 
 #endif
