@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "attn/attn.h"
 #include "engine/engine.h"
@@ -1040,4 +1041,80 @@ KVX_TEST(kv_lowbit_engine_logits_close_to_f16)
     for (int i = 0; i < 3; i++)
         if (!(kl[i] <= bound[i]))
             kvx_test_fail(__FILE__, __LINE__, "%s: mean KL against f16 %.4f", kvx_kv_codec_name(c[i]), kl[i]);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Benchmark (KVX_BENCH=1): decode attention of one token for the default model's shape (30
+ * layers, 3 KV heads x 3 queries, head dim 64, pages of 256) at depths 4096 and 8000, f16
+ * against the low-bit codecs, the best of 10 (wall and this thread's CPU time). */
+
+static double now_s(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+KVX_TEST(kv_lowbit_bench_decode)
+{
+    const char *on = getenv("KVX_BENCH");
+    if (!on || strcmp(on, "1") != 0) {
+        kvx_test_skip("set KVX_BENCH=1");
+        return;
+    }
+    const enum kvx_kv_codec codecs[4] = {KVX_KV_CODEC_F16, KVX_KV_CODEC_ROT4, KVX_KV_CODEC_ROT3,
+                                         KVX_KV_CODEC_KIVI2};
+    const enum kvx_isa isa = kvx_cpu_best_isa();
+    uint64_t rng = 1;
+    float q[9 * 64], m[3], l[3], acc[3 * 64], out[3 * 64];
+    for (int i = 0; i < 9 * 64; i++)
+        q[i] = rng_gauss(&rng);
+    float *scratch = malloc(sizeof(float) * (size_t)kvx_attn_scratch_floats(3, 8000, 64));
+    for (int ci = 0; ci < 4; ci++) {
+        struct kvx_kv_layout lay;
+        KVX_CHECK(kvx_kv_layout_init(&lay, 30, 256, NULL) == KVX_OK);
+        for (int32_t i = 0; i < 30; i++)
+            lay.layers[i] = (struct kvx_layer_cache){.kind = KVX_KV_KIND_FULL, .n_kv_heads = 3,
+                                                     .k_dim = 64, .v_dim = 64, .shared_from = -1,
+                                                     .k_codec = codecs[ci], .v_codec = codecs[ci],
+                                                     .group = 32, .residual = 128};
+        struct kvx_kv_pool_cfg cfg = {.layout = &lay, .budget_bytes = kvx_kv_layout_seq_bytes(&lay, 8000),
+                                      .isa = isa};
+        struct kvx_kv_pool *p = NULL;
+        struct kvx_kv_seq *s = NULL;
+        KVX_CHECK(kvx_kv_pool_create(&cfg, &p, NULL) == KVX_OK);
+        KVX_CHECK(kvx_kv_seq_create(p, &s, NULL) == KVX_OK);
+        KVX_CHECK(kvx_kv_seq_reserve(s, 8000, NULL) == KVX_OK);
+        write_rows(s, &lay, 0, 8000, &rng);
+        kvx_kv_seq_set_len(s, 8000);
+        const int64_t depths[2] = {4096, 8000};
+        for (int d = 0; d < 2; d++) {
+            double best = 1e30, cpu = 0;
+            for (int r = 0; r < 10; r++) {
+                double t0 = now_s(CLOCK_MONOTONIC), c0 = now_s(CLOCK_THREAD_CPUTIME_ID);
+                for (int32_t layer = 0; layer < 30; layer++) {
+                    struct kvx_kv_view v;
+                    kvx_kv_seq_view(s, layer, &v);
+                    for (int32_t h = 0; h < 3; h++) {
+                        kvx_attn_partial(&v, h, 0, depths[d], q + h * 3 * 64, 3, 0.125f, scratch, m, l, acc);
+                        kvx_attn_merge(1, 3, 64, m, l, acc, out);
+                    }
+                }
+                double dt = now_s(CLOCK_MONOTONIC) - t0;
+                if (dt < best) {
+                    best = dt;
+                    cpu = now_s(CLOCK_THREAD_CPUTIME_ID) - c0;
+                }
+            }
+            const double bytes = 30.0 * 3 * (double)depths[d] * 2 * 64 *
+                                 kvx_kv_codec_ops(codecs[ci], isa)->bits / 8;
+            fprintf(stderr, "  bench %-6s %-5s depth %5lld: %7.3f ms/token (cpu %.3f ms) %6.1f GB/s\n",
+                    kvx_isa_name(isa), kvx_kv_codec_name(codecs[ci]), (long long)depths[d],
+                    best * 1e3, cpu * 1e3, bytes / best / 1e9);
+        }
+        kvx_kv_seq_destroy(s);
+        kvx_kv_pool_destroy(p);
+        kvx_kv_layout_free(&lay);
+    }
+    free(scratch);
 }

@@ -13,7 +13,6 @@ struct codec_row {
     const struct kvx_kv_codec_ops *(*get)(enum kvx_isa isa);
     int32_t dim_multiple;     /* head dims must be a multiple of this */
     bool grouped;             /* uses kivi's group / residual */
-    int32_t max_dim;          /* largest head dim the codec stores (0: no limit) */
 };
 
 static const struct codec_row codecs[KVX_KV_CODEC_COUNT] = {
@@ -23,9 +22,16 @@ static const struct codec_row codecs[KVX_KV_CODEC_COUNT] = {
     [KVX_KV_CODEC_Q8] = {"q8", kvx_kv_codec_q8, 32, false},
     [KVX_KV_CODEC_Q4] = {"q4", kvx_kv_codec_q4, 32, false},
     [KVX_KV_CODEC_KIVI2] = {"kivi2", kvx_kv_codec_kivi2, 32, true},
-    [KVX_KV_CODEC_ROT4] = {"rot4", kvx_kv_codec_rot4, 32, false, 4096},
-    [KVX_KV_CODEC_ROT3] = {"rot3", kvx_kv_codec_rot3, 32, false, 4096},
+    [KVX_KV_CODEC_ROT4] = {"rot4", kvx_kv_codec_rot4, 32, false},
+    [KVX_KV_CODEC_ROT3] = {"rot3", kvx_kv_codec_rot3, 32, false},
 };
+
+/* Largest head dimension codec c stores, 0 for no limit (the rotating codecs rotate a head on
+ * the stack: kv/codec_rot.c). */
+static int32_t codec_max_dim(enum kvx_kv_codec c)
+{
+    return c == KVX_KV_CODEC_ROT4 || c == KVX_KV_CODEC_ROT3 ? 4096 : 0;
+}
 
 const struct kvx_kv_codec_ops *kvx_kv_codec_ops(enum kvx_kv_codec c, enum kvx_isa isa)
 {
@@ -75,10 +81,10 @@ enum kvx_status kvx_kv_codec_check(enum kvx_kv_codec c, int32_t page_tokens, int
         return kvx_err_set(err, KVX_ERR_INVALID_ARG,
                            "KV codec %s needs a head dimension that is a multiple of %d (got %d)",
                            r->name, (int)r->dim_multiple, (int)dim);
-    if (r->max_dim && dim > r->max_dim)
+    if (codec_max_dim(c) && dim > codec_max_dim(c))
         return kvx_err_set(err, KVX_ERR_INVALID_ARG,
                            "KV codec %s stores head dimensions up to %d (got %d)", r->name,
-                           (int)r->max_dim, (int)dim);
+                           (int)codec_max_dim(c), (int)dim);
     if (r->grouped) {
         if (group < KVX_KV_TILE || group % KVX_KV_TILE || page_tokens % group)
             return kvx_err_set(err, KVX_ERR_INVALID_ARG,

@@ -215,7 +215,7 @@ static void v_put(uint8_t *data, uint8_t *state, const struct kvx_kv_fmt *f, int
             words[2 * b + w] = word;
         }
     }
-    if (!state)
+    if (!state || f->residual <= 0)
         return;
     const int64_t slot = slot0 + tok, R = f->residual;
     struct kvx_kivi2_v_hdr h = kvx_kivi2_v_hdr_get(state);
@@ -236,7 +236,7 @@ static void v_get(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int3
 {
     const int32_t dim = f->dim, nb = dim / 32;
     const int64_t slot = b->slot0 + tok;
-    if (b->state) {
+    if (b->state && f->residual > 0) {
         struct kvx_kivi2_v_hdr h = kvx_kivi2_v_hdr_get(b->state);
         if (slot >= h.lo && slot < h.hi) {
             const uint16_t *row = (const uint16_t *)(b->state + KVX_KV_STATE_HDR) +
@@ -304,9 +304,9 @@ void kvx_kivi2_pv_drive(const struct kvx_kivi2_kernels *k, const struct kvx_kv_b
 {
     int32_t r0 = t1, r1 = t1; /* the part [r0, r1) the ring holds */
     struct kvx_kivi2_v_hdr h = {0};
-    if (b->state)
+    if (b->state && f->residual > 0)
         h = kvx_kivi2_v_hdr_get(b->state);
-    if (b->state && h.hi > h.lo && h.lo < b->slot0 + t1 && h.hi > b->slot0 + t0) {
+    if (h.hi > h.lo && h.lo < b->slot0 + t1 && h.hi > b->slot0 + t0) {
         r0 = h.lo > b->slot0 + t0 ? (int32_t)(h.lo - b->slot0) : t0;
         r1 = h.hi < b->slot0 + t1 ? (int32_t)(h.hi - b->slot0) : t1;
     }

@@ -42,43 +42,50 @@ const float kvx_rot3_levels[8] = {
 
 static const float *levels_of(int bits) { return bits == 4 ? kvx_rot4_levels : kvx_rot3_levels; }
 
-/* Index of the level nearest u: the number of midpoints between adjacent levels below u
- * (a branch-free binary search; NaN gives 0). */
-static uint32_t nearest(const float *L, int n, float u)
+/* Scale and codes of 32 values (see the file comment) for a codebook of 2 half levels.  The
+ * codebook is symmetric, so the nearest level of u is found from |u| and the midpoints between
+ * the positive levels (counted, not searched: independent compares) and the sign of u.  The
+ * sums run in 4 interleaved partial sums (shorter dependency chains). */
+static inline __attribute__((always_inline)) uint16_t quant_block_n(const float *y, const float *L,
+                                                                   const int half, uint8_t *codes)
 {
-    uint32_t idx = 0;
-    for (int step = n / 2; step >= 1; step /= 2) {
-        float mid = 0.5f * (L[idx + (uint32_t)step - 1] + L[idx + (uint32_t)step]);
-        idx += u > mid ? (uint32_t)step : 0u;
-    }
-    return idx;
-}
-
-/* Scale and codes of 32 values (see the file comment). */
-static uint16_t quant_block(const float *y, int bits, uint8_t *codes)
-{
-    const float *L = levels_of(bits);
-    const int n = 1 << bits;
+    float mid[7];
+    for (int k = 0; k < half - 1; k++)
+        mid[k] = 0.5f * (L[half + k] + L[half + k + 1]);
     float s = 0;
     for (int j = 0; j < 32; j++)
         s = fabsf(y[j]) > s ? fabsf(y[j]) : s;
     if (!(s > 0) || !(s < INFINITY)) {
         for (int j = 0; j < 32; j++)
-            codes[j] = (uint8_t)(n / 2);
+            codes[j] = (uint8_t)half;
         return 0;
     }
     for (int pass = 0; pass < 3; pass++) {
         const float inv = 1.0f / s;
-        float num = 0, den = 0;
+        float num[4] = {0}, den[4] = {0};
         for (int j = 0; j < 32; j++) {
-            codes[j] = (uint8_t)nearest(L, n, y[j] * inv);
-            num += y[j] * L[codes[j]];
-            den += L[codes[j]] * L[codes[j]];
+            const float a = fabsf(y[j]) * inv;
+            int m = 0;
+            _Pragma("GCC unroll 8")
+            for (int k = 0; k < half - 1; k++)
+                m += a > mid[k];
+            const int c = y[j] < 0 ? half - 1 - m : half + m;
+            codes[j] = (uint8_t)c;
+            num[j & 3] += y[j] * L[c];
+            den[j & 3] += L[c] * L[c];
         }
-        if (pass < 2 && num > 0 && den > 0)
-            s = num / den;
+        const float nu = (num[0] + num[1]) + (num[2] + num[3]), de = (den[0] + den[1]) + (den[2] + den[3]);
+        if (pass < 2 && nu > 0 && de > 0)
+            s = nu / de;
     }
     return kvx_f32_to_f16(s < 65504.0f ? s : 65504.0f);
+}
+
+static uint16_t quant_block(const float *y, int bits, uint8_t *codes)
+{
+    if (bits == 4)
+        return quant_block_n(y, kvx_rot4_levels, 8, codes);
+    return quant_block_n(y, kvx_rot3_levels, 4, codes);
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -97,7 +97,9 @@ int64_t kvx_kv_seq_reserved(const struct kvx_kv_seq *s);
 int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s);
 
 /* Store the K and V rows of position `pos` of `layer` (k: n_kv_heads*k_dim floats, v likewise);
- * the position must be reserved.  For a SHARED layer this is an error of the caller (and, like
+ * the position must be reserved.  Calls for one sequence must not run concurrently (codecs keep
+ * per-sequence state and pack several tokens into shared bytes) and write positions in
+ * increasing order (an earlier position is a rewrite: kv/codec.h).  For a SHARED layer this is an error of the caller (and, like
  * an unreserved or dropped position, the call does nothing).  The page is written in place:
  * copy-on-write of shared pages comes with prefix sharing. */
 void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const float *k,
