@@ -26,6 +26,13 @@ static const struct codec_row codecs[KVX_KV_CODEC_COUNT] = {
     [KVX_KV_CODEC_ROT3] = {"rot3", kvx_kv_codec_rot3, 32, false},
 };
 
+/* Largest head dimension codec c stores, 0 for no limit (the rotating codecs rotate a head on
+ * the stack: kv/codec_rot.c). */
+static int32_t codec_max_dim(enum kvx_kv_codec c)
+{
+    return c == KVX_KV_CODEC_ROT4 || c == KVX_KV_CODEC_ROT3 ? 4096 : 0;
+}
+
 const struct kvx_kv_codec_ops *kvx_kv_codec_ops(enum kvx_kv_codec c, enum kvx_isa isa)
 {
     if ((int)c < 0 || c >= KVX_KV_CODEC_COUNT)
@@ -74,6 +81,10 @@ enum kvx_status kvx_kv_codec_check(enum kvx_kv_codec c, int32_t page_tokens, int
         return kvx_err_set(err, KVX_ERR_INVALID_ARG,
                            "KV codec %s needs a head dimension that is a multiple of %d (got %d)",
                            r->name, (int)r->dim_multiple, (int)dim);
+    if (codec_max_dim(c) && dim > codec_max_dim(c))
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG,
+                           "KV codec %s stores head dimensions up to %d (got %d)", r->name,
+                           (int)codec_max_dim(c), (int)dim);
     if (r->grouped) {
         if (group < KVX_KV_TILE || group % KVX_KV_TILE || page_tokens % group)
             return kvx_err_set(err, KVX_ERR_INVALID_ARG,

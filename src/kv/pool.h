@@ -102,11 +102,14 @@ int64_t kvx_kv_seq_reserved(const struct kvx_kv_seq *s);
 int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s);
 
 /* Store the K and V rows of position `pos` of `layer` (k: n_kv_heads*k_dim floats, v likewise);
- * the position must be reserved.  For a SHARED layer this is an error of the caller (and, like
- * an unreserved or dropped position, the call does nothing).  The page is written in place; a
- * page other holders also reference (fork, prefix cache) is never written: kvx_kv_seq_reserve
- * gives the sequence private copies of the pages from position kvx_kv_seq_len on, so writing
- * into a shared page (without that reserve) is a caller error and does nothing. */
+ * the position must be reserved.  Calls for one sequence must not run concurrently (codecs keep
+ * per-sequence state and pack several tokens into shared bytes) and write positions in
+ * increasing order (an earlier position is a rewrite: kv/codec.h).  For a SHARED layer this is
+ * an error of the caller (and, like an unreserved or dropped position, the call does nothing).
+ * The page is written in place; a page other holders also reference (fork, prefix cache) is
+ * never written: kvx_kv_seq_reserve gives the sequence private copies of the pages from
+ * position kvx_kv_seq_len on, so writing into a shared page (without that reserve) is a caller
+ * error and does nothing. */
 void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const float *k,
                       const float *v);
 

@@ -258,8 +258,8 @@ static void head_norm(float *x, const float *w, int n_heads, int hd, float eps)
         kvx_rmsnorm(x + h * hd, x + h * hd, w, hd, eps);
 }
 
-/* Biases, q/k norms, RoPE, then store k and v in the cache. */
-static void step_qk_rope_store(void *ctx, int ith, int nth)
+/* Biases, q/k norms, RoPE. */
+static void step_qk_rope(void *ctx, int ith, int nth)
 {
     struct step *s = ctx;
     const struct kvx_hparams *hp = &s->m->hp;
@@ -280,7 +280,23 @@ static void step_qk_rope_store(void *ctx, int ith, int nth)
             kvx_rope_apply(q + h * hd, cs, hp->n_rot, hp->rope_kind);
         for (int h = 0; h < hp->n_head_kv; h++)
             kvx_rope_apply(k + h * hd, cs, hp->n_rot, hp->rope_kind);
-        kvx_kv_seq_write(f->seq[t], s->il, f->pos[t], k, v);
+    }
+}
+
+/* Store k and v in the cache.  Every token of a sequence is written by the same thread, in
+ * batch order: codecs keep per-sequence state that puts update in slot order (kivi2), and
+ * packed codecs share bytes between the tokens of a tile (rot3/rot4). */
+static void step_store(void *ctx, int ith, int nth)
+{
+    struct step *s = ctx;
+    const struct kvx_hparams *hp = &s->m->hp;
+    struct kvx_forward *f = s->f;
+    const int64_t nkv = (int64_t)hp->n_head_kv * hp->head_dim;
+    for (int64_t t = 0; t < f->n_tok; t++) { /* the sequence's thread: a hash of its address */
+        uint64_t h = (uint64_t)(uintptr_t)f->seq[t] * 0x9e3779b97f4a7c15ull;
+        if ((int)((h >> 32) % (uint64_t)nth) != ith)
+            continue;
+        kvx_kv_seq_write(f->seq[t], s->il, f->pos[t], f->s->k + t * nkv, f->s->v + t * nkv);
     }
 }
 
@@ -349,7 +365,8 @@ static void attention_block(struct step *s)
     float *y[3] = {f->s->q, f->s->k, f->s->v};
     const int64_t ldy[3] = {nq, nkv, nkv};
     run_matmuls(s, 3, w, y, ldy, step_norm);
-    kvx_threadpool_run(f->tp, step_qk_rope_store, s);
+    kvx_threadpool_run(f->tp, step_qk_rope, s);
+    kvx_threadpool_run(f->tp, step_store, s);
     const struct kvx_attn_batch ab = {
         .n_tok = f->n_tok, .pos = f->pos, .seq = f->seq, .layer = s->il,
         .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim,
