@@ -7,8 +7,8 @@
  * from the table 0..15 (it reads only an index's low nibble) and a shift give channels j and
  * j + 16 of a group) and FMA'd into the accumulators of up to 4
  * queries with w[t] broadcast from the table.  q4's minimum adds sum_t p[t] mv[t] per (query,
- * group): 16 tokens per FMA lane, summed across lanes at the end.  The next block is prefetched
- * while one is computed.
+ * group): 16 tokens per FMA lane, summed across lanes at the end.  The block
+ * KVX_QUANT_PV_PREFETCH_BLOCKS ahead is prefetched while one is computed.
  * Compiled with the AVX-512 flags (Makefile, by file name); the q8/q4 ops tables hand these
  * out for KVX_ISA_AVX512 (qk: codec_quant_avx512vnni.c, or AVX2's without VNNI).  Empty on
  * processors other than x86. */
@@ -20,6 +20,10 @@
 
 #define KVX_INLINE static inline __attribute__((always_inline))
 #define KVX_UNROLL _Pragma("GCC unroll 4")
+/* Software prefetch distance in 16-token blocks (never past the range). */
+#ifndef KVX_QUANT_PV_PREFETCH_BLOCKS
+#define KVX_QUANT_PV_PREFETCH_BLOCKS 2
+#endif
 
 /* acc[j][d0 .. d0 + 16 nv) += sum_{t0 <= t < t1} (w_jg[t] v_d[t] (+ p_jt mv_g[t] for q4)) for nq
  * (<= 4) queries; nv is 4 (two groups) or 2 (one group).  All shape arguments are constants after
@@ -67,15 +71,17 @@ KVX_INLINE void pv_chunk(const uint8_t *V, int32_t dim, int32_t d0, int nv, int3
                     msum[j][g] = _mm512_fmadd_ps(pv, mv[g], msum[j][g]);
             }
         }
-        const bool do_pf = hi - lo == KVX_KV_TILE && b0 + 2 * KVX_KV_TILE <= t1 + KVX_KV_TILE - 1;
-        if (do_pf) /* the next block's scales; its rows go one per token below */
+        /* the block KVX_QUANT_PV_PREFETCH_BLOCKS on: its scales here, its rows one per token below */
+        const size_t pf_off = (size_t)KVX_QUANT_PV_PREFETCH_BLOCKS * stride;
+        const bool do_pf = hi - lo == KVX_KV_TILE && b0 + KVX_QUANT_PV_PREFETCH_BLOCKS * KVX_KV_TILE < t1;
+        if (do_pf)
             for (size_t o = code_bytes; o < stride; o += 64)
-                _mm_prefetch((const char *)base + stride + o, _MM_HINT_T0);
+                _mm_prefetch((const char *)base + pf_off + o, _MM_HINT_T0);
         for (int32_t t = lo; t < hi; t++) {
             const int32_t tl = t - b0;
             const uint8_t *row = base + (size_t)tl * row_bytes + (q4 ? (size_t)d0 / 2 : (size_t)d0);
             if (do_pf)
-                _mm_prefetch((const char *)row + stride, _MM_HINT_T0);
+                _mm_prefetch((const char *)row + pf_off, _MM_HINT_T0);
             __m512 vv[4];
             if (q4) {
                 KVX_UNROLL

@@ -9,7 +9,7 @@
  * q8 codes are stored as k_int + 128 (vpdpbusd takes one unsigned operand): the accumulator
  * starts at -128 sum_c qi_c, which makes it exactly sum_c qi_c k_int_c.
  * Up to 4 queries x 2 tiles per pass (8 independent accumulator chains hide vpdpbusd's
- * latency); the next tiles are prefetched while one pair is computed.
+ * latency); tiles KVX_QUANT_QK_PREFETCH_TILES ahead are prefetched while a pair is computed.
  * Compiled with the AVX-512 flags plus -mavx512vnni (Makefile, by file name); the q8/q4 ops
  * tables hand these out for KVX_ISA_AVX512 only when kvx_cpu_has_avx512_vnni().  Empty on
  * processors other than x86. */
@@ -22,6 +22,11 @@
 
 #define KVX_INLINE static inline __attribute__((always_inline))
 #define KVX_UNROLL _Pragma("GCC unroll 8")
+/* Software prefetch distance in tiles: while tiles [tile, tile + nt) are computed, tiles
+ * [tile + d, tile + d + nt) are fetched, d = max(this, nt), never past the range. */
+#ifndef KVX_QUANT_QK_PREFETCH_TILES
+#define KVX_QUANT_QK_PREFETCH_TILES 4
+#endif
 
 /* Query quantization (the rule in kv/codec_quant.h), 16 lanes: amax, sums and the codes of
  * one 32-channel group per step.  Codes and integer sums equal the scalar ones bit for bit;
@@ -67,9 +72,10 @@ KVX_INLINE void qk_tiles(const uint8_t *K, int32_t dim, int32_t tile, int nt, in
     const size_t code_bytes = q4 ? (size_t)8 * (size_t)dim : (size_t)16 * (size_t)dim;
     const int32_t ng = dim / KVX_KV_QGROUP;
     const uint8_t *base = K + (size_t)tile * stride;
-    /* prefetch the next nt tiles while computing these (not past the range) */
-    const bool do_pf = (tile + 2 * nt) * KVX_KV_TILE <= t1 + KVX_KV_TILE - 1;
-    const uint8_t *pf = base + (size_t)nt * stride;
+    /* prefetch nt tiles further on while computing these (not past the range) */
+    const int pf_d = KVX_QUANT_QK_PREFETCH_TILES > nt ? KVX_QUANT_QK_PREFETCH_TILES : nt;
+    const bool do_pf = (tile + pf_d + nt - 1) * KVX_KV_TILE < t1;
+    const uint8_t *pf = base + (size_t)pf_d * stride;
     __mmask16 valid[2];
     __m512 s[4][2];
     KVX_UNROLL
@@ -148,7 +154,7 @@ KVX_INLINE void qk_tiles(const uint8_t *K, int32_t dim, int32_t tile, int nt, in
             }
         }
     }
-    if (do_pf) /* the scales of the next tiles */
+    if (do_pf) /* the scales of those tiles */
         KVX_UNROLL
         for (int u = 0; u < nt; u++)
             for (size_t o = code_bytes; o < stride; o += 64)
