@@ -1,8 +1,18 @@
-/* model/model: a loaded model — the GGUF file, its tokenizer and chat template, the
- * hyper-parameters, the bound weights, and the architecture's table of functions.
+/* model/model: a loaded model — its weight source (a GGUF file, or a safetensors model with
+ * its config.json), tokenizer and chat template, the hyper-parameters, the bound weights, and
+ * the architecture's table of functions.
+ *
+ * Weight sources.  One model reads its tensors through kvx_model_find_tensor, which presents a
+ * GGUF tensor and a safetensors tensor alike (struct kvx_wtensor: ne[0] contiguous); the
+ * binding helpers below check shapes and types and convert what the kernels cannot read
+ * directly (FP8 E4M3 with block scales is dequantized at load).  Names differ by format (GGUF
+ * "blk.N.attn_q.weight", Hugging Face "model.layers.N.self_attn.q_proj.weight"): an
+ * architecture names each tensor in both (kvx_model_wname) and reads its hyper-parameters from
+ * GGUF metadata or config.json (model/hf_config.h).  A safetensors model may come without a
+ * tokenizer: it opens, and only text encoding fails (with a message saying so).
  *
  * An architecture (model/llama.c for the Llama family, later one file per family) provides:
- *   load            read hyper-parameters and bind weights from the GGUF (shapes checked)
+ *   load            read hyper-parameters and bind weights (shapes checked)
  *   declare_cache   fill the per-layer struct kvx_layer_cache (kv/layout.h) — the model never
  *                   allocates KV memory itself
  *   forward         one batch through the network (engine/forward.h)
@@ -14,6 +24,7 @@
 #include <stdint.h>
 
 #include "io/gguf.h"
+#include "io/safetensors.h"
 #include "kv/layout.h"
 #include "kvx.h"
 #include "ops/matmul.h"
@@ -31,26 +42,38 @@ struct kvx_hparams {
     float rope_theta, rope_freq_scale;
     int32_t n_rot;
     enum kvx_rope_kind rope_kind;
+    int32_t bos_id, eos_id;    /* from config.json for safetensors models (-1: none) */
+    bool attn_bias;            /* config.json attention_bias (Qwen2: always) */
+    bool tie_embd;             /* config.json tie_word_embeddings */
 };
 
 struct kvx_llama_layer {
     const float *attn_norm, *ffn_norm;         /* n_embd */
     const float *bq, *bk, *bv;                 /* optional biases (Qwen2) */
+    const float *bo;                           /* optional output bias (Llama attention_bias) */
     const float *q_norm, *k_norm;              /* optional per-head RMSNorm (Qwen3), head_dim */
     struct kvx_mat wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
 struct kvx_arch {
-    const char *name;                          /* general.architecture */
+    const char *name;                          /* general.architecture / model_type */
     enum kvx_status (*load)(struct kvx_model *m, struct kvx_err *err);
     void (*declare_cache)(const struct kvx_model *m, struct kvx_kv_layout *layout,
                           enum kvx_kv_codec k_codec, enum kvx_kv_codec v_codec);
     void (*forward)(const struct kvx_model *m, struct kvx_forward *f);
 };
 
+enum kvx_model_format { KVX_MODEL_GGUF = 0, KVX_MODEL_SAFETENSORS };
+
+struct kvx_jv;   /* util/json.h */
+
 struct kvx_model {
-    struct kvx_gguf *gguf;
-    struct kvx_tokenizer *tok;
+    enum kvx_model_format format;
+    struct kvx_gguf *gguf;                     /* GGUF models */
+    struct kvx_safetensors *st;                /* safetensors models ... */
+    struct kvx_jv *config;                     /* ... and their config.json */
+    int64_t fp8_block[2];                      /* FP8 weight_block_size (rows, cols) */
+    struct kvx_tokenizer *tok;                 /* NULL when the model has none */
     struct kvx_chat_template chat;
     const struct kvx_arch *arch;
     char arch_name[64];
@@ -59,21 +82,57 @@ struct kvx_model {
     struct kvx_mat tok_embd, output;           /* output may alias tok_embd (tied) */
     const float *output_norm;
     struct kvx_llama_layer *layers;
-    float **owned_f32;                         /* small tensors converted to f32 */
-    int n_owned_f32, cap_owned_f32;
+    void **owned;                              /* buffers converted at load (f32 vectors, ...) */
+    int n_owned, cap_owned;
 };
+
+/* A tensor of either source: ne[0] is the contiguous dimension (a safetensors shape reversed),
+ * type an enum kvx_dtype, or KVX_WTENSOR_FP8 for F8_E4M3 (kvx reads it only through the
+ * binding helpers, which dequantize it), or KVX_WTENSOR_OTHER for a dtype kvx does not use. */
+#define KVX_WTENSOR_MAX_DIMS 4
+#define KVX_WTENSOR_FP8 1000u
+#define KVX_WTENSOR_OTHER 1001u
+struct kvx_wtensor {
+    const char *name;          /* as looked up */
+    uint32_t type;
+    uint32_t n_dims;
+    int64_t ne[KVX_WTENSOR_MAX_DIMS];
+    size_t nbytes;
+    const void *data;
+    const struct kvx_st_tensor *st;            /* safetensors: the tensor itself */
+};
+
+/* Look a tensor up by its name in the model's format.  False when absent; a safetensors tensor
+ * of more than 4 dims is reported absent too (no architecture here has one). */
+bool kvx_model_find_tensor(const struct kvx_model *m, const char *name, struct kvx_wtensor *out);
+
+/* Format a tensor name into buf: `gguf` for GGUF models, `hf` for safetensors ones, with the
+ * layer index (the formats take one %d, or none).  Returns buf. */
+const char *kvx_model_wname(const struct kvx_model *m, char *buf, size_t cap, const char *gguf,
+                            const char *hf, int layer);
 
 /* Helpers for architecture loaders: bind a 2-D weight of shape [n_in, n_out] (checked), or a
  * 1-D tensor of n floats (converted to f32 and owned by the model).  `required` false: a
- * missing tensor leaves the output empty/NULL. */
+ * missing tensor leaves the output empty/NULL.  FP8 weights are dequantized (with the
+ * "<name>_scale_inv" block scales, m->fp8_block) into BF16 matrices / F32 vectors owned by the
+ * model, as Hugging Face dequantizes them. */
 enum kvx_status kvx_model_bind_mat(struct kvx_model *m, const char *name, int64_t n_in,
                                    int64_t n_out, bool required, struct kvx_mat *out,
                                    struct kvx_err *err);
 enum kvx_status kvx_model_bind_vec(struct kvx_model *m, const char *name, int64_t n,
                                    bool required, const float **out, struct kvx_err *err);
 
-/* The table of every architecture kvx runs; NULL-terminated. */
+/* Keep a malloc'd buffer until the model is closed (freed here on failure). */
+enum kvx_status kvx_model_own(struct kvx_model *m, void *p, struct kvx_err *err);
+
+/* True when `path` names a GGUF file (by its magic, or by the .gguf suffix when it cannot be
+ * read); anything else is opened as a safetensors model. */
+bool kvx_model_path_is_gguf(const char *path);
+
+/* The architecture for a GGUF general.architecture or a config.json model_type, or NULL. */
 const struct kvx_arch *kvx_arch_find(const char *name);
+/* "llama, mistral, qwen2, qwen3": for messages. */
+const char *kvx_arch_list(void);
 
 extern const struct kvx_arch kvx_arch_llama;
 
