@@ -45,7 +45,6 @@ static bool ref_load(const char *name, struct ref *r)
 {
     memset(r, 0, sizeof *r);
     char path[512];
-    snprintf(path, sizeof path, "%s/reference.safetensors", kvx_test_fixture("arch"));
     snprintf(path, sizeof path, "%s/%s/reference.safetensors", kvx_test_fixture("arch"), name);
     struct kvx_err err = {0};
     if (kvx_st_open(path, &r->st, &err) != KVX_OK) {
@@ -68,11 +67,11 @@ static bool ref_load(const char *name, struct ref *r)
     memcpy(r->tokens, tok->data, tok->nbytes);
     KVX_CHECK(kvx_st_read_f32(pf, r->prefill, pf->n_elem, NULL) == KVX_OK);
     KVX_CHECK(kvx_st_read_f32(dc, r->decode, dc->n_elem, NULL) == KVX_OK);
-    /* the prefix length P is the only member of __metadata__ the test needs; it is also the
-     * row where the reference's decode rows start: find it from versions.json-free data by
-     * reading the fixture generator's constant through the header would need the metadata,
-     * so it is stored in versions.json and mirrored here */
-    r->prefix = 24;
+    /* P, where transformers' incremental run switched from one prefill to single tokens */
+    const char *p = kvx_st_metadata(r->st, "prefix");
+    r->prefix = p ? atoll(p) : 0;
+    KVX_CHECK(r->prefix > 0 && r->prefix < r->n_tok);
+    return r->prefix > 0 && r->prefix < r->n_tok;
     return true;
 }
 

@@ -188,6 +188,43 @@ struct st_names {
     uint32_t n;
 };
 
+/* Keep a copy of one metadata pair (its strings owned through `names`). */
+static enum kvx_status add_meta(struct kvx_safetensors *st, struct st_names *names,
+                                const char *key, const char *val, struct kvx_err *err)
+{
+    if (kvx_st_metadata(st, key))
+        return KVX_OK;
+    const size_t kl = strlen(key) + 1, vl = strlen(val) + 1;
+    char **nb = realloc(names->blocks, (names->n + 1) * sizeof *nb);
+    if (nb)
+        names->blocks = nb;
+    char *b = nb ? malloc(kl + vl) : NULL;
+    const char **k = realloc(st->meta_keys, (st->n_meta + 1) * sizeof *k);
+    if (k)
+        st->meta_keys = k;
+    const char **v = k ? realloc(st->meta_vals, (st->n_meta + 1) * sizeof *v) : NULL;
+    if (v)
+        st->meta_vals = v;
+    if (!b || !v) {
+        free(b);
+        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
+    }
+    names->blocks[names->n++] = b;
+    memcpy(b, key, kl);
+    memcpy(b + kl, val, vl);
+    st->meta_keys[st->n_meta] = b;
+    st->meta_vals[st->n_meta++] = b + kl;
+    return KVX_OK;
+}
+
+const char *kvx_st_metadata(const struct kvx_safetensors *st, const char *key)
+{
+    for (uint32_t i = 0; i < st->n_meta; i++)
+        if (strcmp(st->meta_keys[i], key) == 0)
+            return st->meta_vals[i];
+    return NULL;
+}
+
 static enum kvx_status parse_image(struct kvx_safetensors *st, uint64_t *cap, uint32_t shard,
                                    struct st_names *names, struct kvx_err *err)
 {
@@ -213,9 +250,10 @@ static enum kvx_status parse_image(struct kvx_safetensors *st, uint64_t *cap, ui
         return s;
     }
     if (h->type != KVX_JV_OBJECT) {
+        const enum kvx_jv_type t = h->type;
         kvx_jv_free(h);
         return kvx_err_set(err, KVX_ERR_FORMAT, "header is a JSON %s, not an object",
-                           kvx_jv_type_name(h->type));
+                           kvx_jv_type_name(t));
     }
     /* one block for all names of this image */
     size_t total = 0;
@@ -244,6 +282,8 @@ static enum kvx_status parse_image(struct kvx_safetensors *st, uint64_t *cap, ui
                 if (md->items[j].type != KVX_JV_STRING)
                     s = kvx_err_set(err, KVX_ERR_FORMAT, "__metadata__ '%.64s' at header byte "
                                     "%zu is not a string", md->keys[j], md->items[j].offset);
+                else
+                    s = add_meta(st, names, md->keys[j], md->items[j].str, err);
             continue;
         }
         const size_t kl = strlen(key);
@@ -341,6 +381,8 @@ void kvx_st_close(struct kvx_safetensors *st)
     free(o->names.blocks);
     free(st->shards);
     free(st->tensors);
+    free(st->meta_keys);
+    free(st->meta_vals);
     free(st->dir);
     free(o);
 }

@@ -66,6 +66,8 @@ struct kvx_safetensors {
     uint64_t n_tensors;
     struct kvx_st_tensor *tensors;  /* sorted by name */
     char *dir;                      /* the folder of the model (for config.json); may be NULL */
+    uint32_t n_meta;                /* __metadata__ entries of every shard (first one wins) */
+    const char **meta_keys, **meta_vals;
 };
 
 /* Open a model: `path` is a .safetensors file, a model.safetensors.index.json, or a folder
@@ -78,6 +80,9 @@ void kvx_st_close(struct kvx_safetensors *st);
 
 /* The tensor named `name` (binary search), or NULL. */
 const struct kvx_st_tensor *kvx_st_find(const struct kvx_safetensors *st, const char *name);
+
+/* The __metadata__ value of `key`, or NULL. */
+const char *kvx_st_metadata(const struct kvx_safetensors *st, const char *key);
 
 /* "F32", "BF16", ... */
 const char *kvx_st_dtype_name(enum kvx_st_dtype t);

@@ -67,21 +67,26 @@ static enum kvx_status load_chat_template(struct kvx_model *m, struct kvx_err *e
     return st;
 }
 
+static bool has_suffix(const char *s, const char *suffix)
+{
+    const size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
 bool kvx_model_path_is_gguf(const char *path)
 {
     struct stat sb;
-    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        size_t n = strlen(path);
-        return !(stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) && n >= 5 &&
-               strcmp(path + n - 5, ".gguf") == 0;
-    }
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return false;
     char magic[4] = {0};
     FILE *f = fopen(path, "rb");
-    if (!f)
-        return false;
-    size_t got = fread(magic, 1, 4, f);
-    fclose(f);
-    return got == 4 && memcmp(magic, "GGUF", 4) == 0;
+    size_t got = f ? fread(magic, 1, 4, f) : 0;
+    if (f)
+        fclose(f);
+    if (got == 4 && memcmp(magic, "GGUF", 4) == 0)
+        return true;
+    /* anything else that is not named like a safetensors file gets the GGUF reader's error */
+    return !has_suffix(path, ".safetensors") && !has_suffix(path, ".json");
 }
 
 static enum kvx_status open_gguf(struct kvx_model *m, const char *path, struct kvx_err *err)
@@ -94,7 +99,7 @@ static enum kvx_status open_gguf(struct kvx_model *m, const char *path, struct k
     copy_gguf_str(m->gguf, "general.name", m->name, sizeof m->name);
     if (!m->arch_name[0])
         return kvx_err_set(err, KVX_ERR_FORMAT, "key 'general.architecture' is missing");
-    return kvx_tokenizer_create(m->gguf, &m->tok, err);
+    return KVX_OK;
 }
 
 /* config.json next to the weights: `path` is the folder, config.json itself, a .safetensors
@@ -169,6 +174,8 @@ enum kvx_status kvx_model_open(const struct kvx_model_cfg *cfg, struct kvx_model
                          m->arch_name, kvx_arch_list());
         goto fail;
     }
+    if (m->gguf && (st = kvx_tokenizer_create(m->gguf, &m->tok, err)) != KVX_OK)
+        goto fail;
     if ((st = load_chat_template(m, err)) != KVX_OK)
         goto fail;
     if ((st = m->arch->load(m, err)) != KVX_OK)
@@ -182,7 +189,8 @@ enum kvx_status kvx_model_open(const struct kvx_model_cfg *cfg, struct kvx_model
     *out = m;
     return KVX_OK;
 fail:
-    kvx_err_prefix(err, "%s", cfg->path);
+    if (err && strncmp(err->msg, cfg->path, strlen(cfg->path)) != 0)
+        kvx_err_prefix(err, "%s", cfg->path);
     kvx_model_close(m);
     return st;
 }

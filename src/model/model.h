@@ -125,8 +125,8 @@ enum kvx_status kvx_model_bind_vec(struct kvx_model *m, const char *name, int64_
 /* Keep a malloc'd buffer until the model is closed (freed here on failure). */
 enum kvx_status kvx_model_own(struct kvx_model *m, void *p, struct kvx_err *err);
 
-/* True when `path` names a GGUF file (by its magic, or by the .gguf suffix when it cannot be
- * read); anything else is opened as a safetensors model. */
+/* True when `path` is to be opened as GGUF: a file with the GGUF magic, or any path that is
+ * neither a folder nor named *.safetensors / *.json (those are safetensors models). */
 bool kvx_model_path_is_gguf(const char *path);
 
 /* The architecture for a GGUF general.architecture or a config.json model_type, or NULL. */
