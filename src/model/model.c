@@ -189,7 +189,7 @@ enum kvx_status kvx_model_open(const struct kvx_model_cfg *cfg, struct kvx_model
     *out = m;
     return KVX_OK;
 fail:
-    if (err && strncmp(err->msg, cfg->path, strlen(cfg->path)) != 0)
+    if (err && !strstr(err->msg, cfg->path))   /* name the path once */
         kvx_err_prefix(err, "%s", cfg->path);
     kvx_model_close(m);
     return st;
