@@ -14,6 +14,7 @@
 
 static const struct kvx_arch *const arch_table[] = {
     &kvx_arch_llama,
+    &kvx_arch_deepseek_v3,
     NULL,
 };
 
@@ -34,7 +35,7 @@ const struct kvx_arch *kvx_arch_find(const char *name)
 
 const char *kvx_arch_list(void)
 {
-    return "llama, mistral, qwen2, qwen3";
+    return "llama, mistral, qwen2, qwen3; deepseek_v3 (safetensors, dense layers)";
 }
 
 struct kvx_model_cfg kvx_model_cfg_default(void)
@@ -203,6 +204,7 @@ void kvx_model_close(struct kvx_model *m)
         free(m->owned[i]);
     free(m->owned);
     free(m->layers);
+    free(m->mla_layers);
     kvx_tokenizer_destroy(m->tok);
     kvx_gguf_close(m->gguf);
     kvx_st_close(m->st);

@@ -55,6 +55,23 @@ struct kvx_llama_layer {
     struct kvx_mat wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
+/* DeepSeek-V3 multi-head latent attention (model/deepseek_v3.c). */
+struct kvx_mla_hparams {
+    int32_t q_lora;            /* 0: a plain q_proj */
+    int32_t kv_lora, nope, rope, v;   /* c, qk_nope_head_dim, qk_rope_head_dim, v_head_dim */
+    float scale;               /* softmax scale: (nope+rope)^-1/2, times mscale^2 under YaRN */
+    float attn_factor;         /* YaRN factor on cos/sin */
+    float norm_eps;            /* q_a / kv_a layernorm eps (the class default, 1e-6) */
+    enum kvx_rope_kind rope_kind;
+    const float *inv_freq;     /* rope/2 inverse frequencies (YaRN-corrected), owned */
+};
+
+struct kvx_mla_layer {
+    const float *attn_norm, *ffn_norm, *q_a_norm, *kv_a_norm;
+    struct kvx_mat wq, wq_a, wq_b, wkv_a, wo, w_gate, w_up, w_down;
+    const float *wkv_b;        /* f32 [n_head * (nope + v), kv_lora]: per head W_UK rows, W_UV rows */
+};
+
 struct kvx_arch {
     const char *name;                          /* general.architecture / model_type */
     enum kvx_status (*load)(struct kvx_model *m, struct kvx_err *err);
@@ -82,6 +99,8 @@ struct kvx_model {
     struct kvx_mat tok_embd, output;           /* output may alias tok_embd (tied) */
     const float *output_norm;
     struct kvx_llama_layer *layers;
+    struct kvx_mla_hparams mla;                /* deepseek_v3 */
+    struct kvx_mla_layer *mla_layers;
     void **owned;                              /* buffers converted at load (f32 vectors, ...) */
     int n_owned, cap_owned;
 };
@@ -135,5 +154,6 @@ const struct kvx_arch *kvx_arch_find(const char *name);
 const char *kvx_arch_list(void);
 
 extern const struct kvx_arch kvx_arch_llama;
+extern const struct kvx_arch kvx_arch_deepseek_v3;
 
 #endif

@@ -72,6 +72,19 @@ CONFIGS = {
         num_attention_heads=4, num_key_value_heads=1, rms_norm_eps=1e-5,
         max_position_embeddings=512, sliding_window=128, tie_word_embeddings=False,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0}), {}),
+    # DeepSeek-V3 multi-head latent attention, dense layers only (first_k_dense_replace = all),
+    # interleaved RoPE on 8 dims with YaRN (factor 4: softmax scale 24^-0.5 * mscale^2).
+    # kvx does not run it yet: the fixture is the target of the MLA work.
+    "deepseek_v3_mla": (transformers.DeepseekV3Config, transformers.DeepseekV3ForCausalLM, dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=32,
+        kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
+        n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
+        first_k_dense_replace=2, rope_interleave=True, max_position_embeddings=256,
+        rms_norm_eps=1e-6, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                         "original_max_position_embeddings": 64, "mscale": 1.0,
+                         "mscale_all_dim": 1.0, "beta_fast": 32, "beta_slow": 1}), {}),
 }
 
 
