@@ -222,7 +222,8 @@ char *kvx_engine_kv_report(const struct kvx_engine *e)
         const struct kvx_layer_cache *c = &l->layers[i];
         const size_t page = kvx_kv_layer_page_bytes(l, i);
         OUT("%-6d %-7s %-5d %-5d %-9s %-9s %12zu %12zu\n", i, kvx_kv_kind_name(c->kind),
-            c->n_kv_heads, c->k_dim, kvx_kv_codec_name(c->k_codec), kvx_kv_codec_name(c->v_codec),
+            c->n_kv_heads, c->k_dim, kvx_kv_codec_name(c->k_codec),
+            c->kind == KVX_KV_KIND_LATENT ? "(K)" : kvx_kv_codec_name(c->v_codec),
             page / (size_t)l->page_tokens, page);
     }
     OUT("total: %zu bytes/token; %lld tokens cached in %lld pages = %zu bytes (%.2f MiB of "

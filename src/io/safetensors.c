@@ -313,7 +313,8 @@ static int cmp_by_name(const void *a, const void *b)
 /* Sort by name and reject duplicates (across shards). */
 static enum kvx_status finish(struct kvx_safetensors *st, struct kvx_err *err)
 {
-    qsort(st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_by_name);
+    if (st->n_tensors > 1)   /* (an empty header leaves tensors NULL) */
+        qsort(st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_by_name);
     for (uint64_t i = 1; i < st->n_tensors; i++)
         if (strcmp(st->tensors[i - 1].name, st->tensors[i].name) == 0)
             return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' appears twice (shards '%s' and "

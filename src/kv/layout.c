@@ -24,6 +24,7 @@ const char *kvx_kv_kind_name(enum kvx_kv_kind k)
     case KVX_KV_KIND_FULL: return "full";
     case KVX_KV_KIND_WINDOW: return "window";
     case KVX_KV_KIND_SHARED: return "shared";
+    case KVX_KV_KIND_LATENT: return "latent";
     case KVX_KV_KIND_COUNT: break;
     }
     return "unknown";
@@ -65,7 +66,14 @@ void kvx_kv_layout_free(struct kvx_kv_layout *l)
 
 bool kvx_kv_layer_owns(const struct kvx_layer_cache *c)
 {
-    return c->kind == KVX_KV_KIND_FULL || c->kind == KVX_KV_KIND_WINDOW;
+    return c->kind == KVX_KV_KIND_FULL || c->kind == KVX_KV_KIND_WINDOW ||
+           c->kind == KVX_KV_KIND_LATENT;
+}
+
+/* Layers whose every page stays for the sequence's life (no window). */
+static bool keeps_all(const struct kvx_layer_cache *c)
+{
+    return c->kind == KVX_KV_KIND_FULL || c->kind == KVX_KV_KIND_LATENT;
 }
 
 static enum kvx_status validate_owner(const struct kvx_layer_cache *c, int32_t i,
@@ -81,9 +89,14 @@ static enum kvx_status validate_owner(const struct kvx_layer_cache *c, int32_t i
     if (!kvx_kv_codec_ops(c->k_codec, KVX_ISA_SCALAR) || !kvx_kv_codec_ops(c->v_codec, KVX_ISA_SCALAR))
         return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv layout: layer %d: unknown codec (k %d, v %d)",
                            (int)i, (int)c->k_codec, (int)c->v_codec);
+    if (c->kind == KVX_KV_KIND_LATENT && (c->n_kv_heads != 1 || c->v_dim > c->k_dim))
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv layout: layer %d: a latent layer has one "
+                           "head and v_dim %d <= k_dim %d (it has %d heads)", (int)i,
+                           (int)c->v_dim, (int)c->k_dim, (int)c->n_kv_heads);
     struct kvx_err e2 = {0};
     if (kvx_kv_codec_check(c->k_codec, page_tokens, c->k_dim, c->group, c->residual, &e2) != KVX_OK ||
-        kvx_kv_codec_check(c->v_codec, page_tokens, c->v_dim, c->group, c->residual, &e2) != KVX_OK)
+        (c->kind != KVX_KV_KIND_LATENT &&
+         kvx_kv_codec_check(c->v_codec, page_tokens, c->v_dim, c->group, c->residual, &e2) != KVX_OK))
         return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv layout: layer %d: %s", (int)i, e2.msg);
     if (c->kind == KVX_KV_KIND_WINDOW && c->window <= 0)
         return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv layout: layer %d: window %lld must be > 0",
@@ -106,7 +119,8 @@ enum kvx_status kvx_kv_layout_validate(const struct kvx_kv_layout *l, struct kvx
         case KVX_KV_KIND_NONE:
             break;
         case KVX_KV_KIND_FULL:
-        case KVX_KV_KIND_WINDOW: {
+        case KVX_KV_KIND_WINDOW:
+        case KVX_KV_KIND_LATENT: {
             enum kvx_status st = validate_owner(c, i, l->page_tokens, err);
             if (st != KVX_OK)
                 return st;
@@ -149,6 +163,8 @@ struct kvx_kv_fmt kvx_kv_layer_v_fmt(const struct kvx_kv_layout *l, int32_t laye
     const struct kvx_layer_cache *c = owner(l, layer);
     if (!c)
         return (struct kvx_kv_fmt){0};
+    if (c->kind == KVX_KV_KIND_LATENT)   /* V is read from the K region */
+        return kvx_kv_layer_k_fmt(l, layer);
     return kvx_kv_fmt_make(c->v_codec, l->page_tokens, c->v_dim, c->group, c->residual);
 }
 
@@ -166,7 +182,7 @@ size_t kvx_kv_layer_k_head_bytes(const struct kvx_kv_layout *l, int32_t layer)
 size_t kvx_kv_layer_v_head_bytes(const struct kvx_kv_layout *l, int32_t layer)
 {
     const struct kvx_layer_cache *c = owner(l, layer);
-    if (!c)
+    if (!c || c->kind == KVX_KV_KIND_LATENT)
         return 0;
     const struct kvx_kv_codec_ops *ops = kvx_kv_codec_ops(c->v_codec, KVX_ISA_SCALAR);
     struct kvx_kv_fmt f = kvx_kv_layer_v_fmt(l, layer);
@@ -186,7 +202,7 @@ size_t kvx_kv_layer_k_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
 size_t kvx_kv_layer_v_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
 {
     const struct kvx_layer_cache *c = owner(l, layer);
-    if (!c)
+    if (!c || c->kind == KVX_KV_KIND_LATENT)
         return 0;
     const struct kvx_kv_codec_ops *ops = kvx_kv_codec_ops(c->v_codec, KVX_ISA_SCALAR);
     struct kvx_kv_fmt f = kvx_kv_layer_v_fmt(l, layer);
@@ -248,7 +264,7 @@ int64_t kvx_kv_layer_pages(const struct kvx_kv_layout *l, int32_t layer, int64_t
         return 0;
     int64_t pt = l->page_tokens;
     int64_t end = (n_tokens + pt - 1) / pt;
-    if (c->kind == KVX_KV_KIND_FULL)
+    if (keeps_all(c))
         return end;
     /* WINDOW: pages overlapping [first_pos(n-1), n) = [max(0, n - w), n). */
     return end - kvx_kv_layer_first_pos(l, layer, n_tokens - 1) / pt;
@@ -258,7 +274,7 @@ size_t kvx_kv_layout_bytes_per_token(const struct kvx_kv_layout *l)
 {
     size_t page_sum = 0;
     for (int32_t i = 0; i < l->n_layer; i++)
-        if (l->layers[i].kind == KVX_KV_KIND_FULL)
+        if (keeps_all(&l->layers[i]))
             page_sum += kvx_kv_layer_page_bytes(l, i);
     size_t pt = (size_t)l->page_tokens;
     return pt ? (page_sum + pt - 1) / pt : 0;

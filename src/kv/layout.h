@@ -35,13 +35,20 @@ enum kvx_kv_kind {
     KVX_KV_KIND_FULL,         /* K and V for every token (MHA / GQA / MQA) */
     KVX_KV_KIND_WINDOW,       /* K and V for the last `window` tokens only */
     KVX_KV_KIND_SHARED,       /* reads layer `shared_from`'s cache; holds nothing itself */
+    KVX_KV_KIND_LATENT,       /* one vector per token read as both K and V (MLA, see below) */
     KVX_KV_KIND_COUNT,
 };
 
+/* LATENT layers (multi-head latent attention, DeepSeek-V2/V3): each token stores one vector
+ * [c (v_dim values) | k_rope (k_dim - v_dim)] in the K codec (n_kv_heads = 1); every query
+ * head scores against the whole vector and takes the latent c as its value, so nothing else is
+ * stored (no V region, v_codec unused).  A view of a LATENT layer reads V from the K region
+ * (kvx_kv_view.v_is_k) and attention returns sum_s p_s K_s, k_dim values per head, of which the
+ * first v_dim are the latent output (the model discards the rest). */
 struct kvx_layer_cache {
     enum kvx_kv_kind kind;
-    int32_t n_kv_heads;       /* FULL, WINDOW */
-    int32_t k_dim, v_dim;     /* per head */
+    int32_t n_kv_heads;       /* FULL, WINDOW; 1 for LATENT */
+    int32_t k_dim, v_dim;     /* per head; LATENT: latent + rope dims, latent dims */
     int64_t window;           /* WINDOW: tokens visible including the current one */
     int32_t shared_from;      /* SHARED: the layer whose cache is read */
     enum kvx_kv_codec k_codec, v_codec;
@@ -71,7 +78,7 @@ enum kvx_status kvx_kv_layout_set_codecs(struct kvx_kv_layout *l, enum kvx_kv_co
                                          enum kvx_kv_codec v, const char *spec, int32_t group,
                                          int32_t residual, struct kvx_err *err);
 
-/* True when the layer owns cache memory (FULL or WINDOW). */
+/* True when the layer owns cache memory (FULL, WINDOW or LATENT). */
 bool kvx_kv_layer_owns(const struct kvx_layer_cache *c);
 /* Bytes of the K (resp. V) region of one head in one page. */
 size_t kvx_kv_layer_k_head_bytes(const struct kvx_kv_layout *l, int32_t layer);
@@ -100,7 +107,7 @@ int64_t kvx_kv_layer_first_pos(const struct kvx_kv_layout *l, int32_t layer, int
 int32_t kvx_kv_layer_source(const struct kvx_kv_layout *l, int32_t layer);
 
 /* Growth of the cache per extra token, all layers, K and V, at the declared codecs (the
- * asymptotic rate; window layers count 0): the sum of FULL layers' page bytes divided by
+ * asymptotic rate; window layers count 0): the sum of FULL and LATENT layers' page bytes divided by
  * page_tokens (rounded up; exact whenever regions need no alignment padding). */
 size_t kvx_kv_layout_bytes_per_token(const struct kvx_kv_layout *l);
 /* Bytes of codec state a non-empty sequence holds whatever its length (all layers). */

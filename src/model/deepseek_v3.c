@@ -15,12 +15,10 @@
  *   x  += concat_h(o_h) Wo;   x += SwiGLU MLP(RMSNorm(x) * post_attention_layernorm)
  * logits = (RMSNorm(x) * norm) lm_head.
  *
- * The cache therefore holds, per token and layer, one latent "head" [ĉ | k_rot] read by every
- * query head (MQA in latent space), and attention runs through the same causal kernels as
- * GQA with n_head_kv = 1 and head_dim = c + r.  For now it is declared as a FULL layer whose V
- * is [ĉ | 0] (V duplicates the K part ĉ: 2(c + r) values per token instead of c + r); a LATENT
- * kind whose V aliases K's first c values would halve that and needs the pool and the
- * attention kernels to read V from the K page.
+ * The cache therefore holds, per token and layer, one vector [ĉ | k_rot] (c + r values), read
+ * by every query head as its key and, through its first c values, as its value: a LATENT layer
+ * (kv/layout.h).  Attention runs through the same causal kernels as GQA with n_head_kv = 1 and
+ * head_dim = c + r; it returns Σ_s p_s [ĉ_s | k_rot_s] per head, whose first c values are õ_h.
  *
  * Scratch: the engine sizes its buffers from hparams (n_head × head_dim for q and attention,
  * n_ff for gate/up); this file keeps q_a's output in `gate`, the naive [H, n + r] query in
@@ -277,10 +275,10 @@ static void mla_declare_cache(const struct kvx_model *m, struct kvx_kv_layout *l
 {
     for (int il = 0; il < m->hp.n_layer; il++)
         layout->layers[il] = (struct kvx_layer_cache){
-            .kind = KVX_KV_KIND_FULL,  /* K = [ĉ | k_rot], V = [ĉ | 0]: see the file header */
+            .kind = KVX_KV_KIND_LATENT,   /* [ĉ | k_rot]: ĉ is the value */
             .n_kv_heads = 1,
             .k_dim = m->hp.head_dim,
-            .v_dim = m->hp.head_dim,
+            .v_dim = m->mla.kv_lora,
             .k_codec = k_codec,
             .v_codec = v_codec,
         };
@@ -312,13 +310,11 @@ static void latent_row(const struct step *s, int64_t t)
     const struct kvx_mla_layer *L = s->L;
     struct kvx_forward *f = s->f;
     const int H = m->hp.n_head, c = a->kv_lora, r = a->rope, n = a->nope, hd = c + r;
-    float *k = f->s->k + t * hd, *v = f->s->v + t * hd;
+    float *k = f->s->k + t * hd;
     const float *cs = f->s->rope_cs + t * r;
     kvx_rmsnorm(k, k, L->kv_a_norm, c, a->norm_eps);
     kvx_rope_apply(k + c, cs, r, a->rope_kind);
-    memcpy(v, k, (size_t)c * sizeof *v);
-    memset(v + c, 0, (size_t)r * sizeof *v);
-    kvx_kv_seq_write(f->seq[t], s->il, f->pos[t], k, v);
+    kvx_kv_seq_write(f->seq[t], s->il, f->pos[t], k, NULL);   /* LATENT: K only */
     const float *qf = f->s->attn + t * (int64_t)H * hd;   /* naive query [H, n + r] */
     float *q = f->s->q + t * (int64_t)H * hd;
     for (int h = 0; h < H; h++) {

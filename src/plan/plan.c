@@ -140,6 +140,7 @@ static enum kvx_plan_lkind kind_of_layout(enum kvx_kv_kind k)
     case KVX_KV_KIND_FULL: return KVX_PLAN_LKIND_FULL;
     case KVX_KV_KIND_WINDOW: return KVX_PLAN_LKIND_WINDOW;
     case KVX_KV_KIND_SHARED: return KVX_PLAN_LKIND_SHARED;
+    case KVX_KV_KIND_LATENT: return KVX_PLAN_LKIND_LATENT;
     default: return KVX_PLAN_LKIND_NONE;
     }
 }
