@@ -26,7 +26,8 @@
 #define ARCH_SELF_TOL 2e-5
 
 static const char *const fixtures[] = {"llama_gqa", "llama_tied", "qwen2_bias", "qwen3_qknorm",
-                                       "mistral_gqa", "deepseek_v3_mla"};
+                                       "mistral_gqa", "deepseek_v3_mla", "deepseek_v3_qproj",
+                                       "deepseek_v3_moe"};
 
 struct ref {
     struct kvx_safetensors *st;

@@ -1,29 +1,33 @@
-/* model/deepseek_v3: DeepSeek-V3 multi-head latent attention (MLA), from safetensors +
- * config.json (model_type deepseek_v3), dense layers (first_k_dense_replace covers every layer;
- * the MoE layers are not implemented and refused at load).
+/* model/deepseek_v3: DeepSeek-V3 multi-head latent attention (MLA) and its mixture of experts,
+ * from safetensors + config.json (model_type deepseek_v3).
  *
  * Per layer, for a token at position p (x the residual stream, H heads, c = kv_lora_rank,
  * r = qk_rope_head_dim, n = qk_nope_head_dim, v = v_head_dim):
  *   h   = RMSNorm(x) * input_layernorm
  *   q   = RMSNorm(h Wqa) * q_a_layernorm  Wqb            (or h Wq)      [H, n + r]
  *   kv  = h Wkva = [c_kv (c) | k_rot (r)];  ĉ = RMSNorm(c_kv) * kv_a_layernorm
- *   q_rot, k_rot = RoPE(p)  (interleaved pairs; YaRN inverse frequencies, cos/sin × attn_factor)
+ *   q_rot, k_rot = RoPE(p)  (interleaved pairs, or half-split when rope_interleave is false;
+ *                            YaRN inverse frequencies, cos/sin × attn_factor)
  *   Wkvb rows per head h: W_UK^h (n × c), then W_UV^h (v × c)
  *   absorbed query  q̃_h = W_UK^hᵀ q_nope_h                                 [c]
  *   logit_{h,s} = scale · (q̃_h · ĉ_s + q_rot_h · k_rot_s)    ( = q_h · k_h,s of the naive form)
  *   õ_h = Σ_s softmax(logit)_{h,s} ĉ_s;   o_h = W_UV^h õ_h                 [v]
- *   x  += concat_h(o_h) Wo;   x += SwiGLU MLP(RMSNorm(x) * post_attention_layernorm)
+ *   x  += concat_h(o_h) Wo
+ *   h   = RMSNorm(x) * post_attention_layernorm
+ *   x  += SwiGLU MLP(h)                                     layers < first_k_dense_replace
+ *   x  += Σ_{e in top_k} w_e SwiGLU_e(h) + SwiGLU_shared(h)  the others (MoE):
+ *         s = sigmoid(h Wrouter); choice = s + e_score_correction_bias;
+ *         keep the topk_group groups (of n_expert / n_group) with the largest sum of their two
+ *         best choices, then the top_k experts by choice among them; w_e = s_e (divided by
+ *         their sum when norm_topk_prob) × routed_scaling_factor
  * logits = (RMSNorm(x) * norm) lm_head.
  *
- * The cache therefore holds, per token and layer, one vector [ĉ | k_rot] (c + r values), read
- * by every query head as its key and, through its first c values, as its value: a LATENT layer
+ * The cache holds, per token and layer, one vector [ĉ | k_rot] (c + r values), read by every
+ * query head as its key and, through its first c values, as its value: a LATENT layer
  * (kv/layout.h).  Attention runs through the same causal kernels as GQA with n_head_kv = 1 and
  * head_dim = c + r; it returns Σ_s p_s [ĉ_s | k_rot_s] per head, whose first c values are õ_h.
- *
- * Scratch: the engine sizes its buffers from hparams (n_head × head_dim for q and attention,
- * n_ff for gate/up); this file keeps q_a's output in `gate`, the naive [H, n + r] query in
- * `attn`, and concat_h(o_h) in `q`, which fits when n_ff >= q_lora_rank, c >= n and
- * c + r >= v (true of DeepSeek-V3's 18432/1536, 512/128, 576/128; checked at load). */
+ * The absorbed form is used for prefill and decode alike (exact in real arithmetic; checked
+ * against transformers' naive form by tests/test_arch_llama.c). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +126,62 @@ static enum kvx_status mla_rope(struct kvx_model *m, struct kvx_err *err)
     return KVX_OK;
 }
 
+/* Mixture-of-experts keys (used by layers >= first_k_dense_replace). */
+static enum kvx_status mla_moe_hparams(struct kvx_model *m, struct kvx_err *err)
+{
+    const struct kvx_jv *c = m->config;
+    struct kvx_mla_hparams *a = &m->mla;
+    int64_t ne, k, ng, kg, ff, sh;
+    double scale;
+    const char *scoring;
+    enum kvx_status st;
+    if ((st = kvx_hf_int(c, "n_routed_experts", true, 0, 1, 1024, &ne, err)) ||
+        (st = kvx_hf_int(c, "num_experts_per_tok", true, 0, 1, 1 << 16, &k, err)) ||
+        (st = kvx_hf_int(c, "n_group", false, 1, 1, 1 << 16, &ng, err)) ||
+        (st = kvx_hf_int(c, "topk_group", false, 1, 1, 1 << 16, &kg, err)) ||
+        (st = kvx_hf_int(c, "moe_intermediate_size", true, 0, 1, 1 << 24, &ff, err)) ||
+        (st = kvx_hf_int(c, "n_shared_experts", false, 0, 0, 64, &sh, err)) ||
+        (st = kvx_hf_pos_float(c, "routed_scaling_factor", 1.0, &scale, err)) ||
+        (st = kvx_hf_bool(c, "norm_topk_prob", true, &a->norm_topk, err)) ||
+        (st = kvx_hf_str(c, "scoring_func", "sigmoid", &scoring, err)))
+        return st;
+    if (ne % ng || ne / ng < 2 || kg > ng || k > (ne / ng) * kg)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "config.json: n_routed_experts %lld, n_group "
+                           "%lld, topk_group %lld, num_experts_per_tok %lld do not describe "
+                           "group-limited routing", (long long)ne, (long long)ng, (long long)kg,
+                           (long long)k);
+    if (strcmp(scoring, "sigmoid") != 0)
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: scoring_func '%.40s' is not "
+                           "supported (sigmoid)", scoring);
+    a->n_expert = (int32_t)ne;
+    a->top_k = (int32_t)k;
+    a->n_group = (int32_t)ng;
+    a->topk_group = (int32_t)kg;
+    a->moe_ff = (int32_t)ff;
+    a->n_shared = (int32_t)sh;
+    a->routed_scale = (float)scale;
+    return KVX_OK;
+}
+
+/* Every matmul input row must fit the engine's quantized-input buffer, which is sized for the
+ * widest of n_embd, n_head * head_dim and n_ff (engine.c). */
+static enum kvx_status check_widths(const struct kvx_model *m, struct kvx_err *err)
+{
+    const struct kvx_hparams *hp = &m->hp;
+    const struct kvx_mla_hparams *a = &m->mla;
+    int64_t widest = hp->n_embd > (int64_t)hp->n_head * hp->head_dim
+                         ? hp->n_embd : (int64_t)hp->n_head * hp->head_dim;
+    widest = hp->n_ff > widest ? hp->n_ff : widest;
+    const int64_t in[] = {a->q_lora, (int64_t)hp->n_head * a->v, a->moe_ff,
+                          (int64_t)a->moe_ff * a->n_shared};
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
+        if (in[i] > widest)
+            return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: a projection input of "
+                               "%lld values is wider than the engine's widest (%lld)",
+                               (long long)in[i], (long long)widest);
+    return KVX_OK;
+}
+
 static enum kvx_status mla_hparams(struct kvx_model *m, struct kvx_err *err)
 {
     const struct kvx_jv *c = m->config;
@@ -152,43 +212,38 @@ static enum kvx_status mla_hparams(struct kvx_model *m, struct kvx_err *err)
         (st = kvx_hf_token_id(c, "bos_token_id", &hp->bos_id, err)) ||
         (st = kvx_hf_token_id(c, "eos_token_id", &hp->eos_id, err)))
         return st;
-    if (dense < layers)
-        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: first_k_dense_replace %lld < "
-                           "num_hidden_layers %lld: the MoE layers of deepseek_v3 are not "
-                           "implemented (dense layers only)", (long long)dense, (long long)layers);
     if (rope % 2)
         return kvx_err_set(err, KVX_ERR_FORMAT, "config.json: qk_rope_head_dim %lld is odd",
                            (long long)rope);
     if (bias || strcmp(act, "silu") != 0)
         return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: attention_bias true or "
                            "hidden_act '%.40s' is not supported for deepseek_v3", act);
-    if (ff < qlora || kvlora < nope || kvlora + rope < v)
-        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: intermediate_size %lld < "
-                           "q_lora_rank %lld, kv_lora_rank %lld < qk_nope_head_dim %lld or "
-                           "kv_lora_rank + qk_rope_head_dim < v_head_dim %lld: kvx's scratch "
-                           "layout for MLA does not fit", (long long)ff, (long long)qlora,
-                           (long long)kvlora, (long long)nope, (long long)v);
     *a = (struct kvx_mla_hparams){
         .q_lora = (int32_t)qlora, .kv_lora = (int32_t)kvlora, .nope = (int32_t)nope,
         .rope = (int32_t)rope, .v = (int32_t)v, .norm_eps = 1e-6f,
         .rope_kind = interleave ? KVX_ROPE_NORMAL : KVX_ROPE_NEOX,
+        .n_dense = dense < layers ? (int32_t)dense : (int32_t)layers,
     };
+    if (a->n_dense < layers && (st = mla_moe_hparams(m, err)) != KVX_OK)
+        return st;
     hp->n_vocab = (int32_t)vocab;
     hp->n_embd = (int32_t)embd;
     hp->n_layer = (int32_t)layers;
     hp->n_head = (int32_t)heads;
-    hp->n_head_kv = 1;                         /* one latent head shared by all queries */
+    hp->n_head_kv = 1;                         /* one latent vector shared by all queries */
     hp->head_dim = (int32_t)(kvlora + rope);
     hp->n_ff = (int32_t)ff;
     hp->n_ctx_train = ctx;
     hp->norm_eps = (float)eps;
     hp->n_rot = (int32_t)rope;
     hp->rope_kind = a->rope_kind;
-    hp->rope_theta = 0;                        /* unused: the YaRN table is in m->mla */
+    hp->rope_theta = 0;                        /* unused: the RoPE table is in m->mla */
     hp->rope_freq_scale = 1;
-    if (embd % 32 || ff % 32)
-        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "widths %lld/%lld are not multiples of 32",
-                           (long long)embd, (long long)ff);
+    if (embd % 32 || ff % 32 || (a->moe_ff && a->moe_ff % 32))
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "widths %lld/%lld/%d are not multiples of "
+                           "32", (long long)embd, (long long)ff, a->moe_ff);
+    if ((st = check_widths(m, err)) != KVX_OK)
+        return st;
     return mla_rope(m, err);
 }
 
@@ -212,6 +267,47 @@ static enum kvx_status bind_f32_mat(struct kvx_model *m, const char *name, int64
     return KVX_OK;
 }
 
+/* The routed experts and the router of a MoE layer; the shared experts go in w_gate/up/down. */
+static enum kvx_status mla_moe_layer(struct kvx_model *m, int il, struct kvx_mla_layer *L,
+                                     struct kvx_err *err)
+{
+    const struct kvx_mla_hparams *a = &m->mla;
+    const int64_t D = m->hp.n_embd, F = a->moe_ff, E = a->n_expert;
+    char n[192];
+    enum kvx_status st;
+    struct kvx_mat *ex = calloc((size_t)(3 * E), sizeof *ex);
+    if (!ex || (st = kvx_model_own(m, ex, err)) != KVX_OK)
+        return ex ? st : kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
+    L->experts = ex;
+    snprintf(n, sizeof n, "model.layers.%d.mlp.gate.weight", il);
+    if ((st = bind_f32_mat(m, n, D, E, &L->router, err)))
+        return st;
+    snprintf(n, sizeof n, "model.layers.%d.mlp.gate.e_score_correction_bias", il);
+    if ((st = kvx_model_bind_vec(m, n, E, true, &L->router_bias, err)))
+        return st;
+    static const char *const part[3] = {"gate_proj", "up_proj", "down_proj"};
+    for (int64_t e = 0; e < E; e++)
+        for (int j = 0; j < 3; j++) {
+            snprintf(n, sizeof n, "model.layers.%d.mlp.experts.%lld.%s.weight", il, (long long)e,
+                     part[j]);
+            if ((st = kvx_model_bind_mat(m, n, j < 2 ? D : F, j < 2 ? F : D, true, &ex[3 * e + j],
+                                         err)))
+                return st;
+        }
+    if (a->n_shared == 0)
+        return KVX_OK;
+    const int64_t S = F * a->n_shared;
+    const char *sh = "mlp.shared_experts";
+    if ((snprintf(n, sizeof n, "model.layers.%d.%s.gate_proj.weight", il, sh),
+         st = kvx_model_bind_mat(m, n, D, S, true, &L->w_gate, err)) ||
+        (snprintf(n, sizeof n, "model.layers.%d.%s.up_proj.weight", il, sh),
+         st = kvx_model_bind_mat(m, n, D, S, true, &L->w_up, err)) ||
+        (snprintf(n, sizeof n, "model.layers.%d.%s.down_proj.weight", il, sh),
+         st = kvx_model_bind_mat(m, n, S, D, true, &L->w_down, err)))
+        return st;
+    return KVX_OK;
+}
+
 static enum kvx_status mla_layer(struct kvx_model *m, int il, struct kvx_err *err)
 {
     const struct kvx_hparams *hp = &m->hp;
@@ -226,10 +322,7 @@ static enum kvx_status mla_layer(struct kvx_model *m, int il, struct kvx_err *er
         (st = kvx_model_bind_mat(m, NAME("self_attn.kv_a_proj_with_mqa.weight"), D, a->kv_lora + a->rope, true, &L->wkv_a, err)) ||
         (st = kvx_model_bind_vec(m, NAME("self_attn.kv_a_layernorm.weight"), a->kv_lora, true, &L->kv_a_norm, err)) ||
         (st = bind_f32_mat(m, NAME("self_attn.kv_b_proj.weight"), a->kv_lora, H * (a->nope + a->v), &L->wkv_b, err)) ||
-        (st = kvx_model_bind_mat(m, NAME("self_attn.o_proj.weight"), H * a->v, D, true, &L->wo, err)) ||
-        (st = kvx_model_bind_mat(m, NAME("mlp.gate_proj.weight"), D, hp->n_ff, true, &L->w_gate, err)) ||
-        (st = kvx_model_bind_mat(m, NAME("mlp.up_proj.weight"), D, hp->n_ff, true, &L->w_up, err)) ||
-        (st = kvx_model_bind_mat(m, NAME("mlp.down_proj.weight"), hp->n_ff, D, true, &L->w_down, err)))
+        (st = kvx_model_bind_mat(m, NAME("self_attn.o_proj.weight"), H * a->v, D, true, &L->wo, err)))
         return st;
     if (a->q_lora)
         st = kvx_model_bind_mat(m, NAME("self_attn.q_a_proj.weight"), D, a->q_lora, true, &L->wq_a, err);
@@ -239,8 +332,14 @@ static enum kvx_status mla_layer(struct kvx_model *m, int il, struct kvx_err *er
         st = kvx_model_bind_mat(m, NAME("self_attn.q_b_proj.weight"), a->q_lora, H * qk, true, &L->wq_b, err);
     if (!a->q_lora)
         st = kvx_model_bind_mat(m, NAME("self_attn.q_proj.weight"), D, H * qk, true, &L->wq, err);
+    if (st || il >= a->n_dense)
+        return st ? st : mla_moe_layer(m, il, L, err);
+    if ((st = kvx_model_bind_mat(m, NAME("mlp.gate_proj.weight"), D, hp->n_ff, true, &L->w_gate, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("mlp.up_proj.weight"), D, hp->n_ff, true, &L->w_up, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("mlp.down_proj.weight"), hp->n_ff, D, true, &L->w_down, err)))
+        return st;
 #undef NAME
-    return st;
+    return KVX_OK;
 }
 
 static enum kvx_status mla_load(struct kvx_model *m, struct kvx_err *err)
@@ -287,15 +386,61 @@ static void mla_declare_cache(const struct kvx_model *m, struct kvx_kv_layout *l
 /* ------------------------------------------------------------------------------------------ */
 /* Forward: per-token row steps and matmuls, each a parallel region over the engine's threads */
 
-enum phase { P_EMBED, P_ATTN_NORM, P_QA_NORM, P_LATENT, P_UV, P_FFN_NORM, P_SWIGLU, P_RESIDUAL };
+/* This file's buffers in kvx_forward_scratch.extra, for B tokens. */
+struct mla_scratch {
+    float *cq;                 /* B x q_lora: q_a output */
+    float *qfull;              /* B x H(n + r): the naive query */
+    float *o;                  /* B x H v: concat_h(o_h) */
+    float *moe_x, *moe_y;      /* B x D: one expert's gathered inputs, outputs */
+    float *moe_g, *moe_u;      /* B x max(moe_ff, shared width) */
+    float *route_w;            /* B x top_k routing weights */
+    int32_t *route_e;          /* B x top_k chosen experts */
+    int32_t *list_t, *list_k;  /* B: tokens of one expert and the choice slot of each */
+};
+
+/* Lay the buffers out from `base` (NULL: only count); returns the floats they take. */
+static int64_t mla_scratch_layout(const struct kvx_model *m, int64_t B, float *base,
+                                  struct mla_scratch *sc)
+{
+    const struct kvx_mla_hparams *a = &m->mla;
+    const int64_t H = m->hp.n_head, D = m->hp.n_embd;
+    const int64_t fm = a->moe_ff * (a->n_shared > 1 ? a->n_shared : 1);
+    const bool moe = a->n_dense < m->hp.n_layer;
+    const int64_t sizes[] = {B * a->q_lora, B * H * (a->nope + a->rope), B * H * a->v,
+                             moe ? B * D : 0, moe ? B * D : 0, B * fm, B * fm,
+                             B * a->top_k, B * a->top_k, moe ? B : 0, moe ? B : 0};
+    float **slots[] = {&sc->cq, &sc->qfull, &sc->o, &sc->moe_x, &sc->moe_y, &sc->moe_g,
+                       &sc->moe_u, &sc->route_w, (float **)&sc->route_e, (float **)&sc->list_t,
+                       (float **)&sc->list_k};
+    int64_t off = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        if (base)
+            *slots[i] = base + off;
+        off += (sizes[i] + 15) / 16 * 16;   /* 64-byte aligned regions */
+    }
+    return off;
+}
+
+static int64_t mla_scratch_floats(const struct kvx_model *m, int64_t n_batch)
+{
+    struct mla_scratch sc;
+    return mla_scratch_layout(m, n_batch, NULL, &sc);
+}
+
+enum phase {
+    P_EMBED, P_ATTN_NORM, P_QA_NORM, P_LATENT, P_UV, P_FFN_NORM, P_SWIGLU, P_ROUTE,
+    P_MOE_SWIGLU, P_RESIDUAL,
+};
 
 struct step {
     const struct kvx_model *m;
     struct kvx_forward *f;
     const struct kvx_mla_layer *L;
+    struct mla_scratch sc;
     int il;
     enum phase phase;
     bool add_ffn;              /* P_ATTN_NORM: x += the previous layer's FFN output first */
+    int64_t ff;                /* P_SWIGLU / P_MOE_SWIGLU: width of the rows */
     struct kvx_matmul_job job;
     const float *mm_in;
     int64_t mm_in_ld;
@@ -315,7 +460,7 @@ static void latent_row(const struct step *s, int64_t t)
     kvx_rmsnorm(k, k, L->kv_a_norm, c, a->norm_eps);
     kvx_rope_apply(k + c, cs, r, a->rope_kind);
     kvx_kv_seq_write(f->seq[t], s->il, f->pos[t], k, NULL);   /* LATENT: K only */
-    const float *qf = f->s->attn + t * (int64_t)H * hd;   /* naive query [H, n + r] */
+    const float *qf = s->sc.qfull + t * (int64_t)H * (n + r);
     float *q = f->s->q + t * (int64_t)H * hd;
     for (int h = 0; h < H; h++) {
         const float *qn = qf + h * (n + r);
@@ -331,13 +476,13 @@ static void latent_row(const struct step *s, int64_t t)
     }
 }
 
-/* o_h = W_UV^h õ_h, into q (stride H * (c + r), H * v values used). */
+/* o_h = W_UV^h õ_h (õ_h: the first c values of head h's attention output). */
 static void uv_row(const struct step *s, int64_t t)
 {
     const struct kvx_mla_hparams *a = &s->m->mla;
     const int H = s->m->hp.n_head, c = a->kv_lora, hd = c + a->rope;
     const float *o_lat = s->f->s->attn + t * (int64_t)H * hd;
-    float *o = s->f->s->q + t * (int64_t)H * hd;
+    float *o = s->sc.o + t * (int64_t)H * a->v;
     for (int h = 0; h < H; h++) {
         const float *wuv = s->L->wkv_b + ((int64_t)h * (a->nope + a->v) + a->nope) * c;
         for (int i = 0; i < a->v; i++) {
@@ -349,12 +494,64 @@ static void uv_row(const struct step *s, int64_t t)
     }
 }
 
+/* Routing of one token (transformers' DeepseekV3TopkRouter, see the file header). */
+static void route_row(const struct step *s, int64_t t)
+{
+    const struct kvx_mla_hparams *a = &s->m->mla;
+    const int64_t D = s->m->hp.n_embd;
+    const int E = a->n_expert, G = a->n_group, per = E / G;
+    const float *h = s->f->s->xn + t * D;
+    float score[1024], choice[1024], gscore[1024];   /* E <= 1024: checked at load */
+    for (int e = 0; e < E; e++) {
+        float z = 0;
+        for (int64_t d = 0; d < D; d++)
+            z += h[d] * s->L->router[(int64_t)e * D + d];
+        score[e] = 1.0f / (1.0f + expf(-z));
+        choice[e] = score[e] + s->L->router_bias[e];
+    }
+    for (int g = 0; g < G; g++) {   /* sum of each group's two best choices */
+        float b1 = -INFINITY, b2 = -INFINITY;
+        for (int e = g * per; e < (g + 1) * per; e++) {
+            if (choice[e] > b1) {
+                b2 = b1;
+                b1 = choice[e];
+            } else if (choice[e] > b2) {
+                b2 = choice[e];
+            }
+        }
+        gscore[g] = b1 + b2;
+    }
+    for (int k = 0; k < G - a->topk_group; k++) {   /* drop the weakest groups */
+        int worst = -1;
+        for (int g = 0; g < G; g++)
+            if (gscore[g] != INFINITY && (worst < 0 || gscore[g] < gscore[worst]))
+                worst = g;
+        gscore[worst] = INFINITY;   /* marks "dropped" */
+        for (int e = worst * per; e < (worst + 1) * per; e++)
+            choice[e] = -INFINITY;
+    }
+    int32_t *sel = s->sc.route_e + t * a->top_k;
+    float *w = s->sc.route_w + t * a->top_k, sum = 0;
+    for (int k = 0; k < a->top_k; k++) {
+        int best = 0;
+        for (int e = 1; e < E; e++)
+            if (choice[e] > choice[best])
+                best = e;
+        sel[k] = best;
+        w[k] = score[best];
+        sum += w[k];
+        choice[best] = -INFINITY;
+    }
+    for (int k = 0; k < a->top_k; k++)
+        w[k] = (a->norm_topk ? w[k] / (sum + 1e-20f) : w[k]) * a->routed_scale;
+}
+
 static void row(const struct step *s, int64_t t)
 {
     const struct kvx_model *m = s->m;
     const struct kvx_mla_hparams *a = &m->mla;
     struct kvx_forward *f = s->f;
-    const int64_t D = m->hp.n_embd, F = m->hp.n_ff;
+    const int64_t D = m->hp.n_embd, F = s->ff;
     float *x = f->s->x + t * D, *xn = f->s->xn + t * D;
     switch (s->phase) {
     case P_EMBED: {
@@ -375,7 +572,8 @@ static void row(const struct step *s, int64_t t)
         kvx_rmsnorm(xn, x, s->L->attn_norm, D, m->hp.norm_eps);
         break;
     case P_QA_NORM:
-        kvx_rmsnorm(f->s->gate + t * F, f->s->gate + t * F, s->L->q_a_norm, a->q_lora, a->norm_eps);
+        kvx_rmsnorm(s->sc.cq + t * a->q_lora, s->sc.cq + t * a->q_lora, s->L->q_a_norm, a->q_lora,
+                    a->norm_eps);
         break;
     case P_LATENT: latent_row(s, t); break;
     case P_UV: uv_row(s, t); break;
@@ -385,6 +583,10 @@ static void row(const struct step *s, int64_t t)
         break;
     case P_SWIGLU:
         kvx_swiglu(f->s->gate + t * F, f->s->gate + t * F, f->s->up + t * F, F);
+        break;
+    case P_ROUTE: route_row(s, t); break;
+    case P_MOE_SWIGLU:
+        kvx_swiglu(s->sc.moe_g + t * F, s->sc.moe_g + t * F, s->sc.moe_u + t * F, F);
         break;
     case P_RESIDUAL: kvx_add(x, xn, D); break;
     }
@@ -424,7 +626,6 @@ static void matmul(struct step *s, const struct kvx_mat *w, const float *in, int
                    float *y, int64_t ldy)
 {
     struct kvx_forward *f = s->f;
-    memset(&s->job, 0, sizeof s->job);
     s->job = (struct kvx_matmul_job){
         .n_mats = 1, .w = {w}, .y = {y}, .ldy = {ldy}, .xq = {f->s->xq},
         .xq_stride = {f->s->xq_stride}, .n_tok = f->n_tok, .isa = f->isa,
@@ -441,15 +642,14 @@ static void attention_block(struct step *s)
     const struct kvx_mla_hparams *a = &m->mla;
     const struct kvx_mla_layer *L = s->L;
     struct kvx_forward *f = s->f;
-    const int64_t D = m->hp.n_embd, F = m->hp.n_ff, H = m->hp.n_head, hd = m->hp.head_dim;
+    const int64_t D = m->hp.n_embd, H = m->hp.n_head, hd = m->hp.head_dim;
     run_rows(s, P_ATTN_NORM);
-    /* the naive query [H, n + r] lands in attn (free until attention runs) */
     if (a->q_lora) {
-        matmul(s, &L->wq_a, f->s->xn, D, f->s->gate, F);
+        matmul(s, &L->wq_a, f->s->xn, D, s->sc.cq, a->q_lora);
         run_rows(s, P_QA_NORM);
-        matmul(s, &L->wq_b, f->s->gate, F, f->s->attn, H * hd);
+        matmul(s, &L->wq_b, s->sc.cq, a->q_lora, s->sc.qfull, H * (a->nope + a->rope));
     } else {
-        matmul(s, &L->wq, f->s->xn, D, f->s->attn, H * hd);
+        matmul(s, &L->wq, f->s->xn, D, s->sc.qfull, H * (a->nope + a->rope));
     }
     matmul(s, &L->wkv_a, f->s->xn, D, f->s->k, hd);
     run_rows(s, P_LATENT);
@@ -460,24 +660,82 @@ static void attention_block(struct step *s)
     };
     kvx_attn_causal(f->tp, &ab, &f->s->attn_ws);
     run_rows(s, P_UV);
-    matmul(s, &L->wo, f->s->q, H * hd, f->s->xn, D);
+    matmul(s, &L->wo, s->sc.o, H * a->v, f->s->xn, D);
+}
+
+/* SwiGLU MLP of the rows in xn into `out` (the dense MLP, or the shared experts), through the
+ * given gate/up buffers. */
+static void mlp(struct step *s, const struct kvx_mat *wg, const struct kvx_mat *wu,
+                const struct kvx_mat *wd, float *g, float *u, enum phase act, float *out)
+{
+    const int64_t D = s->m->hp.n_embd, F = wg->n_out;
+    matmul(s, wg, s->f->s->xn, D, g, F);
+    matmul(s, wu, s->f->s->xn, D, u, F);
+    s->ff = F;
+    run_rows(s, act);
+    matmul(s, wd, g, F, out, D);
+}
+
+/* The routed experts: each expert runs once over the tokens that chose it, and adds its
+ * weighted output to their residual rows (x; the shared experts' output follows in xn). */
+static void routed_experts(struct step *s)
+{
+    const struct kvx_mla_hparams *a = &s->m->mla;
+    struct kvx_forward *f = s->f;
+    const int64_t D = s->m->hp.n_embd, n_tok = f->n_tok;
+    run_rows(s, P_ROUTE);
+    for (int e = 0; e < a->n_expert; e++) {
+        int64_t n = 0;
+        for (int64_t t = 0; t < n_tok; t++)
+            for (int k = 0; k < a->top_k; k++)
+                if (s->sc.route_e[t * a->top_k + k] == e) {
+                    s->sc.list_t[n] = (int32_t)t;
+                    s->sc.list_k[n] = k;
+                    memcpy(s->sc.moe_x + n * D, f->s->xn + t * D, (size_t)D * sizeof(float));
+                    n++;
+                }
+        if (n == 0)
+            continue;
+        const struct kvx_mat *w = &s->L->experts[3 * e];
+        f->n_tok = n;
+        matmul(s, &w[0], s->sc.moe_x, D, s->sc.moe_g, a->moe_ff);
+        matmul(s, &w[1], s->sc.moe_x, D, s->sc.moe_u, a->moe_ff);
+        s->ff = a->moe_ff;
+        run_rows(s, P_MOE_SWIGLU);
+        matmul(s, &w[2], s->sc.moe_g, a->moe_ff, s->sc.moe_y, D);
+        f->n_tok = n_tok;
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t t = s->sc.list_t[j];
+            const float wt = s->sc.route_w[t * a->top_k + s->sc.list_k[j]];
+            float *x = f->s->x + t * D;
+            const float *y = s->sc.moe_y + j * D;
+            for (int64_t d = 0; d < D; d++)
+                x[d] += wt * y[d];
+        }
+    }
 }
 
 static void ffn_block(struct step *s)
 {
     const struct kvx_mla_layer *L = s->L;
     struct kvx_forward *f = s->f;
-    const int64_t D = s->m->hp.n_embd, F = s->m->hp.n_ff;
     run_rows(s, P_FFN_NORM);
-    matmul(s, &L->w_gate, f->s->xn, D, f->s->gate, F);
-    matmul(s, &L->w_up, f->s->xn, D, f->s->up, F);
-    run_rows(s, P_SWIGLU);
-    matmul(s, &L->w_down, f->s->gate, F, f->s->xn, D);
+    if (s->il < s->m->mla.n_dense) {
+        mlp(s, &L->w_gate, &L->w_up, &L->w_down, f->s->gate, f->s->up, P_SWIGLU, f->s->xn);
+        return;
+    }
+    routed_experts(s);
+    if (s->m->mla.n_shared)
+        mlp(s, &L->w_gate, &L->w_up, &L->w_down, s->sc.moe_g, s->sc.moe_u, P_MOE_SWIGLU,
+            f->s->xn);
+    else
+        memset(f->s->xn, 0, (size_t)(f->n_tok * s->m->hp.n_embd) * sizeof(float));
 }
 
 static void mla_forward(const struct kvx_model *m, struct kvx_forward *f)
 {
     struct step s = {.m = m, .f = f};
+    mla_scratch_layout(m, f->n_tok, f->s->extra, &s.sc);
     run_rows(&s, P_EMBED);
     for (int il = 0; il < m->hp.n_layer; il++) {
         s.il = il;
@@ -507,4 +765,5 @@ const struct kvx_arch kvx_arch_deepseek_v3 = {
     .load = mla_load,
     .declare_cache = mla_declare_cache,
     .forward = mla_forward,
+    .scratch_floats = mla_scratch_floats,
 };

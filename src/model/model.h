@@ -64,12 +64,20 @@ struct kvx_mla_hparams {
     float norm_eps;            /* q_a / kv_a layernorm eps (the class default, 1e-6) */
     enum kvx_rope_kind rope_kind;
     const float *inv_freq;     /* rope/2 inverse frequencies (YaRN-corrected), owned */
+    /* mixture of experts (layers >= n_dense) */
+    int32_t n_dense;           /* first_k_dense_replace */
+    int32_t n_expert, top_k, n_group, topk_group, moe_ff, n_shared;
+    bool norm_topk;
+    float routed_scale;
 };
 
 struct kvx_mla_layer {
     const float *attn_norm, *ffn_norm, *q_a_norm, *kv_a_norm;
-    struct kvx_mat wq, wq_a, wq_b, wkv_a, wo, w_gate, w_up, w_down;
+    struct kvx_mat wq, wq_a, wq_b, wkv_a, wo;
+    struct kvx_mat w_gate, w_up, w_down;       /* dense MLP, or the shared experts */
     const float *wkv_b;        /* f32 [n_head * (nope + v), kv_lora]: per head W_UK rows, W_UV rows */
+    const float *router, *router_bias;         /* MoE: f32 [n_expert, n_embd], [n_expert] */
+    struct kvx_mat *experts;   /* MoE: n_expert x {gate, up, down}, owned */
 };
 
 struct kvx_arch {
@@ -78,6 +86,9 @@ struct kvx_arch {
     void (*declare_cache)(const struct kvx_model *m, struct kvx_kv_layout *layout,
                           enum kvx_kv_codec k_codec, enum kvx_kv_codec v_codec);
     void (*forward)(const struct kvx_model *m, struct kvx_forward *f);
+    /* Optional: floats of scratch the forward pass needs beyond the engine's standard buffers
+     * for n_batch tokens (given it as kvx_forward_scratch.extra); NULL for none. */
+    int64_t (*scratch_floats)(const struct kvx_model *m, int64_t n_batch);
 };
 
 enum kvx_model_format { KVX_MODEL_GGUF = 0, KVX_MODEL_SAFETENSORS };

@@ -30,6 +30,9 @@ T, P = 56, 24
 def randomize(model, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        for name, b in model.named_buffers():
+            if "e_score_correction_bias" in name:   # MoE routing bias (a buffer, zeros)
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
         for name, p in model.named_parameters():
             if "norm" in name:
                 v = 1.0 + 0.3 * torch.randn(p.shape, generator=g)
@@ -82,6 +85,29 @@ CONFIGS = {
         n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
         first_k_dense_replace=2, rope_interleave=True, max_position_embeddings=256,
         rms_norm_eps=1e-6, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                         "original_max_position_embeddings": 64, "mscale": 1.0,
+                         "mscale_all_dim": 1.0, "beta_fast": 32, "beta_slow": 1}), {}),
+    # DeepSeek-V3 with a plain q_proj (q_lora_rank null), default RoPE in half-split order
+    # (rope_interleave false), tied embeddings
+    "deepseek_v3_qproj": (transformers.DeepseekV3Config, transformers.DeepseekV3ForCausalLM, dict(
+        vocab_size=288, hidden_size=64, intermediate_size=96, moe_intermediate_size=32,
+        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, q_lora_rank=None,
+        kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=24,
+        n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
+        first_k_dense_replace=2, rope_interleave=False, max_position_embeddings=256,
+        rms_norm_eps=1e-5, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 50000.0}), {}),
+    # DeepSeek-V3 mixture of experts: layer 0 dense, layer 1 with 8 routed experts in 4
+    # groups (top 2 groups, top 2 experts, sigmoid scores + correction bias), 1 shared expert
+    "deepseek_v3_moe": (transformers.DeepseekV3Config, transformers.DeepseekV3ForCausalLM, dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=32,
+        kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
+        n_routed_experts=8, num_experts_per_tok=2, n_group=4, topk_group=2, n_shared_experts=1,
+        norm_topk_prob=True, routed_scaling_factor=2.5, first_k_dense_replace=1,
+        rope_interleave=True, max_position_embeddings=256, rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
         rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                          "original_max_position_embeddings": 64, "mscale": 1.0,
                          "mscale_all_dim": 1.0, "beta_fast": 32, "beta_slow": 1}), {}),
