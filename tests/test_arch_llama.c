@@ -1,4 +1,5 @@
-/* tests/test_arch_llama: the Llama family from safetensors + config.json against transformers.
+/* tests/test_arch_llama: models from safetensors + config.json against transformers — the Llama
+ * family (llama, mistral, qwen2, qwen3) and DeepSeek-V3 (MLA with a latent cache, MoE).
  *
  * Each folder tests/fixtures/arch/<name>/ holds a tiny random model saved by transformers
  * (config.json, safetensors — one of them sharded) and reference.safetensors with its float32
@@ -9,7 +10,8 @@
  *   and kvx's decode equals kvx's prefill on the same tokens (within ARCH_SELF_TOL: the two
  *   differ only by matmul summation order — tiled kernels in prefill, vec_dot in decode).
  * FP8: a copy of a fixture with FP8 E4M3 weights and block scales runs exactly like the same
- * weights in BF16. */
+ * weights in BF16.  DeepSeek-V3's config.json errors name the key or tensor. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -349,4 +351,78 @@ KVX_TEST(arch_llama_fp8_weights_equal_bf16)
         unlink(p);
         rmdir(dirs[i]);
     }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* DeepSeek-V3 config.json errors */
+
+/* The deepseek_v3_moe fixture with `from` replaced by `to` in its config.json. */
+static enum kvx_status open_edited(const char *dir, const char *from, const char *to,
+                                   struct kvx_err *err)
+{
+    char src[512], text[8192], out[8400], link[600], target[PATH_MAX];
+    snprintf(src, sizeof src, "%s/deepseek_v3_moe/config.json", kvx_test_fixture("arch"));
+    FILE *f = fopen(src, "rb");
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[n] = '\0';
+    const char *at = strstr(text, from);
+    KVX_CHECK(at != NULL);
+    if (!at)
+        return KVX_ERR_INVALID_ARG;
+    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    char cfg[600];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    f = fopen(cfg, "wb");
+    if (f) {
+        fputs(out, f);
+        fclose(f);
+    }
+    snprintf(src, sizeof src, "%s/deepseek_v3_moe/model.safetensors", kvx_test_fixture("arch"));
+    snprintf(link, sizeof link, "%s/model.safetensors", dir);
+    if (access(link, F_OK) != 0 && realpath(src, target))
+        KVX_CHECK(symlink(target, link) == 0);
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = dir;
+    struct kvx_model *m = NULL;
+    enum kvx_status st = kvx_model_open(&mc, &m, err);
+    kvx_model_close(m);
+    return st;
+}
+
+KVX_TEST(arch_deepseek_config_errors)
+{
+    char dir[] = "/tmp/kvx-ds-XXXXXX";
+    if (!mkdtemp(dir)) {
+        kvx_test_fail(__FILE__, __LINE__, "mkdtemp failed");
+        return;
+    }
+    const struct { const char *from, *to; enum kvx_status want; const char *needle; } cases[] = {
+        {"\"n_group\": 4,", "\"n_group\": 4,", KVX_OK, ""},
+        {"\"n_group\": 4,", "\"n_group\": 3,", KVX_ERR_FORMAT, "n_group"},
+        {"\"n_group\": 4,", "\"n_group\": 4, \"scoring_func\": \"softmax\",", KVX_ERR_UNSUPPORTED,
+         "scoring_func"},
+        {"\"kv_lora_rank\": 16,", "", KVX_ERR_FORMAT, "'kv_lora_rank' is missing"},
+        {"\"kv_lora_rank\": 16,", "\"kv_lora_rank\": 32,", KVX_ERR_FORMAT,
+         "self_attn.kv_a_proj_with_mqa.weight"},
+        {"\"rope_type\": \"yarn\"", "\"rope_type\": \"llama3\"", KVX_ERR_UNSUPPORTED, "'llama3'"},
+        {"\"first_k_dense_replace\": 1,", "\"first_k_dense_replace\": 2,", KVX_ERR_FORMAT,
+         "model.layers.1.mlp.gate_proj.weight"},
+        {"\"first_k_dense_replace\": 1,", "\"first_k_dense_replace\": 0,", KVX_ERR_FORMAT,
+         "model.layers.0.mlp.gate.weight"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct kvx_err err = {0};
+        enum kvx_status st = open_edited(dir, cases[i].from, cases[i].to, &err);
+        if (st != cases[i].want || (st != KVX_OK && !strstr(err.msg, cases[i].needle)))
+            kvx_test_fail(__FILE__, __LINE__, "'%s' -> '%s': status %d, '%s'", cases[i].from,
+                          cases[i].to, st, err.msg);
+    }
+    char p[700];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    unlink(p);
+    rmdir(dir);
 }
