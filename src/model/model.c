@@ -9,6 +9,7 @@
 
 #include "model/hf_config.h"
 #include "ops/quant.h"
+#include "text/tokenizer_hf.h"
 #include "util/err.h"
 #include "util/json.h"
 
@@ -114,12 +115,12 @@ static enum kvx_status open_safetensors(struct kvx_model *m, const char *path,
     const size_t n = strlen(path);
     const bool is_config = !is_dir && n >= 11 && strcmp(path + n - 11, "config.json") == 0 &&
                            (n == 11 || path[n - 12] == '/');
-    char dir[4096];
+    char *dir = m->dir;
     if (is_dir) {
-        snprintf(dir, sizeof dir, "%s", path);
+        snprintf(dir, sizeof m->dir, "%s", path);
     } else {
         const char *slash = strrchr(path, '/');
-        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+        snprintf(dir, sizeof m->dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
     }
     char cfg_path[4200];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
@@ -154,6 +155,24 @@ static enum kvx_status open_safetensors(struct kvx_model *m, const char *path,
     return KVX_OK;
 }
 
+/* tokenizer.json and the chat template of tokenizer_config.json.  A model without a tokenizer
+ * kvx can read still runs from token ids, so failure here only records why. */
+static void load_hf_tokenizer(struct kvx_model *m)
+{
+    const struct kvx_tokenizer_hf_defaults def = {
+        .n_vocab = m->hp.n_vocab, .bos_id = m->hp.bos_id, .eos_id = m->hp.eos_id,
+    };
+    char *tmpl = NULL;
+    struct kvx_err terr = {0};
+    if (kvx_tokenizer_create_hf(m->dir, &def, &m->tok, &tmpl, &terr) != KVX_OK) {
+        snprintf(m->tok_missing, sizeof m->tok_missing, "%.300s", terr.msg);
+        return;
+    }
+    if (tmpl && kvx_chat_template_parse(tmpl, strlen(tmpl), &m->chat, NULL) != KVX_OK)
+        kvx_chat_template_parse(NULL, 0, &m->chat, NULL);   /* unknown: ChatML, as for GGUF */
+    free(tmpl);
+}
+
 enum kvx_status kvx_model_open(const struct kvx_model_cfg *cfg, struct kvx_model **out,
                                struct kvx_err *err)
 {
@@ -181,6 +200,8 @@ enum kvx_status kvx_model_open(const struct kvx_model_cfg *cfg, struct kvx_model
         goto fail;
     if ((st = m->arch->load(m, err)) != KVX_OK)
         goto fail;
+    if (m->format == KVX_MODEL_SAFETENSORS)
+        load_hf_tokenizer(m);
     if (m->tok && kvx_tokenizer_n_vocab(m->tok) != m->hp.n_vocab) {
         st = kvx_err_set(err, KVX_ERR_FORMAT,
                          "the tokenizer has %d tokens but the output layer has %d rows",
@@ -442,8 +463,8 @@ void kvx_model_get_info(const struct kvx_model *m, struct kvx_model_info *out)
 static enum kvx_status no_tokenizer(const struct kvx_model *m, struct kvx_err *err)
 {
     return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "model '%s' has no tokenizer kvx can read "
-                       "(safetensors models are run from token ids: kvx logits --tokens)",
-                       m->name);
+                       "(%s); run it from token ids (kvx logits --tokens)", m->name,
+                       m->tok_missing[0] ? m->tok_missing : "none");
 }
 
 enum kvx_status kvx_tokenize(const struct kvx_model *m, const char *text, size_t len, bool add_bos,

@@ -8,8 +8,9 @@
  * directly (FP8 E4M3 with block scales is dequantized at load).  Names differ by format (GGUF
  * "blk.N.attn_q.weight", Hugging Face "model.layers.N.self_attn.q_proj.weight"): an
  * architecture names each tensor in both (kvx_model_wname) and reads its hyper-parameters from
- * GGUF metadata or config.json (model/hf_config.h).  A safetensors model may come without a
- * tokenizer: it opens, and only text encoding fails (with a message saying so).
+ * GGUF metadata or config.json (model/hf_config.h).  A safetensors model takes its tokenizer
+ * from tokenizer.json (text/tokenizer_hf.h); one without a tokenizer kvx can read still opens,
+ * and only text encoding fails (with a message saying why).
  *
  * An architecture (model/llama.c for the Llama family, later one file per family) provides:
  *   load            read hyper-parameters and bind weights (shapes checked)
@@ -101,7 +102,9 @@ struct kvx_model {
     struct kvx_safetensors *st;                /* safetensors models ... */
     struct kvx_jv *config;                     /* ... and their config.json */
     int64_t fp8_block[2];                      /* FP8 weight_block_size (rows, cols) */
-    struct kvx_tokenizer *tok;                 /* NULL when the model has none */
+    char dir[4096];                            /* safetensors: the model folder */
+    struct kvx_tokenizer *tok;                 /* NULL when the model has none ... */
+    char tok_missing[320];                     /* ... and why (safetensors models) */
     struct kvx_chat_template chat;
     const struct kvx_arch *arch;
     char arch_name[64];

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates tests/fixtures/arch/: tiny random Hugging Face models (safetensors + config.json)
-# and their float32 reference logits from transformers (tools/reference/gen_arch_fixtures.py).
+# and their float32 reference logits from transformers (tools/reference/gen_arch_fixtures.py),
+# and tiny tokenizer.json files with their encodings by `tokenizers`
+# (tools/reference/gen_hf_tokenizer_fixtures.py).
 #
 #   tools/reference/make-arch-fixtures.sh          (or: make reference-arch)
 #
@@ -35,3 +37,4 @@ for pkg in torch transformers; do
   [ "$have" = "$want" ] || die "$py has $pkg $have, the fixtures are pinned to $want"
 done
 "$py" "$here/gen_arch_fixtures.py" --out tests/fixtures/arch "$@"
+"$py" "$here/gen_hf_tokenizer_fixtures.py" --out tests/fixtures/arch
