@@ -14,7 +14,8 @@
  *                   without regex = llama3 (BPE ignore_merges) or dbrx; Split(Qwen2 regex) +
  *                   ByteLevel = qwen2.  Anything else is KVX_ERR_UNSUPPORTED naming it.
  *   bos/eos, add_bos_token, add_eos_token, chat_template  from tokenizer_config.json
- *                   (bos/eos ids from config.json when it names none)
+ *                   (bos/eos ids from config.json when it names none; without add_bos_token
+ *                   the pre-tokenizer's llama.cpp default applies: BOS for llama3 only)
  * Byte-level BPE only: SentencePiece-style BPE (byte_fallback), Unigram and WordPiece are
  * refused, and so is any normalizer except NFC (which llama.cpp ignores as well: text that is
  * not in NFC may split differently from transformers). */
@@ -230,10 +231,14 @@ static enum kvx_status make_tokenizer(const struct hf_vocab *v, const char *pre,
         kvx_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
     if (eos >= 0)
         kvx_gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
-    kvx_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token",
-                             member_bool(cfg, "add_bos_token", false) && bos >= 0);
-    kvx_gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token",
-                             member_bool(cfg, "add_eos_token", false) && eos >= 0);
+    /* absent keys leave the pre-tokenizer's default (llama3 adds BOS, as its post_processor
+     * does in transformers; the others do not) */
+    if (kvx_jv_get(cfg, "add_bos_token"))
+        kvx_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token",
+                                 member_bool(cfg, "add_bos_token", false) && bos >= 0);
+    if (kvx_jv_get(cfg, "add_eos_token"))
+        kvx_gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token",
+                                 member_bool(cfg, "add_eos_token", false) && eos >= 0);
     uint8_t *img = NULL;
     size_t size = 0;
     struct kvx_gguf *g = NULL;
