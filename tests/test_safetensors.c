@@ -13,6 +13,7 @@
  * fuzz/seeds/fuzz_safetensors/). */
 #include <dirent.h>
 #include <limits.h>
+#include <locale.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,6 +251,13 @@ KVX_TEST(st_json_reader)
         if (kvx_jv_parse(bad[k], strlen(bad[k]), &v, &err) != KVX_ERR_FORMAT || v)
             kvx_test_fail(__FILE__, __LINE__, "'%s' was accepted", bad[k]);
         kvx_jv_free(v);
+    }
+    /* a locale whose decimal point is ',' does not change how JSON numbers read */
+    if (setlocale(LC_NUMERIC, "de_DE.UTF-8") || setlocale(LC_NUMERIC, "fr_FR.UTF-8")) {
+        v = NULL;
+        KVX_CHECK(kvx_jv_parse("[2.5e-1]", 8, &v, &err) == KVX_OK && v && v->items[0].num == 0.25);
+        kvx_jv_free(v);
+        setlocale(LC_NUMERIC, "C");
     }
     /* nesting: 64 levels accepted, 65 refused */
     char deep[200];

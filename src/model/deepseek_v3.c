@@ -198,7 +198,10 @@ static enum kvx_status mla_hparams(struct kvx_model *m, struct kvx_err *err)
         (st = kvx_hf_int(c, "intermediate_size", true, 0, 1, 1 << 24, &ff, err)) ||
         (st = kvx_hf_int(c, "vocab_size", true, 0, 1, INT32_MAX, &vocab, err)) ||
         (st = kvx_hf_int(c, "max_position_embeddings", false, 4096, 1, (int64_t)1 << 30, &ctx, err)) ||
-        (st = kvx_hf_int(c, "q_lora_rank", false, 0, 1, 1 << 20, &qlora, err)) ||
+        /* q_lora_rank: null means a plain q_proj; absent is an error (transformers would
+         * take its class default, 1536) */
+        (st = kvx_hf_int(c, "q_lora_rank", !kvx_jv_get(c, "q_lora_rank"), 0, 1, 1 << 20, &qlora,
+                         err)) ||
         (st = kvx_hf_int(c, "kv_lora_rank", true, 0, 1, 1 << 16, &kvlora, err)) ||
         (st = kvx_hf_int(c, "qk_nope_head_dim", true, 0, 1, 4096, &nope, err)) ||
         (st = kvx_hf_int(c, "qk_rope_head_dim", true, 0, 2, 1024, &rope, err)) ||

@@ -2,6 +2,7 @@
 #include "util/json.h"
 
 #include <errno.h>
+#include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,19 +218,19 @@ static enum kvx_status parse_number(struct jp *p, struct kvx_jv *v)
     }
     char buf[64];
     const size_t l = q - start;
-    if (l >= sizeof buf) {
-        char *tmp = malloc(l + 1);
-        if (!tmp)
-            return kvx_err_set(p->err, KVX_ERR_NOMEM, "out of memory");
-        memcpy(tmp, p->s + start, l);
-        tmp[l] = '\0';
-        v->num = strtod(tmp, NULL);
+    char *tmp = l < sizeof buf ? buf : malloc(l + 1);
+    if (!tmp)
+        return kvx_err_set(p->err, KVX_ERR_NOMEM, "out of memory");
+    memcpy(tmp, p->s + start, l);
+    tmp[l] = '\0';
+    /* strtod reads the locale's decimal point: give it that one (JSON always writes '.') */
+    const char *dp = localeconv()->decimal_point;
+    char *dot = strchr(tmp, '.');
+    if (dot && dp && dp[0] && dp[0] != '.' && !dp[1])
+        *dot = dp[0];
+    v->num = strtod(tmp, NULL);
+    if (tmp != buf)
         free(tmp);
-    } else {
-        memcpy(buf, p->s + start, l);
-        buf[l] = '\0';
-        v->num = strtod(buf, NULL);
-    }
     v->type = KVX_JV_NUMBER;
     if (integral && fits && mag <= (uint64_t)INT64_MAX + (neg ? 1u : 0u)) {
         v->is_int = true;
