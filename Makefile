@@ -31,7 +31,7 @@ PYTHON   ?= python3
 VENV     := .venv
 MODEL    := models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all test check sanitize fuzz model demo bench deps corpus clean help reference
+.PHONY: all test check sanitize fuzz model demo bench deps corpus clean help reference reference-arch
 
 all: $(BUILD)/kvx $(BUILD)/libkvx.a $(BUILD)/libkvx.so $(BUILD)/kvx-tests $(BUILD)/examples/generate
 
@@ -45,6 +45,7 @@ help:
 	@echo "make fuzz       each libFuzzer target for FUZZ_SECONDS (default 30)"
 	@echo "make bench      kvx against llama.cpp (bench/vs-llamacpp.sh)"
 	@echo "make corpus     gather the evaluation text from Debian packages"
+	@echo "make reference-arch  regenerate tests/fixtures/arch/ with transformers (venv, torch)"
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -117,6 +118,9 @@ corpus:
 
 reference:
 	bash tools/reference/make-fixtures.sh
+
+reference-arch:
+	bash tools/reference/make-arch-fixtures.sh
 
 clean:
 	rm -rf build

@@ -53,7 +53,9 @@ struct kvx_err {
 struct kvx_model;
 
 struct kvx_model_cfg {
-    const char *path;     /* a GGUF file */
+    /* A GGUF file, or a safetensors model: its folder (config.json with model.safetensors or
+     * model.safetensors.index.json), its config.json, a .safetensors file or the index. */
+    const char *path;
 };
 struct kvx_model_cfg kvx_model_cfg_default(void);
 
@@ -69,6 +71,7 @@ struct kvx_model_info {
     int32_t n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff;
     int32_t bos_id, eos_id;    /* -1 when absent */
     bool add_bos;
+    bool has_tokenizer;        /* false: text cannot be encoded (feed token ids) */
     uint64_t n_params;
     size_t weight_bytes;       /* bytes of tensor data in the file */
 };

@@ -202,9 +202,10 @@ KVX_TEST(attn_empty_range_and_merge)
     for (int i = 0; i < 6; i++)
         KVX_CHECK(acc[i] == 0);
     KVX_CHECK_EQ_INT(kvx_attn_scratch_floats(3, 0, 64), 0);
-    KVX_CHECK_EQ_INT(kvx_attn_scratch_floats(3, 1, 64), 3 * (16 + 64));
-    KVX_CHECK_EQ_INT(kvx_attn_scratch_floats(3, 2, 64), 3 * (32 + 64));
-    KVX_CHECK_EQ_INT(kvx_attn_scratch_floats(3, 8000, 64), 3 * (8016 + 64));
+    /* scores, rotated queries, one decoded key (latent views) */
+    KVX_CHECK_EQ_INT(kvx_attn_scratch_floats(3, 1, 64), 3 * (16 + 64) + 64);
+    KVX_CHECK_EQ_INT(kvx_attn_scratch_floats(3, 2, 64), 3 * (32 + 64) + 64);
+    KVX_CHECK_EQ_INT(kvx_attn_scratch_floats(3, 8000, 64), 3 * (8016 + 64) + 64);
     kvx_attn_merge(1, 2, 3, m, l, acc, out);
     for (int i = 0; i < 6; i++)
         KVX_CHECK(out[i] == 0);

@@ -228,3 +228,30 @@ KVX_TEST(cli_bench_sessions_shared_prefix)
     const char *b[] = {"bench", "-m", model, "--sessions", "0", NULL};
     expect_clean_error(b, "--sessions", "zero sessions");
 }
+
+/* A safetensors folder: logits from token ids and inspect work as on a GGUF file; text needs a
+ * tokenizer, and the error says so; a folder with no model is named. */
+KVX_TEST(cli_safetensors_folder)
+{
+    if (!have_binary())
+        return;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/arch/llama_gqa", kvx_test_fixture(""));
+    struct run_result r;
+    const char *a1[] = {"logits", "-m", dir, "--tokens", "203 34 2", "--kv", "f32", "--top", "1",
+                        "--json", "-t", "1", NULL};
+    run_kvx(a1, &r);
+    KVX_CHECK(r.status == 0 && strstr(r.out, "\"tokens\": [203, 34, 2]") && strstr(r.out, "\"top\""));
+    const char *a2[] = {"inspect", dir, NULL};
+    run_kvx(a2, &r);
+    /* (the first 4 KiB of the output) */
+    KVX_CHECK(r.status == 0 && strstr(r.out, "safetensors: 1 file") &&
+              strstr(r.out, "\"llama\"") && strstr(r.out, "model.embed_tokens.weight"));
+    const char *a3[] = {"logits", "-m", dir, "-p", "hello", NULL};
+    expect_clean_error(a3, "no tokenizer", "text without a tokenizer");
+    const char *a4[] = {"logits", "-m", dir, "--tokens", "256", NULL};
+    expect_clean_error(a4, "outside the vocabulary", "token id past the vocabulary");
+    const char *a5[] = {"logits", "-m", kvx_test_fixture("arch"), "--tokens", "1", NULL};
+    expect_clean_error(a5, "neither model.safetensors.index.json nor model.safetensors",
+                       "folder without a model");
+}

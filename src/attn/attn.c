@@ -68,7 +68,24 @@ int64_t kvx_attn_scratch_floats(int32_t n_q, int64_t n_keys, int32_t k_dim)
     /* pages start on tile boundaries, so only k0's tile adds keys */
     if (n_q <= 0 || n_keys <= 0)
         return 0;
-    return (int64_t)n_q * (scores_ld(n_keys) + k_dim);
+    return (int64_t)n_q * (scores_ld(n_keys) + k_dim) + k_dim;
+}
+
+/* p·V for a LATENT view, whose V is the stored K vector: decode each key once (k_get, in the
+ * model's basis) and accumulate it into every query's row.
+ *   acc[i][d] += sum_{a<=t<b} p[i*ld + (t - a)] * k_t[d]     (scalar; fp32) */
+static void pv_from_k(const struct kvx_kv_view *v, const struct kvx_kv_block *blk, int32_t a,
+                      int32_t b, const float *p, int32_t n_q, int64_t ld, float *kbuf, float *acc)
+{
+    for (int32_t t = a; t < b; t++) {
+        v->k_ops->k_get(blk, &v->k_fmt, t, kbuf);
+        for (int32_t i = 0; i < n_q; i++) {
+            const float w = p[(int64_t)i * ld + (t - a)];
+            float *o = acc + (size_t)i * (size_t)v->v_dim;
+            for (int32_t d = 0; d < v->v_dim; d++)
+                o[d] += w * kbuf[d];
+        }
+    }
 }
 
 /* The part [a, b) of page pg that [k0, k1) covers, in page-local token indices. */
@@ -117,13 +134,17 @@ void kvx_attn_partial(const struct kvx_kv_view *v, int32_t kv_head, int64_t k0, 
         m[i] = sm->scale_max(s, k1 - k0, scale);
         l[i] = sm->exp_sum(s, k1 - k0, m[i]);
     }
+    float *kbuf = scratch + (int64_t)n_q * (ld + v->k_dim);
     for (int64_t pg = k0 / pt; pg * pt < k1; pg++) {
         int32_t a, b;
         page_span(v, pg, k0, k1, &a, &b);
         const struct kvx_kv_block blk = {v->pages[pg] + v_reg, v_state, pg * pt};
-        v->v_ops->pv(&blk, &v->v_fmt, a, b, scratch + (pg * pt + a - base), n_q, ld, acc);
+        if (v->v_is_k)
+            pv_from_k(v, &blk, a, b, scratch + (pg * pt + a - base), n_q, ld, kbuf, acc);
+        else
+            v->v_ops->pv(&blk, &v->v_fmt, a, b, scratch + (pg * pt + a - base), n_q, ld, acc);
     }
-    if (v->v_ops->out_unrotate)
+    if (v->v_ops->out_unrotate && !v->v_is_k)   /* k_get already un-rotates */
         v->v_ops->out_unrotate(acc, n_q, v->v_dim);
 }
 

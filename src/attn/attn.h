@@ -18,8 +18,11 @@
 
 /* Scratch floats kvx_attn_partial needs for n_q queries of k_dim values and a key range of
  * n_keys keys: n_q rows of round_up(n_keys + 15, 16) scores (the range plus the keys before k0
- * in its first 16-token tile) and n_q rotated queries (for rotating K codecs); 0 for an empty
- * range. */
+ * in its first 16-token tile), n_q rotated queries (for rotating K codecs) and one decoded key
+ * (LATENT views); 0 for an empty range.
+ *
+ * A LATENT view (v_is_k) takes V from the K region: acc_i = sum_t exp(s_it - m_i) k_t, k_dim
+ * values (the key decoded once per token by the K codec's k_get; scalar for now). */
 int64_t kvx_attn_scratch_floats(int32_t n_q, int64_t n_keys, int32_t k_dim);
 
 /* q: n_q rows of k_dim floats; m, l: n_q floats; acc: n_q rows of v_dim floats (overwritten).

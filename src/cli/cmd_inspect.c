@@ -1,5 +1,5 @@
-/* cli/cmd_inspect: `kvx inspect MODEL` — metadata, tensor table, and the per-layer KV cache
- * declaration with bytes/token as kv/layout computes them. */
+/* cli/cmd_inspect: `kvx inspect MODEL` — metadata (GGUF keys, or config.json), tensor table,
+ * and the per-layer KV cache declaration with bytes/token as kv/layout computes them. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,8 +7,11 @@
 #include "cli/common.h"
 #include "engine/engine.h"
 #include "io/gguf.h"
+#include "io/safetensors.h"
 #include "kv/layout.h"
+#include "model/model.h"
 #include "ops/dtype.h"
+#include "util/json.h"
 
 static void print_value(const struct kvx_gguf_value *v)
 {
@@ -64,11 +67,67 @@ static int print_file(const char *path)
     return 0;
 }
 
+static void print_json_scalar(const struct kvx_jv *v)
+{
+    switch (v->type) {
+    case KVX_JV_NULL: printf("null"); break;
+    case KVX_JV_BOOL: printf("%s", v->b ? "true" : "false"); break;
+    case KVX_JV_NUMBER:
+        if (v->is_int)
+            printf("%lld", (long long)v->i);
+        else
+            printf("%g", v->num);
+        break;
+    case KVX_JV_STRING: printf("\"%.80s%s\"", v->str, v->len > 80 ? "..." : ""); break;
+    case KVX_JV_ARRAY: printf("[%zu items]", v->len); break;
+    case KVX_JV_OBJECT:
+        printf("{");
+        for (size_t i = 0; i < v->len; i++) {
+            printf("%s%s: ", i ? ", " : "", v->keys[i]);
+            if (v->items[i].type == KVX_JV_OBJECT)
+                printf("{...}");
+            else
+                print_json_scalar(&v->items[i]);
+        }
+        printf("}");
+        break;
+    }
+}
+
+/* A safetensors model as the model loader opened it: config.json, shards, tensors. */
+static void print_safetensors(const char *path, const struct kvx_model *m)
+{
+    const struct kvx_safetensors *st = m->st;
+    printf("model: %s\nsafetensors: %u file%s, %llu tensors\n", path, st->n_shards,
+           st->n_shards == 1 ? "" : "s", (unsigned long long)st->n_tensors);
+    for (uint32_t i = 0; i < st->n_shards; i++)
+        printf("  %s (%zu bytes)\n", st->shards[i].path ? st->shards[i].path : "-",
+               st->shards[i].size);
+    printf("\nconfig.json:\n");
+    for (size_t i = 0; i < m->config->len; i++) {
+        printf("  %-44s ", m->config->keys[i]);
+        print_json_scalar(&m->config->items[i]);
+        putchar('\n');
+    }
+    printf("\ntensors:\n  %-52s %-8s %-22s %12s\n", "name", "dtype", "shape", "bytes");
+    for (uint64_t i = 0; i < st->n_tensors; i++) {
+        const struct kvx_st_tensor *t = &st->tensors[i];
+        char shape[96] = "";
+        size_t n = 0;
+        for (uint32_t d = 0; d < t->n_dims && n < sizeof shape; d++)
+            n += (size_t)snprintf(shape + n, sizeof shape - n, "%s%lld", d ? " x " : "",
+                                  (long long)t->shape[d]);
+        printf("  %-52s %-8s %-22s %12zu\n", t->name, kvx_st_dtype_name(t->dtype), shape,
+               t->nbytes);
+    }
+}
+
 int cmd_inspect(const struct cli_opts *o)
 {
     if (!o->model)
         return cli_fail("inspect: no model given");
-    if (print_file(o->model))
+    const bool gguf = kvx_model_path_is_gguf(o->model);
+    if (gguf && print_file(o->model))
         return 1;
     struct cli_opts eo = *o;
     eo.threads = 1;
@@ -77,6 +136,8 @@ int cmd_inspect(const struct cli_opts *o)
     struct kvx_engine *e;
     if (cli_open(&eo, 0, &m, &e))
         return 1;
+    if (!gguf)
+        print_safetensors(o->model, m);
     char *rep = kvx_engine_kv_report(e);
     const struct kvx_kv_layout *l = kvx_engine_layout(e);
     printf("\n%s", rep ? rep : "");

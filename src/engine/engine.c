@@ -106,9 +106,11 @@ static enum kvx_status alloc_scratch(struct kvx_engine *e, struct kvx_err *err)
     xq_row = (xq_row + 63) & ~(size_t)63;
     const int64_t attn_floats = (int64_t)kvx_attn_workspace_size(
         &e->scratch.attn_ws, B, e->cfg.n_ctx, (int)nth, hp->n_head, hp->n_head_kv, hp->head_dim);
+    const int64_t extra = e->model->arch->scratch_floats
+                              ? e->model->arch->scratch_floats(e->model, B) : 0;
     const int64_t floats[] = {
         B * hp->n_embd, B * hp->n_embd, B * nq, B * nkv, B * nkv, B * nq, B * hp->n_ff,
-        B * hp->n_ff, attn_floats, B * hp->n_rot,
+        B * hp->n_ff, attn_floats, B * hp->n_rot, extra,
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++)
@@ -120,11 +122,13 @@ static enum kvx_status alloc_scratch(struct kvx_engine *e, struct kvx_err *err)
     float *attn_mem = NULL;
     float **slots[] = {&e->scratch.x, &e->scratch.xn, &e->scratch.q, &e->scratch.k,
                        &e->scratch.v, &e->scratch.attn, &e->scratch.gate, &e->scratch.up,
-                       &attn_mem, &e->scratch.rope_cs};
+                       &attn_mem, &e->scratch.rope_cs, &e->scratch.extra};
     for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
         *slots[i] = (float *)p;
         p += ((size_t)floats[i] * sizeof(float) + 63) & ~(size_t)63;
     }
+    if (!extra)
+        e->scratch.extra = NULL;
     e->scratch.xq = p;
     e->scratch.xq_stride = xq_row;
     kvx_attn_workspace_bind(&e->scratch.attn_ws, attn_mem, B, hp->n_head, hp->n_head_kv,
@@ -253,7 +257,8 @@ char *kvx_engine_kv_report(const struct kvx_engine *e)
         const struct kvx_layer_cache *c = &l->layers[i];
         const size_t page = kvx_kv_layer_page_bytes(l, i);
         OUT("%-6d %-7s %-5d %-5d %-9s %-9s %12zu %12zu\n", i, kvx_kv_kind_name(c->kind),
-            c->n_kv_heads, c->k_dim, kvx_kv_codec_name(c->k_codec), kvx_kv_codec_name(c->v_codec),
+            c->n_kv_heads, c->k_dim, kvx_kv_codec_name(c->k_codec),
+            c->kind == KVX_KV_KIND_LATENT ? "(K)" : kvx_kv_codec_name(c->v_codec),
             page / (size_t)l->page_tokens, page);
     }
     OUT("total: %zu bytes/token; %lld tokens cached in %lld pages = %zu bytes (%.2f MiB of "

@@ -22,6 +22,8 @@ struct kvx_forward_scratch {
     size_t xq_stride;
     struct kvx_attn_workspace attn_ws;  /* batched causal attention (attn/causal.h) */
     float *rope_cs;            /* n_batch x n_rot: cos/sin per position */
+    float *extra;              /* the architecture's own buffers (kvx_arch.scratch_floats), or
+                                * NULL */
 };
 
 struct kvx_forward {

@@ -98,9 +98,13 @@ static enum kvx_status validate_owner(const struct kvx_layer_cache *c, int32_t i
     if (!kvx_kv_codec_ops(c->k_codec, KVX_ISA_SCALAR) || !kvx_kv_codec_ops(c->v_codec, KVX_ISA_SCALAR))
         return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv layout: layer %d: unknown codec (k %d, v %d)",
                            (int)i, (int)c->k_codec, (int)c->v_codec);
+    if (c->kind == KVX_KV_KIND_LATENT && (c->n_kv_heads != 1 || c->v_dim > c->k_dim))
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv layout: layer %d: a latent layer has one "
+                           "head and v_dim %d <= k_dim %d (it has %d heads)", (int)i,
+                           (int)c->v_dim, (int)c->k_dim, (int)c->n_kv_heads);
     struct kvx_err e2 = {0};
     if (kvx_kv_codec_check(c->k_codec, page_tokens, c->k_dim, c->group, c->residual, &e2) != KVX_OK ||
-        (c->v_dim > 0 &&
+        (c->v_dim > 0 && c->kind != KVX_KV_KIND_LATENT &&
          kvx_kv_codec_check(c->v_codec, page_tokens, c->v_dim, c->group, c->residual, &e2) != KVX_OK))
         return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv layout: layer %d: %s", (int)i, e2.msg);
     if (c->kind == KVX_KV_KIND_WINDOW && c->window <= 0)
@@ -170,6 +174,8 @@ struct kvx_kv_fmt kvx_kv_layer_v_fmt(const struct kvx_kv_layout *l, int32_t laye
     const struct kvx_layer_cache *c = owner(l, layer);
     if (!c)
         return (struct kvx_kv_fmt){0};
+    if (c->kind == KVX_KV_KIND_LATENT)   /* V is read from the K region */
+        return kvx_kv_layer_k_fmt(l, layer);
     return kvx_kv_fmt_make(c->v_codec, l->page_tokens, c->v_dim, c->group, c->residual);
 }
 
@@ -187,7 +193,7 @@ size_t kvx_kv_layer_k_head_bytes(const struct kvx_kv_layout *l, int32_t layer)
 size_t kvx_kv_layer_v_head_bytes(const struct kvx_kv_layout *l, int32_t layer)
 {
     const struct kvx_layer_cache *c = owner(l, layer);
-    if (!c)
+    if (!c || c->kind == KVX_KV_KIND_LATENT)
         return 0;
     const struct kvx_kv_codec_ops *ops = kvx_kv_codec_ops(c->v_codec, KVX_ISA_SCALAR);
     struct kvx_kv_fmt f = kvx_kv_layer_v_fmt(l, layer);
@@ -207,7 +213,7 @@ size_t kvx_kv_layer_k_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
 size_t kvx_kv_layer_v_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
 {
     const struct kvx_layer_cache *c = owner(l, layer);
-    if (!c)
+    if (!c || c->kind == KVX_KV_KIND_LATENT)
         return 0;
     const struct kvx_kv_codec_ops *ops = kvx_kv_codec_ops(c->v_codec, KVX_ISA_SCALAR);
     struct kvx_kv_fmt f = kvx_kv_layer_v_fmt(l, layer);

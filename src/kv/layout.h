@@ -35,8 +35,7 @@ enum kvx_kv_kind {
     KVX_KV_KIND_FULL,         /* K and V for every token (MHA / GQA / MQA) */
     KVX_KV_KIND_WINDOW,       /* K and V for the last `window` tokens only */
     KVX_KV_KIND_SHARED,       /* reads layer `shared_from`'s cache; holds nothing itself */
-    KVX_KV_KIND_LATENT,       /* MLA: one "head" per token: the decoupled RoPE key (K, k_dim)
-                               * and the compressed latent c_KV (V, v_dim) */
+    KVX_KV_KIND_LATENT,       /* one vector per token read as both K and V (MLA, see below) */
     KVX_KV_KIND_COMPRESSED,   /* one entry per `ratio` tokens (DeepSeek V4 CSA): the pooled
                                * entry (K, k_dim; it is also the value) and the indexer key
                                * (V, v_dim); per sequence also a ring of the last `window` raw
@@ -47,10 +46,17 @@ enum kvx_kv_kind {
     KVX_KV_KIND_COUNT,
 };
 
+/* LATENT layers (multi-head latent attention, DeepSeek-V2/V3): each token stores one vector
+ * [c (v_dim values) | k_rope (k_dim - v_dim)] in the K codec (n_kv_heads = 1); every query
+ * head scores against the whole vector and takes the latent c as its value, so nothing else is
+ * stored (no V region, v_codec unused).  A view of a LATENT layer reads V from the K region
+ * (kvx_kv_view.v_is_k) and attention returns sum_s p_s K_s, k_dim values per head, of which the
+ * first v_dim are the latent output (the model discards the rest). */
 struct kvx_layer_cache {
     enum kvx_kv_kind kind;
     int32_t n_kv_heads;       /* FULL, WINDOW (LATENT, COMPRESSED, HEAVY: 1) */
-    int32_t k_dim, v_dim;     /* per head; v_dim 0: no V region (the key is also the value) */
+    int32_t k_dim, v_dim;     /* per head; v_dim 0: no V region (the key is also the value);
+                               * LATENT: latent + rope dims, latent dims (no V region) */
     int64_t window;           /* WINDOW: tokens visible including the current one;
                                * COMPRESSED, HEAVY: raw tokens kept in the per-sequence ring */
     int32_t ratio;            /* COMPRESSED, HEAVY: tokens pooled into one entry */

@@ -108,7 +108,8 @@ static enum kvx_status pool_classes(struct kvx_kv_pool *p, struct kvx_err *err)
         const struct kvx_layer_cache *src = &l->layers[kvx_kv_layer_source(l, i)];
         if (kvx_kv_layer_owns(src)) {
             p->k_ops[i] = kvx_kv_codec_ops(src->k_codec, p->isa);
-            p->v_ops[i] = kvx_kv_codec_ops(src->v_codec, p->isa);
+            p->v_ops[i] = src->kind == KVX_KV_KIND_LATENT ? p->k_ops[i]   /* V is K */
+                                                          : kvx_kv_codec_ops(src->v_codec, p->isa);
         }
         if (!kvx_kv_layer_owns(&l->layers[i]))
             continue;
@@ -671,7 +672,8 @@ void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const fl
     for (int32_t h = 0; h < c->n_kv_heads; h++) {
         p->k_ops[layer]->k_put(k_base + (size_t)h * ks, kss ? k_state + (size_t)h * kss : NULL, &kf,
                                slot0, tok, k + (size_t)h * (size_t)c->k_dim);
-        p->v_ops[layer]->v_put(v_base + (size_t)h * vs, vss ? v_state + (size_t)h * vss : NULL, &vf,
+        if (c->kind != KVX_KV_KIND_LATENT)   /* a latent layer's V is its K */
+            p->v_ops[layer]->v_put(v_base + (size_t)h * vs, vss ? v_state + (size_t)h * vss : NULL, &vf,
                                slot0, tok, v + (size_t)h * (size_t)c->v_dim);
     }
 }
@@ -712,6 +714,16 @@ void kvx_kv_seq_view(const struct kvx_kv_seq *s, int32_t layer, struct kvx_kv_vi
         out->v_state = t->state + (size_t)c->n_kv_heads * kss;
         out->v_state_stride = vss;
     }
+    if (c->kind == KVX_KV_KIND_LATENT) {
+        out->v_is_k = true;
+        out->v_dim = c->k_dim;
+        out->v_off = out->k_off;
+        out->v_stride = out->k_stride;
+        out->v_ops = out->k_ops;
+        out->v_fmt = out->k_fmt;
+        out->v_state = out->k_state;
+        out->v_state_stride = out->k_state_stride;
+    }
 }
 
 bool kvx_kv_view_get_k(const struct kvx_kv_view *v, int32_t h, int64_t slot, float *out)
@@ -728,6 +740,8 @@ bool kvx_kv_view_get_k(const struct kvx_kv_view *v, int32_t h, int64_t slot, flo
 
 bool kvx_kv_view_get_v(const struct kvx_kv_view *v, int32_t h, int64_t slot, float *out)
 {
+    if (v->v_is_k)
+        return kvx_kv_view_get_k(v, h, slot, out);
     int64_t pg = v->page_tokens > 0 ? slot / v->page_tokens : 0;
     if (h < 0 || h >= v->n_kv_heads || slot < 0 || pg >= v->n_pages || !v->pages[pg])
         return false;
@@ -852,7 +866,7 @@ static enum kvx_status check_table(const struct kvx_kv_seq *s, int32_t layer, in
         CHECK(t->state_id == -1 && !t->state, "layer %d: state page %d without need", (int)layer,
               (int)t->state_id);
     }
-    if (l->layers[layer].kind == KVX_KV_KIND_FULL)
+    if (l->layers[layer].kind == KVX_KV_KIND_FULL || l->layers[layer].kind == KVX_KV_KIND_LATENT)
         CHECK(t->n == kvx_kv_layer_pages(l, layer, s->reserved), "layer %d: %lld pages, layout says %lld",
               (int)layer, (long long)t->n, (long long)kvx_kv_layer_pages(l, layer, s->reserved));
     return KVX_OK;

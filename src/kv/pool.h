@@ -101,7 +101,8 @@ int64_t kvx_kv_seq_reserved(const struct kvx_kv_seq *s);
  * dropped a page, otherwise a value <= kvx_kv_seq_len. */
 int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s);
 
-/* Store the K and V rows of position `pos` of `layer` (k: n_kv_heads*k_dim floats, v likewise);
+/* Store the K and V rows of position `pos` of `layer` (k: n_kv_heads*k_dim floats, v likewise;
+ * v is not read for a LATENT layer and may be NULL there);
  * the position must be reserved.  Calls for one sequence must not run concurrently (codecs keep
  * per-sequence state and pack several tokens into shared bytes) and write positions in
  * increasing order (an earlier position is a rewrite: kv/codec.h).  For a SHARED layer this is
@@ -124,6 +125,9 @@ struct kvx_kv_view {
     size_t v_off, v_stride;
     const struct kvx_kv_codec_ops *k_ops, *v_ops;
     struct kvx_kv_fmt k_fmt, v_fmt;        /* one head's formats */
+    bool v_is_k;                           /* LATENT: V is the stored K vector (v_dim = k_dim,
+                                            * the v_* fields repeat the k_* ones); read it with
+                                            * k_ops->k_get, never v_ops */
     const uint8_t *k_state, *v_state;      /* codec state of head h: k_state + h*k_state_stride */
     size_t k_state_stride, v_state_stride; /* (NULL / 0 when the codecs keep none) */
     enum kvx_isa isa;                      /* the pool's ISA (attention picks its exp by it) */

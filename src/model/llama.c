@@ -1,6 +1,11 @@
-/* model/llama: the Llama family (Llama 2/3, SmolLM2, Mistral-style GGUFs, Qwen2 with QKV
- * biases, Qwen3 with per-head q/k RMSNorm): hyper-parameters, weights, cache declaration and
- * the forward pass.
+/* model/llama: the Llama family (Llama 2/3, SmolLM2, Mistral, Qwen2 with QKV biases, Qwen3
+ * with per-head q/k RMSNorm), from GGUF or from safetensors + config.json: hyper-parameters,
+ * weights, cache declaration and the forward pass.
+ *
+ * RoPE layout: Hugging Face's q_proj/k_proj rows are in half-split order (pairs (i, i+d/2),
+ * "NeoX"), and so are llama.cpp's Qwen GGUFs; llama.cpp's converter permutes Llama's rows into
+ * interleaved pairs (2i, 2i+1).  The weights are used as stored and the rotation follows the
+ * source: KVX_ROPE_NORMAL for GGUF llama, KVX_ROPE_NEOX for everything else.
  *
  * Per layer (x is the residual stream, one row per token):
  *   h = RMSNorm(x) * attn_norm
@@ -10,7 +15,7 @@
  *   cache[layer][pos] = (k, v)
  *   a = softmax(q K^T / sqrt(head_dim)) V  over positions <= pos, head h reading KV head
  *       h / (n_head / n_head_kv)                          (GQA)
- *   x = x + a Wo
+ *   x = x + a Wo (+bo)
  *   h = RMSNorm(x) * ffn_norm
  *   x = x + (silu(h Wgate) * (h Wup)) Wdown
  * logits = (RMSNorm(x) * output_norm) Wout, Wout = token_embd when the file has no output. */
@@ -21,8 +26,10 @@
 
 #include "attn/causal.h"
 #include "engine/forward.h"
+#include "model/hf_config.h"
 #include "model/model.h"
 #include "util/err.h"
+#include "util/json.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Loading */
@@ -56,7 +63,18 @@ static enum kvx_status get_f32_key(const struct kvx_model *m, const char *suffix
     return st == KVX_ERR_NOT_FOUND ? KVX_OK : st;
 }
 
-static enum kvx_status load_hparams(struct kvx_model *m, struct kvx_err *err)
+/* Heads, KV heads and head size must describe a GQA layout. */
+static enum kvx_status check_gqa(const struct kvx_hparams *hp, const char *keys,
+                                 struct kvx_err *err)
+{
+    if (hp->n_head_kv < 1 || hp->n_head % hp->n_head_kv != 0 || hp->head_dim < 2 ||
+        hp->head_dim % 2 != 0 || hp->head_dim > 4096)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "%s = %d, %d, %d do not describe a GQA layout",
+                           keys, hp->n_head, hp->n_head_kv, hp->head_dim);
+    return KVX_OK;
+}
+
+static enum kvx_status load_hparams_gguf(struct kvx_model *m, struct kvx_err *err)
 {
     struct kvx_hparams *hp = &m->hp;
     enum kvx_status st;
@@ -76,13 +94,9 @@ static enum kvx_status load_hparams(struct kvx_model *m, struct kvx_err *err)
     if ((st = get_u32_key(m, "attention.head_count_kv", false, (uint32_t)hp->n_head,
                           &hp->n_head_kv, err)) ||
         (st = get_u32_key(m, "attention.key_length", false,
-                          (uint32_t)(hp->n_embd / hp->n_head), &hp->head_dim, err)))
+                          (uint32_t)(hp->n_embd / hp->n_head), &hp->head_dim, err)) ||
+        (st = check_gqa(hp, "attention.head_count, head_count_kv, key_length", err)))
         return st;
-    if (hp->n_head_kv < 1 || hp->n_head % hp->n_head_kv != 0 || hp->head_dim < 2 ||
-        hp->head_dim % 2 != 0)
-        return kvx_err_set(err, KVX_ERR_FORMAT, "attention.head_count %d, head_count_kv %d, "
-                           "key_length %d do not describe a GQA layout", hp->n_head,
-                           hp->n_head_kv, hp->head_dim);
     if ((st = get_u32_key(m, "rope.dimension_count", false, (uint32_t)hp->head_dim, &hp->n_rot,
                           err)) ||
         (st = get_f32_key(m, "attention.layer_norm_rms_epsilon", 1e-5f, &hp->norm_eps, err)) ||
@@ -105,7 +119,103 @@ static enum kvx_status load_hparams(struct kvx_model *m, struct kvx_err *err)
         if (factor > 0.0f)
             hp->rope_freq_scale = 1.0f / factor;
     }
+    /* llama.cpp's converter permutes Llama's Q/K rows into interleaved pairs; Qwen's it
+     * leaves in Hugging Face's half-split order */
     hp->rope_kind = strcmp(m->arch_name, "llama") == 0 ? KVX_ROPE_NORMAL : KVX_ROPE_NEOX;
+    return KVX_OK;
+}
+
+/* Sliding-window keys of config.json: full attention is all this file runs, so a window
+ * narrower than the context caps the context at the window (exact up to there). */
+static enum kvx_status hf_window(struct kvx_model *m, struct kvx_err *err)
+{
+    const struct kvx_jv *lt = kvx_jv_get(m->config, "layer_types");
+    for (size_t i = 0; lt && lt->type == KVX_JV_ARRAY && i < lt->len; i++)
+        if (lt->items[i].type != KVX_JV_STRING || strcmp(lt->items[i].str, "full_attention"))
+            return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: layer_types[%zu] is not "
+                               "\"full_attention\" (kvx runs this family with full attention "
+                               "only)", i);
+    if (lt && lt->type != KVX_JV_ARRAY && lt->type != KVX_JV_NULL)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "config.json: key 'layer_types' is not a list");
+    bool use_sw = strcmp(m->arch_name, "mistral") == 0;
+    enum kvx_status st;
+    if (!use_sw && (st = kvx_hf_bool(m->config, "use_sliding_window", false, &use_sw, err)))
+        return st;
+    int64_t w;
+    if ((st = kvx_hf_int(m->config, "sliding_window", false, 0, 0, INT64_MAX, &w, err)))
+        return st;
+    if (use_sw && w > 0 && w < m->hp.n_ctx_train)
+        m->hp.n_ctx_train = w;
+    return KVX_OK;
+}
+
+static enum kvx_status load_hparams_hf(struct kvx_model *m, struct kvx_err *err)
+{
+    struct kvx_hparams *hp = &m->hp;
+    const struct kvx_jv *c = m->config;
+    int64_t embd, layers, heads, ff, vocab, kv, hd, ctx;
+    double eps;
+    enum kvx_status st;
+    if ((st = kvx_hf_int(c, "hidden_size", true, 0, 1, 1 << 20, &embd, err)) ||
+        (st = kvx_hf_int(c, "num_hidden_layers", true, 0, 1, 4096, &layers, err)) ||
+        (st = kvx_hf_int(c, "num_attention_heads", true, 0, 1, 4096, &heads, err)) ||
+        (st = kvx_hf_int(c, "intermediate_size", true, 0, 1, 1 << 24, &ff, err)) ||
+        (st = kvx_hf_int(c, "vocab_size", true, 0, 1, INT32_MAX, &vocab, err)) ||
+        (st = kvx_hf_int(c, "num_key_value_heads", false, heads, 1, heads, &kv, err)) ||
+        (st = kvx_hf_int(c, "max_position_embeddings", false, 4096, 1, (int64_t)1 << 30, &ctx,
+                         err)) ||
+        (st = kvx_hf_pos_float(c, "rms_norm_eps", 1e-6, &eps, err)))
+        return st;
+    if (!kvx_jv_get(c, "head_dim") || kvx_jv_get(c, "head_dim")->type == KVX_JV_NULL) {
+        if (embd % heads)
+            return kvx_err_set(err, KVX_ERR_FORMAT, "config.json: key 'head_dim' is missing and "
+                               "hidden_size %lld is not a multiple of num_attention_heads %lld",
+                               (long long)embd, (long long)heads);
+    }
+    if ((st = kvx_hf_int(c, "head_dim", false, embd / heads, 2, 4096, &hd, err)))
+        return st;
+    *hp = (struct kvx_hparams){
+        .n_vocab = (int32_t)vocab, .n_embd = (int32_t)embd, .n_layer = (int32_t)layers,
+        .n_head = (int32_t)heads, .n_head_kv = (int32_t)kv, .head_dim = (int32_t)hd,
+        .n_ff = (int32_t)ff, .n_ctx_train = ctx, .norm_eps = (float)eps,
+        .rope_kind = KVX_ROPE_NEOX,   /* Hugging Face's q/k rows are in half-split order */
+    };
+    if ((st = check_gqa(hp, "config.json: num_attention_heads, num_key_value_heads, head_dim",
+                        err)))
+        return st;
+    const char *act;
+    bool mlp_bias;
+    if ((st = kvx_hf_str(c, "hidden_act", "silu", &act, err)) ||
+        (st = kvx_hf_bool(c, "mlp_bias", false, &mlp_bias, err)) ||
+        (st = kvx_hf_bool(c, "attention_bias", strcmp(m->arch_name, "qwen2") == 0,
+                          &hp->attn_bias, err)) ||
+        (st = kvx_hf_bool(c, "tie_word_embeddings", false, &hp->tie_embd, err)) ||
+        (st = kvx_hf_token_id(c, "bos_token_id", &hp->bos_id, err)) ||
+        (st = kvx_hf_token_id(c, "eos_token_id", &hp->eos_id, err)))
+        return st;
+    if (strcmp(act, "silu") != 0)
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: hidden_act '%.40s' is not "
+                           "supported (silu)", act);
+    if (mlp_bias)
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: mlp_bias true is not "
+                           "supported");
+    struct kvx_hf_rope rope;
+    if ((st = kvx_hf_rope(c, hp->head_dim, &rope, err)))
+        return st;
+    hp->rope_theta = rope.theta;
+    hp->rope_freq_scale = rope.freq_scale;
+    hp->n_rot = rope.n_rot;
+    return hf_window(m, err);
+}
+
+/* A tensor the file has although config.json says the model has none. */
+static enum kvx_status check_absent(const struct kvx_model *m, const char *name, const char *key,
+                                    struct kvx_err *err)
+{
+    struct kvx_wtensor t;
+    if (kvx_model_find_tensor(m, name, &t))
+        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is in the file but config.json "
+                           "says %s", name, key);
     return KVX_OK;
 }
 
@@ -114,24 +224,46 @@ static enum kvx_status load_layer(struct kvx_model *m, int il, struct kvx_err *e
     const struct kvx_hparams *hp = &m->hp;
     struct kvx_llama_layer *L = &m->layers[il];
     const int64_t nq = (int64_t)hp->n_head * hp->head_dim, nkv = (int64_t)hp->n_head_kv * hp->head_dim;
-    char n[128];
+    const bool hf = m->format == KVX_MODEL_SAFETENSORS;
+    /* GGUF: every optional tensor is taken when present.  config.json: biases exactly when
+     * attention_bias (Qwen2: always, without an output bias), q/k norms exactly for Qwen3. */
+    const bool qwen2 = strcmp(m->arch_name, "qwen2") == 0;
+    const bool bias = hf && (hp->attn_bias || qwen2), obias = hf && hp->attn_bias && !qwen2;
+    const bool qk_norm = hf && strcmp(m->arch_name, "qwen3") == 0;
+    char n[160];
     enum kvx_status st;
-#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
-    if ((st = kvx_model_bind_vec(m, NAME("attn_norm.weight"), hp->n_embd, true, &L->attn_norm, err)) ||
-        (st = kvx_model_bind_vec(m, NAME("ffn_norm.weight"), hp->n_embd, true, &L->ffn_norm, err)) ||
-        (st = kvx_model_bind_mat(m, NAME("attn_q.weight"), hp->n_embd, nq, true, &L->wq, err)) ||
-        (st = kvx_model_bind_mat(m, NAME("attn_k.weight"), hp->n_embd, nkv, true, &L->wk, err)) ||
-        (st = kvx_model_bind_mat(m, NAME("attn_v.weight"), hp->n_embd, nkv, true, &L->wv, err)) ||
-        (st = kvx_model_bind_mat(m, NAME("attn_output.weight"), nq, hp->n_embd, true, &L->wo, err)) ||
-        (st = kvx_model_bind_mat(m, NAME("ffn_gate.weight"), hp->n_embd, hp->n_ff, true, &L->w_gate, err)) ||
-        (st = kvx_model_bind_mat(m, NAME("ffn_up.weight"), hp->n_embd, hp->n_ff, true, &L->w_up, err)) ||
-        (st = kvx_model_bind_mat(m, NAME("ffn_down.weight"), hp->n_ff, hp->n_embd, true, &L->w_down, err)) ||
-        (st = kvx_model_bind_vec(m, NAME("attn_q.bias"), nq, false, &L->bq, err)) ||
-        (st = kvx_model_bind_vec(m, NAME("attn_k.bias"), nkv, false, &L->bk, err)) ||
-        (st = kvx_model_bind_vec(m, NAME("attn_v.bias"), nkv, false, &L->bv, err)) ||
-        (st = kvx_model_bind_vec(m, NAME("attn_q_norm.weight"), hp->head_dim, false, &L->q_norm, err)) ||
-        (st = kvx_model_bind_vec(m, NAME("attn_k_norm.weight"), hp->head_dim, false, &L->k_norm, err)))
+#define NAME(g, h) kvx_model_wname(m, n, sizeof n, "blk.%d." g, "model.layers.%d." h, il)
+    if ((st = kvx_model_bind_vec(m, NAME("attn_norm.weight", "input_layernorm.weight"), hp->n_embd, true, &L->attn_norm, err)) ||
+        (st = kvx_model_bind_vec(m, NAME("ffn_norm.weight", "post_attention_layernorm.weight"), hp->n_embd, true, &L->ffn_norm, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("attn_q.weight", "self_attn.q_proj.weight"), hp->n_embd, nq, true, &L->wq, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("attn_k.weight", "self_attn.k_proj.weight"), hp->n_embd, nkv, true, &L->wk, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("attn_v.weight", "self_attn.v_proj.weight"), hp->n_embd, nkv, true, &L->wv, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("attn_output.weight", "self_attn.o_proj.weight"), nq, hp->n_embd, true, &L->wo, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("ffn_gate.weight", "mlp.gate_proj.weight"), hp->n_embd, hp->n_ff, true, &L->w_gate, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("ffn_up.weight", "mlp.up_proj.weight"), hp->n_embd, hp->n_ff, true, &L->w_up, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("ffn_down.weight", "mlp.down_proj.weight"), hp->n_ff, hp->n_embd, true, &L->w_down, err)))
         return st;
+    if (!hf || bias) {
+        if ((st = kvx_model_bind_vec(m, NAME("attn_q.bias", "self_attn.q_proj.bias"), nq, bias, &L->bq, err)) ||
+            (st = kvx_model_bind_vec(m, NAME("attn_k.bias", "self_attn.k_proj.bias"), nkv, bias, &L->bk, err)) ||
+            (st = kvx_model_bind_vec(m, NAME("attn_v.bias", "self_attn.v_proj.bias"), nkv, bias, &L->bv, err)))
+            return st;
+    } else if ((st = check_absent(m, NAME("", "self_attn.q_proj.bias"), "attention_bias is false", err))) {
+        return st;
+    }
+    if (!hf || obias) {
+        if ((st = kvx_model_bind_vec(m, NAME("attn_output.bias", "self_attn.o_proj.bias"), hp->n_embd, obias, &L->bo, err)))
+            return st;
+    } else if ((st = check_absent(m, NAME("", "self_attn.o_proj.bias"), qwen2 ? "qwen2" : "attention_bias is false", err))) {
+        return st;
+    }
+    if (!hf || qk_norm) {
+        if ((st = kvx_model_bind_vec(m, NAME("attn_q_norm.weight", "self_attn.q_norm.weight"), hp->head_dim, qk_norm, &L->q_norm, err)) ||
+            (st = kvx_model_bind_vec(m, NAME("attn_k_norm.weight", "self_attn.k_norm.weight"), hp->head_dim, qk_norm, &L->k_norm, err)))
+            return st;
+    } else if ((st = check_absent(m, NAME("", "self_attn.q_norm.weight"), "model_type is not qwen3", err))) {
+        return st;
+    }
 #undef NAME
     if (hp->n_ff % 32 || hp->n_embd % 32)
         return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "layer %d: widths %d/%d are not multiples "
@@ -141,23 +273,33 @@ static enum kvx_status load_layer(struct kvx_model *m, int il, struct kvx_err *e
 
 static enum kvx_status llama_load(struct kvx_model *m, struct kvx_err *err)
 {
-    enum kvx_status st = load_hparams(m, err);
+    const bool hf = m->format == KVX_MODEL_SAFETENSORS;
+    enum kvx_status st = hf ? load_hparams_hf(m, err) : load_hparams_gguf(m, err);
     if (st != KVX_OK)
         return st;
     struct kvx_hparams *hp = &m->hp;
-    const struct kvx_gguf_tensor *emb = kvx_gguf_find_tensor(m->gguf, "token_embd.weight");
-    if (!emb)
-        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor 'token_embd.weight' is missing");
-    if (emb->ne[1] < 1 || emb->ne[1] > INT32_MAX)
-        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor 'token_embd.weight' has %lld rows",
-                           (long long)emb->ne[1]);
-    hp->n_vocab = (int32_t)emb->ne[1];
-    if ((st = kvx_model_bind_mat(m, "token_embd.weight", hp->n_embd, hp->n_vocab, true,
-                                 &m->tok_embd, err)) ||
-        (st = kvx_model_bind_vec(m, "output_norm.weight", hp->n_embd, true, &m->output_norm, err)) ||
-        (st = kvx_model_bind_mat(m, "output.weight", hp->n_embd, hp->n_vocab, false, &m->output,
-                                 err)))
+    const char *emb_name = hf ? "model.embed_tokens.weight" : "token_embd.weight";
+    const char *out_name = hf ? "lm_head.weight" : "output.weight";
+    struct kvx_wtensor emb;
+    if (!kvx_model_find_tensor(m, emb_name, &emb))
+        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is missing", emb_name);
+    if (!hf) {   /* GGUF: the vocabulary is the embedding's row count */
+        if (emb.ne[1] < 1 || emb.ne[1] > INT32_MAX)
+            return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' has %lld rows", emb_name,
+                               (long long)emb.ne[1]);
+        hp->n_vocab = (int32_t)emb.ne[1];
+    }
+    if ((st = kvx_model_bind_mat(m, emb_name, hp->n_embd, hp->n_vocab, true, &m->tok_embd, err)) ||
+        (st = kvx_model_bind_vec(m, hf ? "model.norm.weight" : "output_norm.weight", hp->n_embd,
+                                 true, &m->output_norm, err)))
         return st;
+    /* config.json: a tied model uses the embedding even when the file also has lm_head */
+    if ((!hf || !hp->tie_embd) &&
+        (st = kvx_model_bind_mat(m, out_name, hp->n_embd, hp->n_vocab, false, &m->output, err)))
+        return st;
+    if (hf && !hp->tie_embd && !m->output.data)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor 'lm_head.weight' is missing and "
+                           "config.json says tie_word_embeddings is false");
     if (!m->output.data)
         m->output = m->tok_embd; /* tied embeddings */
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
@@ -300,6 +442,18 @@ static void step_store(void *ctx, int ith, int nth)
     }
 }
 
+/* xn += bo per token (the attention output bias, when the model has one). */
+static void step_out_bias(void *ctx, int ith, int nth)
+{
+    struct step *s = ctx;
+    struct kvx_forward *f = s->f;
+    const int64_t d = s->m->hp.n_embd;
+    int64_t b, e;
+    kvx_split_range(f->n_tok, 1, ith, nth, &b, &e);
+    for (int64_t t = b; t < e; t++)
+        kvx_add(f->s->xn + t * d, s->L->bo, d);
+}
+
 static void step_swiglu(void *ctx, int ith, int nth)
 {
     struct step *s = ctx;
@@ -381,6 +535,8 @@ static void attention_block(struct step *s)
     s->mm_in = f->s->attn;
     s->mm_in_ld = nq;
     run_matmuls(s, 1, wo, yo, ldo, step_quantize);
+    if (L->bo)
+        kvx_threadpool_run(f->tp, step_out_bias, s);
 }
 
 static void ffn_block(struct step *s)

@@ -88,10 +88,11 @@ static struct kvx_layer_cache preset_layer(const struct kvx_plan_model *pm, char
                                  .k_codec = kv->k.native, .v_codec = kv->v.native,
                                  .group = ec.kivi_group, .residual = ec.kivi_residual};
     if (c == 'L') {
-        /* MLA: K = the RoPE'd key (rope_dim), V = the latent c^KV (c_dim); one "head". */
+        /* MLA: one vector [latent c^KV (c_dim) | RoPE'd key (rope_dim)] per token, as the
+         * engine declares it (kv/layout.h, LATENT) */
         lc.kind = KVX_KV_KIND_LATENT;
         lc.n_kv_heads = 1;
-        lc.k_dim = pm->latent_rope;
+        lc.k_dim = pm->latent_c + pm->latent_rope;
         lc.v_dim = pm->latent_c;
         *kind = KVX_PLAN_LKIND_LATENT;
     } else if (c == 'S') {

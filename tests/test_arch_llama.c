@@ -1,0 +1,431 @@
+/* tests/test_arch_llama: models from safetensors + config.json against transformers — the Llama
+ * family (llama, mistral, qwen2, qwen3) and DeepSeek-V3 (MLA with a latent cache, MoE).
+ *
+ * Each folder tests/fixtures/arch/<name>/ holds a tiny random model saved by transformers
+ * (config.json, safetensors — one of them sharded) and reference.safetensors with its float32
+ * logits (tools/reference/gen_arch_fixtures.py).  kvx, with an f32 KV cache, must reproduce:
+ *   prefill  one forward over all T tokens: every row within ARCH_TOL;
+ *   decode   the first P tokens in one step, then one token per step: every row within
+ *            ARCH_TOL of transformers' own incremental run;
+ *   and kvx's decode equals kvx's prefill on the same tokens (within ARCH_SELF_TOL: the two
+ *   differ only by matmul summation order — tiled kernels in prefill, vec_dot in decode).
+ * FP8: a copy of a fixture with FP8 E4M3 weights and block scales runs exactly like the same
+ * weights in BF16.  DeepSeek-V3's config.json errors name the key or tensor. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io/safetensors.h"
+#include "kvx.h"
+#include "model/hf_config.h"
+#include "model/model.h"
+#include "test.h"
+#include "util/json.h"
+
+#define ARCH_TOL 1e-4
+#define ARCH_SELF_TOL 2e-5
+
+static const char *const fixtures[] = {"llama_gqa", "llama_tied", "qwen2_bias", "qwen3_qknorm",
+                                       "mistral_gqa", "deepseek_v3_mla", "deepseek_v3_qproj",
+                                       "deepseek_v3_moe"};
+
+struct ref {
+    struct kvx_safetensors *st;
+    int32_t *tokens;
+    int64_t n_tok, n_vocab, prefix;
+    float *prefill, *decode;
+};
+
+static void ref_free(struct ref *r)
+{
+    free(r->tokens);
+    free(r->prefill);
+    free(r->decode);
+    kvx_st_close(r->st);
+}
+
+static bool ref_load(const char *name, struct ref *r)
+{
+    memset(r, 0, sizeof *r);
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s/reference.safetensors", kvx_test_fixture("arch"), name);
+    struct kvx_err err = {0};
+    if (kvx_st_open(path, &r->st, &err) != KVX_OK) {
+        kvx_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        return false;
+    }
+    const struct kvx_st_tensor *tok = kvx_st_find(r->st, "tokens"),
+                               *pf = kvx_st_find(r->st, "prefill_logits"),
+                               *dc = kvx_st_find(r->st, "decode_logits");
+    KVX_CHECK(tok && pf && dc);
+    if (!tok || !pf || !dc || tok->dtype != KVX_ST_I32 || pf->n_dims != 2)
+        return false;
+    r->n_tok = tok->n_elem;
+    r->n_vocab = pf->shape[1];
+    r->tokens = malloc((size_t)r->n_tok * sizeof *r->tokens);
+    r->prefill = malloc(pf->nbytes);
+    r->decode = malloc(dc->nbytes);
+    if (!r->tokens || !r->prefill || !r->decode)
+        return false;
+    memcpy(r->tokens, tok->data, tok->nbytes);
+    KVX_CHECK(kvx_st_read_f32(pf, r->prefill, pf->n_elem, NULL) == KVX_OK);
+    KVX_CHECK(kvx_st_read_f32(dc, r->decode, dc->n_elem, NULL) == KVX_OK);
+    /* P, where transformers' incremental run switched from one prefill to single tokens */
+    const char *p = kvx_st_metadata(r->st, "prefix");
+    r->prefix = p ? atoll(p) : 0;
+    KVX_CHECK(r->prefix > 0 && r->prefix < r->n_tok);
+    return r->prefix > 0 && r->prefix < r->n_tok;
+    return true;
+}
+
+static double max_diff(const float *a, const float *b, int64_t n)
+{
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= m))
+            m = d;  /* NaN propagates as a failure */
+    }
+    return m;
+}
+
+static struct kvx_engine *open_engine(const struct kvx_model *m, int32_t n_threads)
+{
+    struct kvx_engine_cfg ec = kvx_engine_cfg_default();
+    ec.k_codec = ec.v_codec = KVX_KV_CODEC_F32;
+    ec.n_ctx = 128;
+    ec.n_threads = n_threads;
+    ec.page_tokens = 16;   /* several pages per sequence */
+    struct kvx_engine *e = NULL;
+    struct kvx_err err = {0};
+    if (kvx_engine_create(m, &ec, &e, &err) != KVX_OK)
+        kvx_test_fail(__FILE__, __LINE__, "%s", err.msg);
+    return e;
+}
+
+static void check_fixture(const char *name)
+{
+    struct ref r;
+    if (!ref_load(name, &r)) {
+        ref_free(&r);
+        return;
+    }
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", kvx_test_fixture("arch"), name);
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = dir;
+    struct kvx_model *m = NULL;
+    struct kvx_err err = {0};
+    if (kvx_model_open(&mc, &m, &err) != KVX_OK) {
+        kvx_test_fail(__FILE__, __LINE__, "%s: %s", name, err.msg);
+        ref_free(&r);
+        return;
+    }
+    struct kvx_model_info info;
+    kvx_model_get_info(m, &info);
+    KVX_CHECK_EQ_INT(info.n_vocab, r.n_vocab);
+    KVX_CHECK(info.has_tokenizer == (strcmp(name, "qwen3_qknorm") == 0));   /* tokenizer.json */
+    const int64_t T = r.n_tok, V = r.n_vocab, P = r.prefix;
+    float *pre = malloc((size_t)(T * V) * sizeof *pre), *dec = malloc((size_t)(T * V) * sizeof *dec);
+    struct kvx_engine *e = open_engine(m, 1);
+    struct kvx_session *s = NULL;
+    if (!pre || !dec || !e || kvx_session_create(e, &s, &err) != KVX_OK)
+        goto out;
+    /* prefill: all T tokens in one call */
+    KVX_CHECK(kvx_session_feed(s, r.tokens, T, true, pre, &err) == KVX_OK);
+    double d_pre = max_diff(pre, r.prefill, T * V);
+    /* decode: P tokens, then one at a time, in a fresh sequence */
+    KVX_CHECK(kvx_session_truncate(s, 0, &err) == KVX_OK);
+    KVX_CHECK(kvx_session_feed(s, r.tokens, P, true, dec, &err) == KVX_OK);
+    for (int64_t t = P; t < T; t++)
+        KVX_CHECK(kvx_session_feed(s, r.tokens + t, 1, false, dec + t * V, &err) == KVX_OK);
+    double d_dec = max_diff(dec, r.decode, T * V);
+    double d_self = max_diff(dec + P * V, pre + P * V, (T - P) * V);
+    fprintf(stderr, "  %-13s max |dlogit| prefill %.2e, decode %.2e, kvx decode vs prefill "
+            "%.2e\n", name, d_pre, d_dec, d_self);
+    KVX_CHECK_NEAR(d_pre, 0, ARCH_TOL);
+    KVX_CHECK_NEAR(d_dec, 0, ARCH_TOL);
+    KVX_CHECK_NEAR(d_self, 0, ARCH_SELF_TOL);
+out:
+    kvx_session_destroy(s);
+    kvx_engine_destroy(e);
+    kvx_model_close(m);
+    free(pre);
+    free(dec);
+    ref_free(&r);
+}
+
+KVX_TEST(arch_llama_fixtures_match_transformers)
+{
+    for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++)
+        check_fixture(fixtures[i]);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* FP8 weights through the model loader */
+
+/* Nearest FP8 E4M3 byte to x (|x| <= 448): the magnitudes increase with the byte value, so a
+ * binary search over bytes 0..0x7E finds the nearest. */
+static uint8_t to_fp8(float x)
+{
+    const float a = fabsf(x);
+    int lo = 0, hi = 0x7E;
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (kvx_st_fp8_e4m3_to_f32((uint8_t)mid) <= a)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    const int best = a - kvx_st_fp8_e4m3_to_f32((uint8_t)lo) <=
+                             kvx_st_fp8_e4m3_to_f32((uint8_t)hi) - a ? lo : hi;
+    return (uint8_t)(best | (x < 0 ? 0x80 : 0));
+}
+
+struct st_out {
+    char hdr[16384];
+    size_t hn;
+    uint8_t *data;
+    size_t n, cap;
+};
+
+static void st_add(struct st_out *o, const char *name, const char *dtype, int64_t rows,
+                   int64_t cols, const void *p, size_t bytes)
+{
+    if (o->n + bytes > o->cap) {
+        o->cap = (o->n + bytes) * 2;
+        o->data = realloc(o->data, o->cap);
+    }
+    memcpy(o->data + o->n, p, bytes);
+    char shape[64];
+    if (rows)
+        snprintf(shape, sizeof shape, "%lld,%lld", (long long)rows, (long long)cols);
+    else
+        snprintf(shape, sizeof shape, "%lld", (long long)cols);
+    o->hn += (size_t)snprintf(o->hdr + o->hn, sizeof o->hdr - o->hn,
+                              "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[%s],\"data_offsets\":[%zu,%zu]}",
+                              o->hn > 1 ? "," : "", name, dtype, shape, o->n, o->n + bytes);
+    o->n += bytes;
+}
+
+static void st_write(struct st_out *o, const char *dir, const char *config, const char *extra)
+{
+    char p[1024];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    FILE *f = fopen(p, "wb");
+    o->hn += (size_t)snprintf(o->hdr + o->hn, sizeof o->hdr - o->hn, "}");
+    uint64_t hl = o->hn;
+    KVX_CHECK(f && fwrite(&hl, 8, 1, f) == 1 && fwrite(o->hdr, 1, o->hn, f) == o->hn &&
+              fwrite(o->data, 1, o->n, f) == o->n);
+    if (f)
+        fclose(f);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    f = fopen(p, "wb");
+    KVX_CHECK(f != NULL);
+    if (f) {
+        fprintf(f, "{%s%s", extra, config + 1);   /* extra keys after the opening brace */
+        fclose(f);
+    }
+}
+
+/* FP8 E4M3 weights with 32x32 block scales (powers of two, different in every block) must run
+ * exactly like BF16 weights holding the dequantized values: FP8 × 2^k is exact in BF16. */
+KVX_TEST(arch_llama_fp8_weights_equal_bf16)
+{
+    char src[512], cfg_path[600];
+    snprintf(src, sizeof src, "%s/llama_gqa/model.safetensors", kvx_test_fixture("arch"));
+    snprintf(cfg_path, sizeof cfg_path, "%s/llama_gqa/config.json", kvx_test_fixture("arch"));
+    struct kvx_safetensors *st = NULL;
+    struct kvx_err err = {0};
+    FILE *cf = fopen(cfg_path, "rb");
+    char config[4096] = "";
+    size_t cn = cf ? fread(config, 1, sizeof config - 1, cf) : 0;
+    config[cn] = '\0';
+    if (cf)
+        fclose(cf);
+    if (kvx_st_open(src, &st, &err) != KVX_OK || cn == 0) {
+        kvx_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        kvx_st_close(st);
+        return;
+    }
+    char d8[] = "/tmp/kvx-fp8-XXXXXX", d16[] = "/tmp/kvx-bf16-XXXXXX";
+    KVX_CHECK(mkdtemp(d8) && mkdtemp(d16));
+    struct st_out o8 = {.hn = 1, .hdr = "{"}, o16 = {.hn = 1, .hdr = "{"};
+    const int64_t B = 32;
+    for (uint64_t i = 0; i < st->n_tensors; i++) {
+        const struct kvx_st_tensor *t = &st->tensors[i];
+        float *f = malloc((size_t)t->n_elem * sizeof *f);
+        kvx_st_read_f32(t, f, t->n_elem, NULL);
+        if (t->n_dims == 1) {
+            st_add(&o8, t->name, "F32", 0, t->shape[0], f, t->nbytes);
+            st_add(&o16, t->name, "F32", 0, t->shape[0], f, t->nbytes);
+            free(f);
+            continue;
+        }
+        const int64_t R = t->shape[0], C = t->shape[1], br = (R + B - 1) / B, bc = (C + B - 1) / B;
+        uint8_t *q = malloc((size_t)(R * C));
+        uint16_t *h = malloc((size_t)(R * C) * sizeof *h);
+        float *sc = malloc((size_t)(br * bc) * sizeof *sc);
+        for (int64_t bi = 0; bi < br * bc; bi++) {
+            float mx = 0;
+            for (int64_t r = (bi / bc) * B; r < R && r < (bi / bc + 1) * B; r++)
+                for (int64_t c = (bi % bc) * B; c < C && c < (bi % bc + 1) * B; c++)
+                    mx = fabsf(f[r * C + c]) > mx ? fabsf(f[r * C + c]) : mx;
+            sc[bi] = ldexpf(1.0f, mx > 0 ? (int)ceilf(log2f(mx / 448.0f)) - (int)(bi % 3) : 0);
+        }
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t c = 0; c < C; c++) {
+                const float s = sc[(r / B) * bc + c / B];
+                const float x = f[r * C + c] / s;
+                q[r * C + c] = to_fp8(x > 448 ? 448 : x < -448 ? -448 : x);
+                const float deq = kvx_st_fp8_e4m3_to_f32(q[r * C + c]) * s;
+                uint32_t bits;
+                memcpy(&bits, &deq, 4);
+                KVX_CHECK((bits & 0xffff) == 0);   /* exact in BF16 */
+                h[r * C + c] = (uint16_t)(bits >> 16);
+            }
+        char sname[256];
+        snprintf(sname, sizeof sname, "%s_scale_inv", t->name);
+        st_add(&o8, t->name, "F8_E4M3", R, C, q, (size_t)(R * C));
+        st_add(&o8, sname, "F32", br, bc, sc, (size_t)(br * bc) * sizeof *sc);
+        st_add(&o16, t->name, "BF16", R, C, h, (size_t)(R * C) * sizeof *h);
+        free(q);
+        free(h);
+        free(sc);
+        free(f);
+    }
+    kvx_st_close(st);
+    st_write(&o8, d8, config, "\"quantization_config\": {\"quant_method\": \"fp8\", "
+             "\"weight_block_size\": [32, 32]}, ");
+    st_write(&o16, d16, config, "");
+    free(o8.data);
+    free(o16.data);
+    /* both models over the same tokens */
+    struct kvx_model *m8 = NULL, *m16 = NULL;
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = d8;
+    KVX_CHECK(kvx_model_open(&mc, &m8, &err) == KVX_OK);
+    mc.path = d16;
+    KVX_CHECK(kvx_model_open(&mc, &m16, &err) == KVX_OK);
+    const int32_t toks[8] = {3, 200, 17, 45, 99, 1, 250, 8};
+    float *l8 = malloc(8 * 256 * sizeof *l8), *l16 = malloc(8 * 256 * sizeof *l16);
+    struct kvx_engine *e8 = m8 ? open_engine(m8, 1) : NULL, *e16 = m16 ? open_engine(m16, 1) : NULL;
+    struct kvx_session *s8 = NULL, *s16 = NULL;
+    if (e8 && e16 && kvx_session_create(e8, &s8, &err) == KVX_OK &&
+        kvx_session_create(e16, &s16, &err) == KVX_OK) {
+        KVX_CHECK(kvx_session_feed(s8, toks, 8, true, l8, &err) == KVX_OK);
+        KVX_CHECK(kvx_session_feed(s16, toks, 8, true, l16, &err) == KVX_OK);
+        KVX_CHECK(memcmp(l8, l16, 8 * 256 * sizeof *l8) == 0);
+        double spread = 0;
+        for (int i = 0; i < 8 * 256; i++)
+            spread = fabs(l8[i]) > spread ? fabs(l8[i]) : spread;
+        KVX_CHECK(spread > 1.0);   /* not all zeros */
+    }
+    /* the same FP8 file with a block size the scales do not fit: the scale tensor is named */
+    kvx_session_destroy(s8);
+    kvx_session_destroy(s16);
+    kvx_engine_destroy(e8);
+    kvx_engine_destroy(e16);
+    kvx_model_close(m8);
+    kvx_model_close(m16);
+    free(l8);
+    free(l16);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/config.json", d8);
+    FILE *f = fopen(p, "wb");
+    if (f) {
+        fprintf(f, "{\"quantization_config\": {\"weight_block_size\": [64, 64]}, %s", config + 1);
+        fclose(f);
+    }
+    mc.path = d8;
+    m8 = NULL;
+    KVX_CHECK(kvx_model_open(&mc, &m8, &err) == KVX_ERR_FORMAT && strstr(err.msg, "_scale_inv"));
+    kvx_model_close(m8);
+    const char *dirs[2] = {d8, d16};
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/model.safetensors", dirs[i]);
+        unlink(p);
+        snprintf(p, sizeof p, "%s/config.json", dirs[i]);
+        unlink(p);
+        rmdir(dirs[i]);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* DeepSeek-V3 config.json errors */
+
+/* The deepseek_v3_moe fixture with `from` replaced by `to` in its config.json. */
+static enum kvx_status open_edited(const char *dir, const char *from, const char *to,
+                                   struct kvx_err *err)
+{
+    char src[512], text[8192], out[8400], link[600], target[PATH_MAX];
+    snprintf(src, sizeof src, "%s/deepseek_v3_moe/config.json", kvx_test_fixture("arch"));
+    FILE *f = fopen(src, "rb");
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[n] = '\0';
+    const char *at = strstr(text, from);
+    KVX_CHECK(at != NULL);
+    if (!at)
+        return KVX_ERR_INVALID_ARG;
+    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    char cfg[600];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    f = fopen(cfg, "wb");
+    if (f) {
+        fputs(out, f);
+        fclose(f);
+    }
+    snprintf(src, sizeof src, "%s/deepseek_v3_moe/model.safetensors", kvx_test_fixture("arch"));
+    snprintf(link, sizeof link, "%s/model.safetensors", dir);
+    if (access(link, F_OK) != 0 && realpath(src, target))
+        KVX_CHECK(symlink(target, link) == 0);
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = dir;
+    struct kvx_model *m = NULL;
+    enum kvx_status st = kvx_model_open(&mc, &m, err);
+    kvx_model_close(m);
+    return st;
+}
+
+KVX_TEST(arch_deepseek_config_errors)
+{
+    char dir[] = "/tmp/kvx-ds-XXXXXX";
+    if (!mkdtemp(dir)) {
+        kvx_test_fail(__FILE__, __LINE__, "mkdtemp failed");
+        return;
+    }
+    const struct { const char *from, *to; enum kvx_status want; const char *needle; } cases[] = {
+        {"\"n_group\": 4,", "\"n_group\": 4,", KVX_OK, ""},
+        {"\"n_group\": 4,", "\"n_group\": 3,", KVX_ERR_FORMAT, "n_group"},
+        {"\"n_group\": 4,", "\"n_group\": 4, \"scoring_func\": \"softmax\",", KVX_ERR_UNSUPPORTED,
+         "scoring_func"},
+        {"\"kv_lora_rank\": 16,", "", KVX_ERR_FORMAT, "'kv_lora_rank' is missing"},
+        {"\"q_lora_rank\": 32,", "", KVX_ERR_FORMAT, "'q_lora_rank' is missing"},
+        {"\"q_lora_rank\": 32,", "\"q_lora_rank\": null,", KVX_ERR_FORMAT,
+         "self_attn.q_proj.weight"},
+        {"\"kv_lora_rank\": 16,", "\"kv_lora_rank\": 32,", KVX_ERR_FORMAT,
+         "self_attn.kv_a_proj_with_mqa.weight"},
+        {"\"rope_type\": \"yarn\"", "\"rope_type\": \"llama3\"", KVX_ERR_UNSUPPORTED, "'llama3'"},
+        {"\"first_k_dense_replace\": 1,", "\"first_k_dense_replace\": 2,", KVX_ERR_FORMAT,
+         "model.layers.1.mlp.gate_proj.weight"},
+        {"\"first_k_dense_replace\": 1,", "\"first_k_dense_replace\": 0,", KVX_ERR_FORMAT,
+         "model.layers.0.mlp.gate.weight"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct kvx_err err = {0};
+        enum kvx_status st = open_edited(dir, cases[i].from, cases[i].to, &err);
+        if (st != cases[i].want || (st != KVX_OK && !strstr(err.msg, cases[i].needle)))
+            kvx_test_fail(__FILE__, __LINE__, "'%s' -> '%s': status %d, '%s'", cases[i].from,
+                          cases[i].to, st, err.msg);
+    }
+    char p[700];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    unlink(p);
+    rmdir(dir);
+}

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Tiny random Hugging Face models and their reference logits, for tests/test_arch_llama.c.
+
+For each configuration below: build the model with `transformers` (float32, eager attention),
+give every parameter random values (including those that initialize to constants: norm weights,
+biases), save it with save_pretrained (config.json + safetensors; one fixture sharded), and
+write reference.safetensors next to it:
+
+  tokens          I32 [T]        random token ids
+  prefill_logits  F32 [T, V]     one forward over all T tokens
+  decode_logits   F32 [T, V]     a forward over the first P tokens (rows 0..P-1), then one
+                                 token at a time with the cache (rows P..T-1)
+  __metadata__    prefix = P, plus the versions used
+
+Run by tools/reference/make-arch-fixtures.sh (which makes the venv); writes
+tests/fixtures/arch/<name>/.
+"""
+import argparse
+import json
+import os
+import shutil
+
+import torch
+import transformers
+from safetensors.torch import save_file
+
+T, P = 56, 24
+
+
+def randomize(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if "e_score_correction_bias" in name:   # MoE routing bias (a buffer, zeros)
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                v = 1.0 + 0.3 * torch.randn(p.shape, generator=g)
+            elif name.endswith(".bias"):
+                v = 0.3 * torch.randn(p.shape, generator=g)
+            else:
+                v = 0.15 * torch.randn(p.shape, generator=g)
+            p.copy_(v)
+
+
+CONFIGS = {
+    # GQA, separate lm_head, default RoPE
+    "llama_gqa": (transformers.LlamaConfig, transformers.LlamaForCausalLM, dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+        max_position_embeddings=256, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}), {}),
+    # MHA, tied embeddings (no lm_head in the file), linear RoPE scaling, other theta and eps
+    "llama_tied": (transformers.LlamaConfig, transformers.LlamaForCausalLM, dict(
+        vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, rms_norm_eps=1e-6,
+        max_position_embeddings=512, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 100000.0}), {}),
+    # Q/K/V biases; saved as shards with an index
+    "qwen2_bias": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, dict(
+        vocab_size=320, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+        max_position_embeddings=256, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+        {"max_shard_size": "150KB"}),
+    # per-head q/k RMSNorm, head_dim (32) != hidden / heads (16)
+    "qwen3_qknorm": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, dict(
+        vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=32, rms_norm_eps=1e-6,
+        max_position_embeddings=256, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}), {}),
+    # Mistral: GQA, sliding_window longer than the fixture (full attention in practice)
+    "mistral_gqa": (transformers.MistralConfig, transformers.MistralForCausalLM, dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=1, rms_norm_eps=1e-5,
+        max_position_embeddings=512, sliding_window=128, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}), {}),
+    # DeepSeek-V3 multi-head latent attention, dense layers only (first_k_dense_replace = all),
+    # interleaved RoPE on 8 dims with YaRN (factor 4: softmax scale 24^-0.5 * mscale^2).
+    # kvx does not run it yet: the fixture is the target of the MLA work.
+    "deepseek_v3_mla": (transformers.DeepseekV3Config, transformers.DeepseekV3ForCausalLM, dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=32,
+        kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
+        n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
+        first_k_dense_replace=2, rope_interleave=True, max_position_embeddings=256,
+        rms_norm_eps=1e-6, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                         "original_max_position_embeddings": 64, "mscale": 1.0,
+                         "mscale_all_dim": 1.0, "beta_fast": 32, "beta_slow": 1}), {}),
+    # DeepSeek-V3 with a plain q_proj (q_lora_rank null), default RoPE in half-split order
+    # (rope_interleave false), tied embeddings
+    "deepseek_v3_qproj": (transformers.DeepseekV3Config, transformers.DeepseekV3ForCausalLM, dict(
+        vocab_size=288, hidden_size=64, intermediate_size=96, moe_intermediate_size=32,
+        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, q_lora_rank=None,
+        kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=24,
+        n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
+        first_k_dense_replace=2, rope_interleave=False, max_position_embeddings=256,
+        rms_norm_eps=1e-5, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 50000.0}), {}),
+    # DeepSeek-V3 mixture of experts: layer 0 dense, layer 1 with 8 routed experts in 4
+    # groups (top 2 groups, top 2 experts, sigmoid scores + correction bias), 1 shared expert
+    "deepseek_v3_moe": (transformers.DeepseekV3Config, transformers.DeepseekV3ForCausalLM, dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=32,
+        kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
+        n_routed_experts=8, num_experts_per_tok=2, n_group=4, topk_group=2, n_shared_experts=1,
+        norm_topk_prob=True, routed_scaling_factor=2.5, first_k_dense_replace=1,
+        rope_interleave=True, max_position_embeddings=256, rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                         "original_max_position_embeddings": 64, "mscale": 1.0,
+                         "mscale_all_dim": 1.0, "beta_fast": 32, "beta_slow": 1}), {}),
+}
+
+
+def make(name, out_root, seed):
+    cfg_cls, model_cls, kw, save_kw = CONFIGS[name]
+    torch.manual_seed(seed)
+    config = cfg_cls(**kw)
+    config._attn_implementation = "eager"
+    model = model_cls(config).eval().float()
+    randomize(model, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    ids = torch.randint(0, config.vocab_size, (1, T), generator=g)
+    with torch.no_grad():
+        full = model(ids).logits[0]
+        out = model(ids[:, :P], use_cache=True)
+        past, rows = out.past_key_values, [out.logits[0]]
+        for t in range(P, T):
+            out = model(ids[:, t:t + 1], past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            rows.append(out.logits[0])
+        dec = torch.cat(rows, 0)
+    d = os.path.join(out_root, name)
+    shutil.rmtree(d, ignore_errors=True)
+    model.save_pretrained(d, safe_serialization=True, **save_kw)
+    gen = os.path.join(d, "generation_config.json")
+    if os.path.exists(gen):
+        os.remove(gen)
+    meta = {"prefix": str(P), "torch": torch.__version__, "transformers": transformers.__version__,
+            "seed": str(seed)}
+    save_file({"tokens": ids[0].to(torch.int32).contiguous(),
+               "prefill_logits": full.float().contiguous(),
+               "decode_logits": dec.float().contiguous()},
+              os.path.join(d, "reference.safetensors"), metadata=meta)
+    diff = (full - dec).abs().max().item()
+    print(f"{name}: vocab {config.vocab_size}, logits std {full.std().item():.3f}, "
+          f"max |prefill - decode| in transformers {diff:.2e}")
+    return {"name": name, "model_type": config.model_type, "max_prefill_decode_diff": diff}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="tests/fixtures/arch")
+    ap.add_argument("--seed", type=int, default=1234)
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    torch.set_num_threads(1)   # one thread: the same sums in the same order on every run
+    made = [make(n, args.out, args.seed + i) for i, n in enumerate(CONFIGS)]
+    with open(os.path.join(args.out, "versions.json"), "w") as f:
+        json.dump({"torch": torch.__version__, "transformers": transformers.__version__,
+                   "tokens": T, "prefix": P, "fixtures": made}, f, indent=1)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
