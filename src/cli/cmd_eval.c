@@ -136,6 +136,17 @@ static int load_text(const char *path, const struct kvx_model *m, bool add_bos, 
     return rc;
 }
 
+static int open_model(const struct cli_opts *o, struct kvx_model **m)
+{
+    *m = NULL;
+    if (!o->model)
+        return cli_fail("no model given (-m FILE)");
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = o->model;
+    struct kvx_err err = {0};
+    return kvx_model_open(&mc, m, &err) == KVX_OK ? 0 : cli_fail_err(&err);
+}
+
 /* BOS for the first slot of each window, as `eval ppl` puts it; -1 for none. */
 static int32_t window_bos(const struct cli_opts *o, const struct kvx_model *m)
 {
@@ -474,23 +485,17 @@ static int eval_passkey(const struct cli_opts *o)
     struct kvx_model *m = NULL;
     struct kvx_engine *e = NULL;
     struct passkey_spec p;
-    struct kvx_model_cfg mc = kvx_model_cfg_default();
-    struct kvx_err err = {0};
-    if (!o->model)
-        return cli_fail("no model given (-m FILE)");
-    /* The lengths are checked against the model before any engine is sized for them. */
-    mc.path = o->model;
-    if (kvx_model_open(&mc, &m, &err) != KVX_OK)
-        return cli_fail_err(&err);
-    int rc = passkey_spec(o, m, &p);
-    kvx_model_close(m);
-    m = NULL;
-    if (rc || cli_open(o, passkey_ctx(&p), &m, &e))
-        return 1;
-    int32_t *filler = NULL, *nc = calloc((size_t)p.n_lengths * (size_t)p.n_depths, sizeof *nc);
+    int32_t *filler = NULL, *nc = NULL;
     int64_t n_filler = 0;
     struct passkey_log log = {.what = "eval passkey", .json = o->json};
-    rc = nc ? 0 : cli_fail("out of memory");
+    /* The lengths are checked against the model before an engine is sized for them. */
+    int rc = open_model(o, &m);
+    if (rc == 0)
+        rc = passkey_spec(o, m, &p);
+    if (rc == 0)
+        rc = cli_open_engine(o, passkey_ctx(&p), m, &e);
+    if (rc == 0 && !(nc = calloc((size_t)p.n_lengths * (size_t)p.n_depths, sizeof *nc)))
+        rc = cli_fail("out of memory");
     if (rc == 0)
         rc = load_text(o->file ? o->file : DEFAULT_CORPUS, m, false, &filler, &n_filler);
     if (rc == 0)
@@ -517,13 +522,13 @@ struct sweep_cfg {
     const char *name;
     int line_no;
     struct cli_opts o;
-    struct kvx_model *m;
     struct kvx_engine *e;
     struct kvx_eval_kld_result kld;
     double passkey;
 };
 
 struct sweep {
+    struct kvx_model *m;     /* one model, shared by every engine */
     const char *path;
     struct sweep_cfg *c;
     int32_t n;
@@ -620,11 +625,11 @@ static void sweep_free(struct sweep *sw)
 {
     for (int32_t i = 0; sw->c && i <= sw->n; i++) {
         kvx_engine_destroy(sw->c[i].e);
-        kvx_model_close(sw->c[i].m);
         free(sw->c[i].line);
         free(sw->c[i].options);
     }
     free(sw->c);
+    kvx_model_close(sw->m);
 }
 
 static int read_configs(const struct cli_opts *o, struct sweep *sw)
@@ -667,7 +672,7 @@ static int sweep_open(struct sweep *sw, int64_t n_ctx)
         struct sweep_cfg *c = &sw->c[i];
         fprintf(stderr, "eval sweep: config %d/%d %s (%s:%d): %s\n", (int)i + 1, (int)sw->n,
                 c->name, sw->path, c->line_no, *c->options ? c->options : "(defaults)");
-        if (cli_open(&c->o, n_ctx, &c->m, &c->e))
+        if (cli_open_engine(&c->o, n_ctx, sw->m, &c->e))
             return 1;
     }
     return 0;
@@ -721,13 +726,13 @@ static int sweep_passkey(const struct cli_opts *o, struct sweep *sw, const struc
     int64_t n_filler = 0;
     int rc = nc ? 0 : cli_fail("out of memory");
     if (rc == 0)
-        rc = load_text(o->file, sw->c[0].m, false, &filler, &n_filler);
+        rc = load_text(o->file, sw->m, false, &filler, &n_filler);
     for (int32_t i = 0; rc == 0 && i < sw->n; i++) {
         char what[128];
         snprintf(what, sizeof what, "eval sweep: passkey, config %d/%d %s", (int)i + 1,
                  (int)sw->n, sw->c[i].name);
         struct passkey_log log = {.what = what};
-        rc = run_passkey(o, p, sw->c[i].m, sw->c[i].e, filler, n_filler, nc, &log);
+        rc = run_passkey(o, p, sw->m, sw->c[i].e, filler, n_filler, nc, &log);
         if (rc == 0)
             sw->c[i].passkey = passkey_overall(p, nc);
     }
@@ -749,7 +754,7 @@ static int sweep_report(const struct cli_opts *o, const struct sweep *sw, int64_
         };
     }
     struct kvx_model_info info;
-    kvx_model_get_info(sw->c[0].m, &info);
+    kvx_model_get_info(sw->m, &info);
     char title[256];
     snprintf(title, sizeof title, "KV cache quality: %s, %lld windows of %lld tokens",
              *info.name ? info.name : o->model, (long long)sw->c[0].kld.n_windows, (long long)ctx);
@@ -779,26 +784,21 @@ static int eval_sweep(const struct cli_opts *o)
     int32_t *ids = NULL;
     int64_t n_ids = 0, n_ctx = ctx;
     int rc = read_configs(o, &sw);
-    if (rc == 0 && o->passkey) {
-        struct kvx_model_cfg mc = kvx_model_cfg_default();
-        struct kvx_model *m = NULL;
-        struct kvx_err err = {0};
-        mc.path = o->model;
-        rc = kvx_model_open(&mc, &m, &err) != KVX_OK ? cli_fail_err(&err) : passkey_spec(o, m, &p);
-        kvx_model_close(m);
+    if (rc == 0)
+        rc = open_model(o, &sw.m);
+    if (rc == 0 && o->passkey && (rc = passkey_spec(o, sw.m, &p)) == 0)
         n_ctx = passkey_ctx(&p) > n_ctx ? passkey_ctx(&p) : n_ctx;
-    }
     if (rc == 0)
         rc = sweep_open(&sw, n_ctx);
     if (rc == 0)
-        rc = open_reference(o, sw.c[0].m, ctx, &ref);
+        rc = open_reference(o, sw.m, ctx, &ref);
     if (rc == 0)
-        rc = load_text(o->file, sw.c[0].m, window_bos(o, sw.c[0].m) >= 0, &ids, &n_ids);
+        rc = load_text(o->file, sw.m, window_bos(o, sw.m) >= 0, &ids, &n_ids);
     struct kvx_eval_kld_result res[MAX_CONFIGS];
     for (int32_t i = 0; i < sw.n; i++)
         tests[i] = sw.c[i].e;
     if (rc == 0)
-        rc = run_kld(o, "eval sweep", ids, n_ids, sw.c[0].m, ref, tests, sw.n, ctx, res);
+        rc = run_kld(o, "eval sweep", ids, n_ids, sw.m, ref, tests, sw.n, ctx, res);
     for (int32_t i = 0; rc == 0 && i < sw.n; i++)
         sw.c[i].kld = res[i];
     kvx_engine_destroy(ref);
