@@ -427,6 +427,8 @@ KVX_TEST(eval_cli_bad_input)
     const char *a3[] = {"eval", "passkey", "-m", model, "-f", corpus, "--lengths", "1024,9000",
                         NULL};
     expect_error(a3, "exceed the model's context", "length beyond the context");
+    const char *a3b[] = {"eval", "passkey", "-m", model, "-f", shortf, "--lengths", "4096", NULL};
+    expect_error(a3b, "the filler text is too short", "filler shorter than the prompt");
     const char *a4[] = {"eval", "passkey", "-m", model, "--depths", "0,1.5", NULL};
     expect_error(a4, "--depths", "depth outside 0..1");
     write_file(cfg, "ok --kv f32\n# fine\nbroken --kv\n");

@@ -169,7 +169,8 @@ struct kvx_eval_passkey_grid {
     void *ud;
 };
 
-/* Run every trial of the grid on `e`; n_correct[l * n_depths + d] counts the correct ones. */
+/* Run every trial of the grid on `e`; n_correct[l * n_depths + d] counts the correct ones.
+ * Every length is checked (kvx_eval_passkey_build's errors) before the first trial. */
 enum kvx_status kvx_eval_passkey_run(struct kvx_engine *e, const struct kvx_eval_passkey_cfg *cfg,
                                      const struct kvx_eval_passkey_grid *g, int32_t *n_correct,
                                      struct kvx_err *err);

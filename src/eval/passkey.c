@@ -126,11 +126,11 @@ enum kvx_status kvx_eval_passkey_build(const struct kvx_eval_passkey_cfg *cfg, i
     enum kvx_status st = parts(cfg, key, &head, &keyt, &tail, err);
     const int64_t fixed = head.n + keyt.n + tail.n, F = length - fixed;
     if (st == KVX_OK && F < 0)
-        st = kvx_err_set(err, KVX_ERR_INVALID_ARG, "passkey: a prompt of %lld tokens cannot hold "
+        st = kvx_err_set(err, KVX_ERR_INVALID_ARG, "a passkey prompt of %lld tokens cannot hold "
                          "the instruction, key and question (%lld tokens)", (long long)length,
                          (long long)fixed);
     else if (st == KVX_OK && F > cfg->n_filler)
-        st = kvx_err_set(err, KVX_ERR_INVALID_ARG, "passkey: the filler text is too short: a "
+        st = kvx_err_set(err, KVX_ERR_INVALID_ARG, "the filler text is too short: a passkey "
                          "prompt of %lld tokens needs %lld tokens of it, has %lld",
                          (long long)length, (long long)F, (long long)cfg->n_filler);
     if (st == KVX_OK) {
@@ -249,6 +249,14 @@ enum kvx_status kvx_eval_passkey_run(struct kvx_engine *e, const struct kvx_eval
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     memset(n_correct, 0, (size_t)g->n_lengths * (size_t)g->n_depths * sizeof *n_correct);
+    /* Every length must be buildable before the first trial runs. */
+    for (int32_t l = 0; l < g->n_lengths; l++) {
+        struct kvx_eval_passkey_prompt p;
+        enum kvx_status st = kvx_eval_passkey_build(cfg, g->lengths[l], 0.0, 10000, 0, &p, err);
+        kvx_eval_passkey_prompt_free(&p);
+        if (st != KVX_OK)
+            return st;
+    }
     for (int32_t l = 0; l < g->n_lengths; l++)
         for (int32_t d = 0; d < g->n_depths; d++)
             for (int32_t t = 0; t < g->trials; t++) {
