@@ -58,16 +58,29 @@ int cli_open(const struct cli_opts *o, int64_t n_ctx, struct kvx_model **m, stru
     *e = NULL;
     if (!o->model)
         return cli_fail("no model given (-m FILE)");
+    struct kvx_err err = {0};
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = o->model;
+    if (kvx_model_open(&mc, m, &err) != KVX_OK)
+        return cli_fail_err(&err);
+    if (cli_open_engine(o, n_ctx, *m, e)) {
+        kvx_model_close(*m);
+        *m = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+int cli_open_engine(const struct cli_opts *o, int64_t n_ctx, const struct kvx_model *m,
+                    struct kvx_engine **e)
+{
+    *e = NULL;
     struct kvx_engine_cfg ec = kvx_engine_cfg_default();
     if (parse_isa(o->isa, &ec.isa) || parse_codec("--kv", o->kv, &ec.k_codec) ||
         parse_codec("--kv", o->kv, &ec.v_codec) || parse_codec("--kv-k", o->kv_k, &ec.k_codec) ||
         parse_codec("--kv-v", o->kv_v, &ec.v_codec))
         return 1;
     struct kvx_err err = {0};
-    struct kvx_model_cfg mc = kvx_model_cfg_default();
-    mc.path = o->model;
-    if (kvx_model_open(&mc, m, &err) != KVX_OK)
-        return cli_fail_err(&err);
     ec.n_ctx = o->ctx > n_ctx ? o->ctx : n_ctx;
     ec.n_threads = (int32_t)o->threads;
     ec.n_batch = (int32_t)o->batch;
@@ -79,11 +92,8 @@ int cli_open(const struct cli_opts *o, int64_t n_ctx, struct kvx_model **m, stru
         ec.kivi_group = (int32_t)o->kivi_group;
     if (o->kivi_residual >= 0)
         ec.kivi_residual = (int32_t)o->kivi_residual;
-    if (kvx_engine_create(*m, &ec, e, &err) != KVX_OK) {
-        kvx_model_close(*m);
-        *m = NULL;
+    if (kvx_engine_create(m, &ec, e, &err) != KVX_OK)
         return cli_fail_err(&err);
-    }
     return 0;
 }
 

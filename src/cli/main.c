@@ -17,8 +17,14 @@ static const struct command commands[] = {
      "generate text from a prompt"},
     {"logits", CMD_LOGITS, "kvx logits -m MODEL (-p TEXT | --tokens \"1 2 3\") [--top K] --json",
      "print the logits of every position as JSON"},
-    {"eval", CMD_EVAL, "kvx eval ppl -m MODEL -f TEXTFILE [-c CTX] [--json]",
-     "perplexity over non-overlapping windows (as llama.cpp's perplexity tool)"},
+    {"eval", CMD_EVAL,
+     "kvx eval ppl -m MODEL -f TEXTFILE [-c CTX] [--json]\n"
+     "       kvx eval kld -m MODEL -f TEXTFILE [-c CTX] [cache options] [--chunks N] [--json]\n"
+     "       kvx eval passkey -m MODEL [--lengths 1024,4096] [--depths 0,0.5,1] [--trials N] "
+     "[-f TEXTFILE] [cache options] [--json]\n"
+     "       kvx eval sweep -m MODEL -f TEXTFILE --configs FILE [-c CTX] [--out PREFIX] [--passkey]",
+     "quality: perplexity; KL divergence and top-1 against an f32 cache; passkey retrieval; "
+     "sweeps over cache configurations"},
     {"bench", CMD_BENCH,
      "kvx bench -m MODEL [-p 512] [-n 128] [-d DEPTH] [--sessions N --shared-prefix P] [--json]",
      "prefill and decode tokens/s at a context depth, peak RSS; KV held by N sessions sharing a prefix"},

@@ -42,6 +42,10 @@ struct cli_opts {
     int64_t kivi_residual;    /* -1 = default */
     const char *isa;
     int64_t chunks;
+    /* eval passkey / sweep */
+    const char *lengths, *depths, *configs, *out;
+    int64_t trials;
+    bool passkey;
     const char *system;
     bool no_prefix_cache;
     int64_t sessions, shared_prefix;   /* bench: sessions sharing a prompt prefix */
