@@ -114,6 +114,47 @@ enum kvx_kv_codec {
     KVX_KV_CODEC_COUNT,
 };
 
+/* KV eviction: once a layer holds more tokens than its budget, a policy chooses the tokens it
+ * keeps (kv/evict.h).  Kept tokens keep their original positions (K is cached after RoPE). */
+enum kvx_evict_policy {
+    KVX_EVICT_NONE = 0,
+    KVX_EVICT_SINKS,      /* StreamingLLM: the first `sinks` tokens and the most recent ones */
+    KVX_EVICT_H2O,        /* heavy hitters: most attention received so far, plus a recent window */
+    KVX_EVICT_SNAPKV,     /* at a prompt's end, the votes of its last queries (pooled), per KV head */
+    KVX_EVICT_TOVA,       /* drop the tokens the newest query attends to least (heads averaged) */
+    KVX_EVICT_COUNT,
+};
+
+/* How the mean budget is spread over layers. */
+enum kvx_evict_schedule {
+    KVX_EVICT_UNIFORM = 0,  /* every layer the same */
+    KVX_EVICT_PYRAMID,      /* PyramidKV: linearly fewer tokens in higher layers, same total */
+    KVX_EVICT_SCHEDULE_COUNT,
+};
+
+enum kvx_evict_pooling {
+    KVX_EVICT_POOL_MAX = 0,
+    KVX_EVICT_POOL_AVG,
+};
+
+struct kvx_evict_cfg {
+    enum kvx_evict_policy policy;
+    int64_t budget;            /* tokens per layer (the mean over layers); 0: use ratio */
+    double ratio;              /* budget 0: keep this fraction of the tokens seen, in (0, 1] */
+    enum kvx_evict_schedule schedule;
+    int32_t pyramid_beta;      /* pyramid: the top layer gets 1/beta of the mean's scored part */
+    int32_t sinks;             /* first tokens always kept; -1: 4 for sinks, 0 for the others */
+    int32_t window;            /* newest tokens always kept; -1: the policy's own (h2o: half the
+                                * budget, snapkv: obs_window, sinks and tova: 0) */
+    int32_t obs_window;        /* snapkv: the prompt's last queries that vote (default 32) */
+    int32_t pool_kernel;       /* snapkv: odd pooling width over slots (default 7; 1: none) */
+    enum kvx_evict_pooling pooling;  /* snapkv: max (default) or avg */
+};
+struct kvx_evict_cfg kvx_evict_cfg_default(void);
+const char *kvx_evict_policy_name(enum kvx_evict_policy p);
+/* "none", "sinks", "h2o", "snapkv", "tova"; false if unknown. */
+bool kvx_evict_policy_parse(const char *s, enum kvx_evict_policy *out);
+
 struct kvx_engine;
 
 struct kvx_engine_cfg {
@@ -129,6 +170,10 @@ struct kvx_engine_cfg {
     int32_t n_threads;         /* 0: all online CPUs */
     int32_t n_batch;           /* most tokens per forward step (prefill chunk) */
     int32_t isa;               /* -1: best available; else an enum kvx_isa value (tests, bench) */
+    /* Eviction (policy KVX_EVICT_NONE: off).  With a policy, a feed reserves its pages chunk
+     * by chunk, evicting after each, so KVX_ERR_KV_FULL can come after some chunks of a
+     * feed ran (kvx_session_n_past says how many tokens are in). */
+    struct kvx_evict_cfg evict;
 };
 struct kvx_engine_cfg kvx_engine_cfg_default(void);
 
@@ -144,6 +189,10 @@ struct kvx_kv_stats {
     int64_t pages_used, pages_free_in_budget;
     int32_t page_tokens;
     int32_t n_layer_caches;    /* layers that own a cache */
+    /* eviction (all 0 when off) */
+    int32_t evict_policy;      /* enum kvx_evict_policy */
+    int64_t layer_tokens;      /* tokens stored, summed over owning layers and sessions */
+    int64_t layer_tokens_evicted;   /* tokens evicted, summed likewise (since truncation) */
 };
 void kvx_engine_kv_stats(const struct kvx_engine *e, struct kvx_kv_stats *out);
 
@@ -168,7 +217,9 @@ enum kvx_status kvx_session_feed(struct kvx_session *s, const int32_t *tokens, i
 
 int64_t kvx_session_n_past(const struct kvx_session *s);
 
-/* Drop every token after the first `n_keep`, freeing their pages. */
+/* Drop every token after the first `n_keep`, freeing their pages.  With eviction, n_keep
+ * below the length at the last eviction empties the session (its evicted tokens cannot come
+ * back): feed it again. */
 enum kvx_status kvx_session_truncate(struct kvx_session *s, int64_t n_keep, struct kvx_err *err);
 
 /* ---------------------------------------------------------------------------------------------

@@ -9,5 +9,10 @@
 
 const struct kvx_kv_layout *kvx_engine_layout(const struct kvx_engine *e);
 struct kvx_kv_pool *kvx_engine_pool(const struct kvx_engine *e);
+/* The session's KV sequence (borrowed, valid while the session lives). */
+struct kvx_kv_seq *kvx_session_seq(const struct kvx_session *s);
+/* True when the engine evicts (kv/evict.h): the session's pages are compacted in place, so
+ * they must not be shared with another session (prefix sharing, fork). */
+bool kvx_session_evicts(const struct kvx_session *s);
 
 #endif
