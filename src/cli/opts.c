@@ -58,6 +58,13 @@ static const struct opt opts[] = {
     {"kivi-group", 0, OPT_INT, O(kivi_group), GEN | CMD_INSPECT, 16, 65536, "G", "kivi2: tokens per K quantization group (default 32)"},
     {"kivi-residual", 0, OPT_INT, O(kivi_residual), GEN | CMD_INSPECT, 0, 65536, "R", "kivi2: newest V tokens also kept in f16 (default 128)"},
     {"isa", 0, OPT_STR, O(isa), GEN, 0, 0, "ISA", "kernels: auto, scalar, avx2, avx512"},
+    {"evict", 0, OPT_STR, O(evict), GEN, 0, 0, "POLICY", "KV eviction: none (default), sinks, h2o, snapkv, tova"},
+    {"evict-budget", 0, OPT_STR, O(evict_budget), GEN, 0, 0, "N|RATIO", "tokens kept per layer (1024), or a share of the tokens seen (0.5, 25%)"},
+    {"evict-schedule", 0, OPT_STR, O(evict_schedule), GEN, 0, 0, "NAME", "budget per layer: uniform (default) or pyramid (more in lower layers)"},
+    {"evict-sinks", 0, OPT_INT, O(evict_sinks), GEN, 0, 1 << 30, "S", "first tokens always kept (default: 4 for sinks, else 0)"},
+    {"evict-window", 0, OPT_INT, O(evict_window), GEN, 0, 1 << 30, "W", "newest tokens always kept (default: h2o half the budget, snapkv --evict-obs)"},
+    {"evict-obs", 0, OPT_INT, O(evict_obs), GEN, 1, 8192, "W", "snapkv: a prompt's last queries that vote (default 32)"},
+    {"evict-pool", 0, OPT_STR, O(evict_pool), GEN, 0, 0, "max|avg[:K]", "snapkv: pooling of the votes and its odd width (default max:7)"},
     {"preset", 0, OPT_STR, O(preset), CMD_PLAN, 0, 0, "NAME[,NAME]", "plan: model preset(s) from data/plan/models.tsv (-m takes FILE[,FILE])"},
     {"ctx", 'c', OPT_STR, O(plan_ctx), CMD_PLAN, 0, 0, "L[,L...]", "plan: context lengths, e.g. 4096,32K,128K (default 8192)"},
     {"kv", 0, OPT_STR, O(kv), CMD_PLAN, 0, 0, "CODEC", "plan: K and V storage: f16 (default), bf16, f32, fp8, fp4"},
@@ -97,6 +104,9 @@ void cli_opts_default(struct cli_opts *o)
     o->batch = 512;
     o->page_tokens = 256;
     o->kivi_residual = -1;
+    o->evict_sinks = -1;
+    o->evict_window = -1;
+    o->evict_obs = -1;
     o->concurrency = 1;
     o->tp = 1;
     o->util = 0.9f;
