@@ -52,6 +52,7 @@ struct kvx_kv_seq {
 struct kvx_kv_pool {
     const struct kvx_kv_layout *layout;
     enum kvx_isa isa;
+    bool compact_reencode;
     uint8_t *base;
     size_t map_bytes, budget, carved, bytes_used;
     struct kvx_kv_page *pages;
@@ -159,6 +160,7 @@ enum kvx_status kvx_kv_pool_create(const struct kvx_kv_pool_cfg *cfg, struct kvx
         return kvx_err_set(err, KVX_ERR_NOMEM, "kv pool: no memory");
     p->layout = cfg->layout;
     p->isa = cfg->isa;
+    p->compact_reencode = cfg->compact_reencode;
     p->budget = cfg->budget_bytes;
     st = pool_classes(p, err);
     if (st == KVX_OK)
@@ -748,7 +750,7 @@ static void compact_head(struct kvx_kv_seq *s, int32_t layer, int32_t h, const i
     const int32_t kd = l->layers[layer].k_dim, vd = l->layers[layer].v_dim;
     struct kvx_kv_view v;
     kvx_kv_seq_view(s, layer, &v);
-    float *kb = buf, *vb = buf + (size_t)(n_keep - d0) * (size_t)kd;
+    float *kb = buf, *vb = d0 < n_keep ? buf + (size_t)(n_keep - d0) * (size_t)kd : buf;
     for (int64_t j = d0; j < n_keep; j++) {
         kvx_kv_view_get_k(&v, h, keep[j], kb + (size_t)(j - d0) * (size_t)kd);
         kvx_kv_view_get_v(&v, h, keep[j], vb + (size_t)(j - d0) * (size_t)vd);
@@ -765,6 +767,31 @@ static void compact_head(struct kvx_kv_seq *s, int32_t layer, int32_t h, const i
                                kb + (size_t)(j - d0) * (size_t)kd);
         p->v_ops[layer]->v_put(page + vo, v_state, &v.v_fmt, j - tok, tok,
                                vb + (size_t)(j - d0) * (size_t)vd);
+    }
+}
+
+/* The same with the codecs' raw copies (stateless codecs that store tokens independently):
+ * in place, in increasing order, since keep[j] >= j never names a slot an earlier copy
+ * wrote; consecutive kept slots go as one run per page of source and destination. */
+static void compact_head_copy(struct kvx_kv_seq *s, int32_t layer, int32_t h, const int64_t *keep,
+                              int64_t d0, int64_t n_keep)
+{
+    const struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    const struct kvx_kv_table *t = &s->tables[layer];
+    const int64_t pt = l->page_tokens;
+    const size_t ko = kvx_kv_layer_k_offset(l, layer, h), vo = kvx_kv_layer_v_offset(l, layer, h);
+    const struct kvx_kv_fmt kf = kvx_kv_layer_k_fmt(l, layer), vf = kvx_kv_layer_v_fmt(l, layer);
+    for (int64_t j = d0; j < n_keep;) {
+        const int64_t room = pt - (j % pt < keep[j] % pt ? keep[j] % pt : j % pt);
+        int64_t n = 1;
+        while (n < room && j + n < n_keep && keep[j + n] == keep[j] + n)
+            n++;
+        uint8_t *dst = t->ptrs[j / pt], *src = t->ptrs[keep[j] / pt];
+        const int32_t to = (int32_t)(j % pt), from = (int32_t)(keep[j] % pt);
+        p->k_ops[layer]->k_copy(dst + ko, to, src + ko, from, (int32_t)n, &kf);
+        p->v_ops[layer]->v_copy(dst + vo, to, src + vo, from, (int32_t)n, &vf);
+        j += n;
     }
 }
 
@@ -789,7 +816,9 @@ enum kvx_status kvx_kv_seq_compact(struct kvx_kv_seq *s, int32_t layer, const in
         return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv compact: layer %d codec state is shared",
                            (int)layer);
     const struct kvx_layer_cache *c = &l->layers[layer];
-    const size_t need = (size_t)(n_keep - d0) * (size_t)(c->k_dim + c->v_dim);
+    const bool raw = p->k_ops[layer]->k_copy && p->v_ops[layer]->v_copy && !t->state &&
+                     !p->compact_reencode;
+    const size_t need = raw ? 0 : (size_t)(n_keep - d0) * (size_t)(c->k_dim + c->v_dim);
     if (need > p->compact_cap) {
         float *nb = realloc(p->compact_buf, need * sizeof *nb);
         if (!nb)
@@ -802,7 +831,10 @@ enum kvx_status kvx_kv_seq_compact(struct kvx_kv_seq *s, int32_t layer, const in
         int64_t hd0 = d0;
         while (hd0 < n_keep && kh[hd0] == hd0)
             hd0++;
-        compact_head(s, layer, h, kh, hd0, n_keep, p->compact_buf);
+        if (raw)
+            compact_head_copy(s, layer, h, kh, hd0, n_keep);
+        else
+            compact_head(s, layer, h, kh, hd0, n_keep, p->compact_buf);
     }
     t->shift += slots - n_keep;
     s->compact_len = s->len;

@@ -42,6 +42,8 @@ struct kvx_kv_pool_cfg {
     const struct kvx_kv_layout *layout;   /* borrowed; must outlive the pool */
     size_t budget_bytes;
     enum kvx_isa isa;                     /* picks the codec kernels of views */
+    bool compact_reencode;                /* tests: compaction moves tokens through get/put
+                                           * even where the codecs copy raw bytes */
 };
 
 enum kvx_status kvx_kv_pool_create(const struct kvx_kv_pool_cfg *cfg, struct kvx_kv_pool **out,
@@ -77,7 +79,8 @@ enum kvx_status kvx_kv_seq_create(struct kvx_kv_pool *p, struct kvx_kv_seq **out
 /* Releases the sequence's page references. */
 void kvx_kv_seq_destroy(struct kvx_kv_seq *s);
 
-/* Tokens whose K/V are stored (positions 0 .. n-1). */
+/* Positions written (0 .. n-1): the next token's position.  A compacted layer stores fewer
+ * tokens: kvx_kv_seq_slots. */
 int64_t kvx_kv_seq_len(const struct kvx_kv_seq *s);
 /* Ensure pages exist for positions [0, n_tokens) in every owning layer (and drop the window
  * pages no query from kvx_kv_seq_len on can see, see above).  All or nothing:
@@ -108,7 +111,7 @@ void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const fl
 /* What attention needs to read one layer of one sequence (a SHARED layer resolves to the layer
  * it reads).  Valid until the sequence next changes. */
 struct kvx_kv_view {
-    uint8_t *const *pages;                 /* page base pointers in token order */
+    uint8_t *const *pages;                 /* page base pointers in slot order */
     int64_t n_pages;
     int32_t page_tokens;
     int32_t n_kv_heads, k_dim, v_dim;
@@ -153,10 +156,11 @@ int64_t kvx_kv_seq_slot(const struct kvx_kv_seq *s, int32_t layer, int64_t pos);
 bool kvx_kv_seq_compacted(const struct kvx_kv_seq *s);
 /* In FULL layer `layer`, keep in KV head h only the n_keep slots keep[h*n_keep + j]
  * (j < n_keep, strictly increasing, each < kvx_kv_seq_slots), moved to slots 0..n_keep-1 in
- * that order; every head keeps the same number.  Values move through the codecs' get and put
- * (exact for f32/f16/bf16; quantizing codecs re-quantize the moved tokens), codec state
- * (e.g. a residual) is truncated and rebuilt by the codec's own ops; then pages beyond the
- * new reserved slots are freed.  All or nothing: KVX_ERR_INVALID_ARG (bad layer or keep
+ * that order; every head keeps the same number.  Values move as raw bytes where the codecs
+ * store tokens independently (k_copy / v_copy, e.g. f32, f16), otherwise through the codecs'
+ * get and put (quantizing codecs then re-quantize the moved tokens) with their state (e.g. a
+ * residual) truncated and rebuilt by the codec's own ops; then pages beyond the new reserved
+ * slots are freed.  All or nothing: KVX_ERR_INVALID_ARG (bad layer or keep
  * list), KVX_ERR_UNSUPPORTED (a page to rewrite is shared) or KVX_ERR_NOMEM leave the
  * sequence unchanged.  Allocates only when its scratch must grow. */
 enum kvx_status kvx_kv_seq_compact(struct kvx_kv_seq *s, int32_t layer, const int64_t *keep,
