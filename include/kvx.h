@@ -149,6 +149,9 @@ struct kvx_evict_cfg {
     int32_t obs_window;        /* snapkv: the prompt's last queries that vote (default 32) */
     int32_t pool_kernel;       /* snapkv: odd pooling width over slots (default 7; 1: none) */
     enum kvx_evict_pooling pooling;  /* snapkv: max (default) or avg */
+    int32_t slack;             /* a layer may exceed its budget by this many tokens before it
+                                * evicts (down to the budget): one compaction per slack + 1
+                                * decode steps instead of one per step (default 0) */
 };
 struct kvx_evict_cfg kvx_evict_cfg_default(void);
 const char *kvx_evict_policy_name(enum kvx_evict_policy p);

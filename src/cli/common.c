@@ -79,7 +79,7 @@ static int parse_evict(const struct cli_opts *o, struct kvx_evict_cfg *c)
 {
     if (o->evict && !kvx_evict_policy_parse(o->evict, &c->policy))
         return cli_fail("--evict: unknown policy '%s' (none, sinks, h2o, snapkv, tova)", o->evict);
-    const bool extra = o->evict_budget || o->evict_schedule || o->evict_pool ||
+    const bool extra = o->evict_budget || o->evict_schedule || o->evict_pool || o->evict_slack ||
                        o->evict_sinks >= 0 || o->evict_window >= 0 || o->evict_obs >= 0;
     if (c->policy == KVX_EVICT_NONE)
         return extra ? cli_fail("--evict-* options need --evict POLICY") : 0;
@@ -115,6 +115,7 @@ static int parse_evict(const struct cli_opts *o, struct kvx_evict_cfg *c)
     c->window = (int32_t)o->evict_window;
     if (o->evict_obs >= 0)
         c->obs_window = (int32_t)o->evict_obs;
+    c->slack = (int32_t)o->evict_slack;
     return 0;
 }
 

@@ -64,6 +64,7 @@ static const struct opt opts[] = {
     {"evict-sinks", 0, OPT_INT, O(evict_sinks), GEN, 0, 1 << 30, "S", "first tokens always kept (default: 4 for sinks, else 0)"},
     {"evict-window", 0, OPT_INT, O(evict_window), GEN, 0, 1 << 30, "W", "newest tokens always kept (default: h2o half the budget, snapkv --evict-obs)"},
     {"evict-obs", 0, OPT_INT, O(evict_obs), GEN, 1, 8192, "W", "snapkv: a prompt's last queries that vote (default 32)"},
+    {"evict-slack", 0, OPT_INT, O(evict_slack), GEN, 0, 1 << 30, "N", "evict only once a layer is N tokens over its budget (fewer compactions in decode; default 0)"},
     {"evict-pool", 0, OPT_STR, O(evict_pool), GEN, 0, 0, "max|avg[:K]", "snapkv: pooling of the votes and its odd width (default max:7)"},
     {"preset", 0, OPT_STR, O(preset), CMD_PLAN, 0, 0, "NAME[,NAME]", "plan: model preset(s) from data/plan/models.tsv (-m takes FILE[,FILE])"},
     {"ctx", 'c', OPT_STR, O(plan_ctx), CMD_PLAN, 0, 0, "L[,L...]", "plan: context lengths, e.g. 4096,32K,128K (default 8192)"},

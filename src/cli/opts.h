@@ -44,6 +44,7 @@ struct cli_opts {
     /* eviction */
     const char *evict, *evict_budget, *evict_schedule, *evict_pool;
     int64_t evict_sinks, evict_window, evict_obs;   /* -1 = default */
+    int64_t evict_slack;
     int64_t chunks;
     const char *system;
     bool help;

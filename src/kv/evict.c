@@ -81,6 +81,7 @@ struct kvx_evict_cfg kvx_evict_cfg_default(void)
         .obs_window = 32,
         .pool_kernel = 7,
         .pooling = KVX_EVICT_POOL_MAX,
+        .slack = 0,
     };
 }
 
@@ -172,6 +173,9 @@ static enum kvx_status check_cfg(const struct kvx_evict_cfg *c, int64_t n_ctx, i
     if (c->pyramid_beta < 1 || c->pyramid_beta > 1000000)
         return kvx_err_set(err, KVX_ERR_INVALID_ARG, "pyramid beta %d is outside 1..1000000",
                            (int)c->pyramid_beta);
+    if (c->slack < 0 || c->slack > n_ctx)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "eviction slack %d is outside 0..%lld",
+                           (int)c->slack, (long long)n_ctx);
     if (c->sinks < -1 || c->sinks > n_ctx || c->window < -1 || c->window > n_ctx)
         return kvx_err_set(err, KVX_ERR_INVALID_ARG, "eviction sinks %d / window %d outside "
                            "0..%lld (-1: default)", (int)c->sinks, (int)c->window, (long long)n_ctx);
@@ -441,10 +445,14 @@ enum kvx_status kvx_kv_evict_step_begin(struct kvx_kv_evict_seq *es, const struc
 {
     const struct kvx_kv_evict *ev = es->ev;
     const struct kvx_kv_layout *lay = ev->layout;
-    (void)s;
     int64_t need = 0;
-    for (int32_t l = 0; l < lay->n_layer; l++)
+    for (int32_t l = 0; l < lay->n_layer; l++) {
+        if (ev->full_rank[l] >= 0 && es->n[l] != kvx_kv_seq_slots(s, l))
+            return kvx_err_set(err, KVX_ERR_INVALID_ARG, "eviction: layer %d tracks %lld slots, "
+                               "the cache holds %lld (tokens written past the evictor?)", (int)l,
+                               (long long)es->n[l], (long long)kvx_kv_seq_slots(s, l));
         need = es->n[l] + st->n_tok > need ? es->n[l] + st->n_tok : need;
+    }
     if (rows_grow(es, need) != KVX_OK)
         return kvx_err_set(err, KVX_ERR_NOMEM, "eviction: no memory for %lld slots per layer",
                            (long long)need);
@@ -546,7 +554,7 @@ enum kvx_status kvx_kv_evict_step_end(struct kvx_kv_evict_seq *es, struct kvx_kv
     const int64_t mean = mean_budget(ev, len);
     kvx_kv_evict_budgets(ev, len, ev->budgets);
     for (int32_t l = 0; l < lay->n_layer; l++) {
-        if (ev->full_rank[l] < 0 || es->n[l] <= ev->budgets[l])
+        if (ev->full_rank[l] < 0 || es->n[l] <= ev->budgets[l] + ev->cfg.slack)
             continue;
         enum kvx_status r = evict_layer(es, s, l, mean, ev->budgets[l], err);
         if (r != KVX_OK)

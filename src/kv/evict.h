@@ -1,7 +1,8 @@
 /* kv/evict: which tokens a layer keeps once it holds more than its budget.
  *
  * After every forward step (a prefill chunk or one decode token) each FULL layer holding more
- * tokens than its budget keeps exactly its budget: per KV head,
+ * tokens than its budget (plus an optional slack, which batches decode-time evictions) keeps
+ * exactly its budget: per KV head,
  *   1. the sinks: slots whose position is below `sinks`;
  *   2. the window: the newest `window` slots;
  *   3. the rest by the policy's priority, highest first, ties to the newer token;
@@ -96,7 +97,7 @@ void kvx_kv_evict_destroy(struct kvx_kv_evict *ev);
 /* The configuration with its defaults resolved (sinks; window stays -1 for "policy default"). */
 const struct kvx_evict_cfg *kvx_kv_evict_get_cfg(const struct kvx_kv_evict *ev);
 /* Layer budgets for a sequence that has seen n_seen tokens: out[layer], -1 for layers that do
- * not evict (not FULL). */
+ * not evict (not FULL).  Uses the evictor's scratch (one thread at a time). */
 void kvx_kv_evict_budgets(const struct kvx_kv_evict *ev, int64_t n_seen, int64_t *out);
 /* The protected sinks and window of a layer with budget `layer_budget` at mean budget `mean`. */
 void kvx_kv_evict_protected(const struct kvx_kv_evict *ev, int64_t mean, int64_t layer_budget,
@@ -111,7 +112,8 @@ void kvx_kv_evict_seq_destroy(struct kvx_kv_evict_seq *es);
 
 /* Before a step: make room in the rows for its tokens and set their scores; want[i] (i <
  * n_tok) says which tokens must report attention, and *acc the sums they go to (NULL when
- * none does).  KVX_ERR_NOMEM leaves everything as it was. */
+ * none does).  KVX_ERR_NOMEM (or KVX_ERR_INVALID_ARG when the rows do not match the cache's
+ * slots) leaves everything as it was. */
 enum kvx_status kvx_kv_evict_step_begin(struct kvx_kv_evict_seq *es, const struct kvx_kv_seq *s,
                                         const struct kvx_kv_evict_step *st, uint8_t *want,
                                         const struct kvx_attn_acc_seq **acc, struct kvx_err *err);
