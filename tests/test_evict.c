@@ -313,6 +313,18 @@ KVX_TEST(evict_sinks_keeps_first_and_recent)
     expect_kept(&r, 1, 0, want2, 8, __LINE__);
     KVX_CHECK_EQ_INT(kvx_kv_evict_seq_evicted(r.es), 2 * (12 + 5));
     rig_close(&r);
+    /* with a slack of 3 a layer runs up to 11 tokens, then drops back to 8 */
+    c.slack = 3;
+    if (!rig_open(&r, 1, KVX_KV_CODEC_F32, 16, &c))
+        return;
+    rig_step(&r, 20, 20, true, NULL);
+    const int64_t held[] = {9, 10, 11, 8, 9, 10, 11, 8};
+    for (int i = 0; i < 8; i++) {
+        rig_step(&r, 1, 1, true, NULL);
+        KVX_CHECK_EQ_INT(kvx_kv_seq_slots(r.seq, 0), held[i]);
+    }
+    expect_kept(&r, 0, 1, (const int64_t[]){0, 1, 22, 23, 24, 25, 26, 27}, 8, __LINE__);
+    rig_close(&r);
 }
 
 /* h2o: head 0 attends to odd slots, head 1 to multiples of 3, more to older ones. */
