@@ -3,7 +3,9 @@
  *
  * kvx_session_feed is two-phase: it validates the tokens, checks the context limit and
  * reserves every KV page the whole request needs before running anything, so an error leaves
- * the session exactly as it was. */
+ * the session exactly as it was.  With an eviction policy (kv/evict.h) it runs chunk by chunk
+ * instead (reserve, forward, evict), so that the cache never holds more than the layers'
+ * budgets plus one chunk. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
