@@ -263,11 +263,15 @@ static size_t evict_report(const struct kvx_engine *e, const struct kvx_kv_stats
     if (c->window >= 0)
         OUT("%d", (int)c->window);
     else
-        OUT("%s", c->policy == KVX_EVICT_H2O ? "half the budget"
-                  : c->policy == KVX_EVICT_SNAPKV ? "the observation window" : "none");
+        OUT("%s", c->policy == KVX_EVICT_H2O      ? "half the budget"
+                  : c->policy == KVX_EVICT_SNAPKV ? "the observation window"
+                  : c->policy == KVX_EVICT_SINKS  ? "the rest of the budget"
+                                                  : "none");
     if (c->policy == KVX_EVICT_SNAPKV)
         OUT(", observation window %d, %s pool %d", (int)c->obs_window,
             c->pooling == KVX_EVICT_POOL_AVG ? "avg" : "max", (int)c->pool_kernel);
+    if (c->slack > 0)
+        OUT(", slack %d", (int)c->slack);
     OUT("\nstored tokens per layer (all sessions):");
     for (int32_t l = 0; l < e->layout.n_layer; l++) {
         int64_t t = 0;

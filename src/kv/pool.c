@@ -357,11 +357,11 @@ int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s)
     return s->compact_len > min_keep ? s->compact_len : min_keep;
 }
 
-/* Tell the codecs of `layer` that the sequence now ends at n_keep > 0 (their state may hold
- * tokens past it, or miss tokens it must now hold). */
 static void heads_state_truncate(struct kvx_kv_seq *s, int32_t layer, int32_t h0, int32_t h1,
                                  int64_t n_keep);
 
+/* Tell the codecs of `layer` that the sequence now ends at n_keep > 0 slots (their state may
+ * hold tokens past it, or miss tokens it must now hold). */
 static void state_truncate(struct kvx_kv_seq *s, int32_t layer, int64_t n_keep)
 {
     heads_state_truncate(s, layer, 0, s->pool->layout->layers[layer].n_kv_heads, n_keep);
@@ -481,9 +481,9 @@ static int64_t table_end(const struct kvx_kv_seq *s, int32_t layer, int64_t targ
     return (target - s->tables[layer].shift + pt - 1) / pt;
 }
 
-/* Count, per class, the pages reserving positions up to `target` needs and the pages the window drops
- * free (those only this sequence references).  Returns the bytes the budget must supply and
- * the descriptors carving will add. */
+/* Count, per class, the pages reserving positions [0, target) needs and the pages the window
+ * drops free (those only this sequence references).  Returns the bytes the budget must supply
+ * and the descriptors carving will add. */
 static size_t reserve_plan(const struct kvx_kv_seq *s, int64_t target, int64_t *new_descs)
 {
     const struct kvx_kv_pool *p = s->pool;
