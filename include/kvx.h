@@ -143,7 +143,7 @@ struct kvx_evict_cfg {
     double ratio;              /* budget 0: keep this fraction of the tokens seen, in (0, 1] */
     enum kvx_evict_schedule schedule;
     int32_t pyramid_beta;      /* pyramid: the top layer gets 1/beta of the mean's scored part */
-    int32_t sinks;             /* first tokens always kept; -1: 4 for sinks, 0 for the others */
+    int32_t sinks;             /* first tokens always kept; -1: 4 for sinks and snapkv, else 0 */
     int32_t window;            /* newest tokens always kept; -1: the policy's own (h2o: half the
                                 * budget, snapkv: obs_window, sinks and tova: 0) */
     int32_t obs_window;        /* snapkv: the prompt's last queries that vote (default 32) */

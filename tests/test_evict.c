@@ -400,6 +400,7 @@ KVX_TEST(evict_snapkv_votes_pooled_then_window)
     struct kvx_evict_cfg c = kvx_evict_cfg_default();
     c.policy = KVX_EVICT_SNAPKV;
     c.budget = 8;
+    c.sinks = 0;
     c.obs_window = 4;
     c.pool_kernel = 3;
     struct rig r;

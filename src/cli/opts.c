@@ -61,7 +61,7 @@ static const struct opt opts[] = {
     {"evict", 0, OPT_STR, O(evict), GEN, 0, 0, "POLICY", "KV eviction: none (default), sinks, h2o, snapkv, tova"},
     {"evict-budget", 0, OPT_STR, O(evict_budget), GEN, 0, 0, "N|RATIO", "tokens kept per layer (1024), or a share of the tokens seen (0.5, 25%)"},
     {"evict-schedule", 0, OPT_STR, O(evict_schedule), GEN, 0, 0, "NAME", "budget per layer: uniform (default) or pyramid (more in lower layers)"},
-    {"evict-sinks", 0, OPT_INT, O(evict_sinks), GEN, 0, 1 << 30, "S", "first tokens always kept (default: 4 for sinks, else 0)"},
+    {"evict-sinks", 0, OPT_INT, O(evict_sinks), GEN, 0, 1 << 30, "S", "first tokens always kept (default: 4 for sinks and snapkv, else 0)"},
     {"evict-window", 0, OPT_INT, O(evict_window), GEN, 0, 1 << 30, "W", "newest tokens always kept (default: h2o half the budget, snapkv --evict-obs)"},
     {"evict-obs", 0, OPT_INT, O(evict_obs), GEN, 1, 8192, "W", "snapkv: a prompt's last queries that vote (default 32)"},
     {"evict-slack", 0, OPT_INT, O(evict_slack), GEN, 0, 1 << 30, "N", "evict only once a layer is N tokens over its budget (fewer compactions in decode; default 0)"},

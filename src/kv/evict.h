@@ -19,7 +19,7 @@
  *           obs_window queries vote; votes are pooled over neighbouring slots (max or avg,
  *           kernel pool_kernel) and kept as scores; tokens that came later score below every
  *           voted one, so between prompts it is "the prompt's selection + the recent window"
- *           (window default obs_window).
+ *           (window default obs_window; sinks default 4, see evict_snapkv.c).
  *   tova    the newest query's probabilities (the last token of the step), averaged over all
  *           heads of the layer: one choice for every KV head.
  * Budgets: absolute (tokens per layer) or a ratio of the tokens the sequence has seen, spread

@@ -10,7 +10,9 @@
  * Scores persist; a token that arrives after the vote scores -1, below every voted one, so
  * between prompts the policy is "the prompt's selection + the recent window" (ties go to the
  * newer token).  Within one feed, chunks before the last evict by the previous votes the
- * same way. */
+ * same way; before the first vote that is recency alone, which drops the attention sink, so
+ * the first 4 tokens are kept by default (SmolLM2-135M, 4096-token window of the eval text,
+ * half the budget: ppl 19.5 without them, 11.7 with them, 11.48 with no eviction). */
 #include <math.h>
 #include <string.h>
 
@@ -83,7 +85,7 @@ static void snapkv_rank(const struct kvx_evict_cfg *c, const struct kvx_kv_evict
 
 const struct kvx_kv_evict_ops kvx_kv_evict_snapkv = {
     .name = "snapkv",
-    .sinks = 0,
+    .sinks = 4,
     .window = snapkv_window,
     .new_score = -1.0f,
     .want = snapkv_want,
