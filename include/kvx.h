@@ -120,6 +120,50 @@ enum kvx_kv_codec {
     KVX_KV_CODEC_COUNT,
 };
 
+/* KV eviction: once a layer holds more tokens than its budget, a policy chooses the tokens it
+ * keeps (kv/evict.h).  Kept tokens keep their original positions (K is cached after RoPE). */
+enum kvx_evict_policy {
+    KVX_EVICT_NONE = 0,
+    KVX_EVICT_SINKS,      /* StreamingLLM: the first `sinks` tokens and the most recent ones */
+    KVX_EVICT_H2O,        /* heavy hitters: most attention received so far, plus a recent window */
+    KVX_EVICT_SNAPKV,     /* at a prompt's end, the votes of its last queries (pooled), per KV head */
+    KVX_EVICT_TOVA,       /* drop the tokens the newest query attends to least (heads averaged) */
+    KVX_EVICT_COUNT,
+};
+
+/* How the mean budget is spread over layers. */
+enum kvx_evict_schedule {
+    KVX_EVICT_UNIFORM = 0,  /* every layer the same */
+    KVX_EVICT_PYRAMID,      /* PyramidKV: linearly fewer tokens in higher layers, same total */
+    KVX_EVICT_SCHEDULE_COUNT,
+};
+
+enum kvx_evict_pooling {
+    KVX_EVICT_POOL_MAX = 0,
+    KVX_EVICT_POOL_AVG,
+};
+
+struct kvx_evict_cfg {
+    enum kvx_evict_policy policy;
+    int64_t budget;            /* tokens per layer (the mean over layers); 0: use ratio */
+    double ratio;              /* budget 0: keep this fraction of the tokens seen, in (0, 1] */
+    enum kvx_evict_schedule schedule;
+    int32_t pyramid_beta;      /* pyramid: the top layer gets 1/beta of the mean's scored part */
+    int32_t sinks;             /* first tokens always kept; -1: 4 for sinks and snapkv, else 0 */
+    int32_t window;            /* newest tokens always kept; -1: the policy's own (h2o: half the
+                                * budget, snapkv: obs_window, sinks and tova: 0) */
+    int32_t obs_window;        /* snapkv: the prompt's last queries that vote (default 32) */
+    int32_t pool_kernel;       /* snapkv: odd pooling width over slots (default 7; 1: none) */
+    enum kvx_evict_pooling pooling;  /* snapkv: max (default) or avg */
+    int32_t slack;             /* a layer may exceed its budget by this many tokens before it
+                                * evicts (down to the budget): one compaction per slack + 1
+                                * decode steps instead of one per step (default 0) */
+};
+struct kvx_evict_cfg kvx_evict_cfg_default(void);
+const char *kvx_evict_policy_name(enum kvx_evict_policy p);
+/* "none", "sinks", "h2o", "snapkv", "tova"; false if unknown. */
+bool kvx_evict_policy_parse(const char *s, enum kvx_evict_policy *out);
+
 struct kvx_engine;
 
 struct kvx_engine_cfg {
@@ -141,6 +185,10 @@ struct kvx_engine_cfg {
      * recently used first, when the budget runs out.  Models with sliding-window layers, and
      * sessions whose cache dropped tokens, do not take part. */
     bool prefix_cache;
+    /* Eviction (policy KVX_EVICT_NONE: off).  With a policy, a feed reserves its pages chunk
+     * by chunk, evicting after each, so KVX_ERR_KV_FULL can come after some chunks of a
+     * feed ran (kvx_session_n_past says how many tokens are in). */
+    struct kvx_evict_cfg evict;
 };
 struct kvx_engine_cfg kvx_engine_cfg_default(void);
 
@@ -163,6 +211,10 @@ struct kvx_kv_stats {
     size_t prefix_bytes_idle;  /* of which no session uses: released first when the budget runs out */
     int64_t prefix_tokens_reused;   /* tokens attached instead of computed, since creation */
     int64_t prefix_blocks_evicted;  /* cached blocks released for room, since creation */
+    /* eviction (all 0 when off) */
+    int32_t evict_policy;      /* enum kvx_evict_policy */
+    int64_t layer_tokens;      /* tokens stored, summed over owning layers and sessions */
+    int64_t layer_tokens_evicted;   /* tokens evicted, summed likewise (since truncation) */
 };
 void kvx_engine_kv_stats(const struct kvx_engine *e, struct kvx_kv_stats *out);
 
@@ -198,7 +250,9 @@ enum kvx_status kvx_session_fork(struct kvx_session *src, struct kvx_session **o
                                  struct kvx_err *err);
 
 /* Drop every token after the first `n_keep`, releasing their pages (whole blocks may stay in
- * the prefix cache, for other sessions, until the budget needs them). */
+ * the prefix cache, for other sessions, until the budget needs them).  With eviction, n_keep
+ * below the length at the last eviction empties the session (its evicted tokens cannot come
+ * back): feed it again. */
 enum kvx_status kvx_session_truncate(struct kvx_session *s, int64_t n_keep, struct kvx_err *err);
 
 /* ---------------------------------------------------------------------------------------------

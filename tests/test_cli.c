@@ -255,3 +255,25 @@ KVX_TEST(cli_safetensors_folder)
     expect_clean_error(a5, "neither model.safetensors.index.json nor model.safetensors",
                        "folder without a model");
 }
+
+KVX_TEST(cli_rejects_bad_eviction_options)
+{
+    if (!have_binary())
+        return;
+    const char *a1[] = {"run", "-m", "/nonexistent.gguf", "--evict", "lru", NULL};
+    expect_clean_error(a1, "unknown policy 'lru'", "unknown eviction policy");
+    const char *a2[] = {"run", "-m", "/nonexistent.gguf", "--evict", "h2o", "--evict-budget", "0", NULL};
+    expect_clean_error(a2, "--evict-budget", "zero budget");
+    const char *a3[] = {"run", "-m", "/nonexistent.gguf", "--evict", "h2o", "--evict-budget", "1.5", NULL};
+    expect_clean_error(a3, "outside (0, 1]", "ratio above 1");
+    const char *a4[] = {"run", "-m", "/nonexistent.gguf", "--evict", "tova", NULL};
+    expect_clean_error(a4, "needs --evict-budget", "no budget");
+    const char *a5[] = {"run", "-m", "/nonexistent.gguf", "--evict-budget", "64", NULL};
+    expect_clean_error(a5, "need --evict POLICY", "budget without a policy");
+    const char *model = kvx_test_model_path();
+    if (!model)
+        return;
+    const char *a6[] = {"run", "-m", model, "-c", "128", "--evict", "sinks", "--evict-budget",
+                        "4096", "-p", "hi", NULL};
+    expect_clean_error(a6, "outside 1..128", "budget above the context");
+}

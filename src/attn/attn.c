@@ -97,6 +97,35 @@ static void page_span(const struct kvx_kv_view *v, int64_t pg, int64_t k0, int64
     *b = (int32_t)((k1 < start + v->page_tokens ? k1 : start + v->page_tokens) - start);
 }
 
+/* Pass 1: raw scores of keys [k0, k1) into rows of `ld` floats that start at the tile holding
+ * k0 (base = k0 rounded down to 16); q_rot: n_q * k_dim floats for rotated queries. */
+static void scores_pass(const struct kvx_kv_view *v, int32_t kv_head, int64_t k0, int64_t k1,
+                        const float *q, int32_t n_q, float *scores, int64_t ld, float *q_rot)
+{
+    const int64_t pt = v->page_tokens, base = k0 / KVX_KV_TILE * KVX_KV_TILE;
+    const size_t k_reg = v->k_off + (size_t)kv_head * v->k_stride;
+    const uint8_t *k_state = v->k_state ? v->k_state + (size_t)kv_head * v->k_state_stride : NULL;
+    if (v->k_ops->q_rotate) { /* queries into the basis K is stored in */
+        memcpy(q_rot, q, (size_t)n_q * (size_t)v->k_dim * sizeof *q_rot);
+        v->k_ops->q_rotate(q_rot, n_q, v->k_dim);
+        q = q_rot;
+    }
+    for (int64_t pg = k0 / pt; pg * pt < k1; pg++) {
+        int32_t a, b;
+        page_span(v, pg, k0, k1, &a, &b);
+        int32_t a0 = a / KVX_KV_TILE * KVX_KV_TILE;
+        const struct kvx_kv_block blk = {v->pages[pg] + k_reg, k_state, pg * pt};
+        v->k_ops->qk(&blk, &v->k_fmt, a0, b, q, n_q, scores + (pg * pt + a0 - base), ld);
+    }
+}
+
+void kvx_attn_scores(const struct kvx_kv_view *v, int32_t kv_head, int64_t k0, int64_t k1,
+                     const float *q, int32_t n_q, float *scores, int64_t ld, float *q_rot)
+{
+    if (k1 > k0)
+        scores_pass(v, kv_head, k0, k1, q, n_q, scores, ld, q_rot);
+}
+
 void kvx_attn_partial(const struct kvx_kv_view *v, int32_t kv_head, int64_t k0, int64_t k1,
                       const float *q, int32_t n_q, float scale, float *scratch, float *m, float *l,
                       float *acc)
@@ -111,23 +140,9 @@ void kvx_attn_partial(const struct kvx_kv_view *v, int32_t kv_head, int64_t k0, 
     }
     const int64_t pt = v->page_tokens, base = k0 / KVX_KV_TILE * KVX_KV_TILE;
     const int64_t ld = scores_ld(k1 - k0);
-    const size_t k_reg = v->k_off + (size_t)kv_head * v->k_stride;
     const size_t v_reg = v->v_off + (size_t)kv_head * v->v_stride;
-    const uint8_t *k_state = v->k_state ? v->k_state + (size_t)kv_head * v->k_state_stride : NULL;
     const uint8_t *v_state = v->v_state ? v->v_state + (size_t)kv_head * v->v_state_stride : NULL;
-    if (v->k_ops->q_rotate) { /* queries into the basis K is stored in */
-        float *qr = scratch + (int64_t)n_q * ld;
-        memcpy(qr, q, (size_t)n_q * (size_t)v->k_dim * sizeof *qr);
-        v->k_ops->q_rotate(qr, n_q, v->k_dim);
-        q = qr;
-    }
-    for (int64_t pg = k0 / pt; pg * pt < k1; pg++) {
-        int32_t a, b;
-        page_span(v, pg, k0, k1, &a, &b);
-        int32_t a0 = a / KVX_KV_TILE * KVX_KV_TILE;
-        const struct kvx_kv_block blk = {v->pages[pg] + k_reg, k_state, pg * pt};
-        v->k_ops->qk(&blk, &v->k_fmt, a0, b, q, n_q, scratch + (pg * pt + a0 - base), ld);
-    }
+    scores_pass(v, kv_head, k0, k1, q, n_q, scratch, ld, scratch + (int64_t)n_q * ld);
     const struct kvx_attn_softmax_ops *sm = kvx_attn_softmax_ops(v->isa);
     for (int32_t i = 0; i < n_q; i++) {
         float *s = scratch + (int64_t)i * ld + (k0 - base);

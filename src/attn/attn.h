@@ -33,6 +33,13 @@ void kvx_attn_partial(const struct kvx_kv_view *v, int32_t kv_head, int64_t k0, 
                       const float *q, int32_t n_q, float scale, float *scratch, float *m, float *l,
                       float *acc);
 
+/* The raw scores q_i · k_t (no scale) of n_q queries for keys [k0, k1) of KV head kv_head:
+ * scores[i*ld + t - b] with b = k0 rounded down to a multiple of 16 (entries for t < k0 in
+ * that tile are scratch); ld >= k1 - b.  q_rot: n_q * k_dim floats of scratch where a
+ * rotating K codec rotates the queries.  Writes nothing for an empty range. */
+void kvx_attn_scores(const struct kvx_kv_view *v, int32_t kv_head, int64_t k0, int64_t k1,
+                     const float *q, int32_t n_q, float *scores, int64_t ld, float *q_rot);
+
 /* Combine n_parts partial results (part r at m + r*n_q, l + r*n_q, acc + r*n_q*v_dim) into
  * out (n_q rows of v_dim floats). */
 void kvx_attn_merge(int32_t n_parts, int32_t n_q, int32_t v_dim, const float *m, const float *l,

@@ -1,6 +1,7 @@
 /* attn/causal: task planning, execution and merge of batched causal attention. */
 #include "attn/causal.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -41,15 +42,23 @@ size_t kvx_attn_workspace_size(struct kvx_attn_workspace *ws, int64_t n_batch, i
     ws->thread_floats += nq * head_dim + nq * (2 + head_dim);
     ws->thread_floats = (ws->thread_floats + 15) / 16 * 16;
     const int64_t parts = n_batch * n_head_kv * ws->max_parts * G * (2 + head_dim);
-    return (size_t)(parts + (int64_t)n_threads * ws->thread_floats);
+    const int64_t lse = (n_batch * n_head + 15) / 16 * 16;
+    return (size_t)(parts + (int64_t)n_threads * ws->thread_floats + lse);
 }
 
 void kvx_attn_workspace_bind(struct kvx_attn_workspace *ws, float *floats, int64_t n_batch,
                              int32_t n_head, int32_t n_head_kv, int32_t head_dim)
 {
     const int64_t G = n_head / n_head_kv;
-    ws->parts = floats;
-    ws->thread = floats + n_batch * n_head_kv * ws->max_parts * G * (2 + head_dim);
+    ws->lse = floats;
+    ws->parts = floats + (n_batch * n_head + 15) / 16 * 16;
+    ws->thread = ws->parts + n_batch * n_head_kv * ws->max_parts * G * (2 + head_dim);
+}
+
+/* The slot of token t's own key: its last visible one. */
+static int64_t key_slot(const struct kvx_attn_batch *b, int64_t t)
+{
+    return kvx_kv_seq_slot(b->seq[t], b->layer, b->pos[t]);
 }
 
 /* Is the batch one run of consecutive positions of one sequence? */
@@ -71,7 +80,7 @@ static void make_plan(struct plan *p, const struct kvx_attn_batch *b,
     p->n_blocks = (b->n_tok + p->qblock - 1) / p->qblock;
     int64_t longest = 0; /* the longest shared prefix of any block */
     for (int64_t blk = 0; blk < p->n_blocks; blk++) {
-        const int64_t p0 = b->pos[blk * p->qblock];
+        const int64_t p0 = key_slot(b, blk * p->qblock);
         longest = p0 > longest ? p0 : longest;
     }
     p->chunk = ws->chunk;
@@ -113,7 +122,7 @@ static void run_chunk(const struct plan *p, int64_t blk, int64_t g, int64_t r, f
     const int64_t G = b->n_head / b->n_head_kv, hd = b->head_dim;
     const int64_t t0 = blk * p->qblock;
     const int64_t nt = b->n_tok - t0 < p->qblock ? b->n_tok - t0 : p->qblock;
-    const int64_t p0 = b->pos[t0];
+    const int64_t p0 = key_slot(b, t0);
     const int64_t k0 = r * p->chunk, k1 = k0 + p->chunk < p0 ? k0 + p->chunk : p0;
     const int64_t nq = nt * G;
     float *q = scr, *m = q + nq * hd, *l = m + nq, *acc = l + nq, *scores = acc + nq * hd;
@@ -122,7 +131,7 @@ static void run_chunk(const struct plan *p, int64_t blk, int64_t g, int64_t r, f
             float *pm, *pl, *pa;
             part_slot(p, t0 + i, g, r, &pm, &pl, &pa);
             for (int64_t j = 0; j < G; j++) {
-                pm[j] = -__builtin_inff();
+                pm[j] = -INFINITY;
                 pl[j] = 0;
             }
             memset(pa, 0, (size_t)(G * hd) * sizeof *pa);
@@ -150,14 +159,15 @@ static void run_triangle(const struct plan *p, int64_t blk, int64_t g, float *sc
     const int64_t G = b->n_head / b->n_head_kv, hd = b->head_dim;
     const int64_t t0 = blk * p->qblock;
     const int64_t nt = b->n_tok - t0 < p->qblock ? b->n_tok - t0 : p->qblock;
+    const int64_t s0 = key_slot(b, t0);
     for (int64_t i = 0; i < nt; i++) {
         const int64_t t = t0 + i;
         struct kvx_kv_view view;
         kvx_kv_seq_view(b->seq[t], b->layer, &view);
         float *pm, *pl, *pa;
         part_slot(p, t, g, p->n_parts - 1, &pm, &pl, &pa);
-        /* the chunks cover [0, pos[t0]); the triangle the rest */
-        kvx_attn_partial(&view, (int32_t)g, b->pos[t0], b->pos[t] + 1,
+        /* the chunks cover slots [0, slot(t0)); the triangle the rest */
+        kvx_attn_partial(&view, (int32_t)g, s0, s0 + (b->pos[t] - b->pos[t0]) + 1,
                          b->q + t * b->q_ld + g * G * hd, (int32_t)G, b->scale, scr, pm, pl, pa);
     }
 }
@@ -181,6 +191,22 @@ static void task_loop(void *ctx, int ith, int nth)
     }
 }
 
+/* lse_i = M + log(sum_r exp(m_ir - M) l_ir), M = max_r m_ir: the log of the softmax
+ * denominator of query i over all its parts (-inf when every part is empty). */
+static void merge_lse(int64_t n_parts, int64_t n_q, const float *m, const float *l, float *lse)
+{
+    for (int64_t i = 0; i < n_q; i++) {
+        float mx = -INFINITY;
+        for (int64_t r = 0; r < n_parts; r++)
+            mx = m[r * n_q + i] > mx ? m[r * n_q + i] : mx;
+        double den = 0;
+        for (int64_t r = 0; mx > -INFINITY && r < n_parts; r++)
+            if (m[r * n_q + i] > -INFINITY)
+                den += (double)expf(m[r * n_q + i] - mx) * l[r * n_q + i];
+        lse[i] = den > 0 ? mx + (float)log(den) : -INFINITY;
+    }
+}
+
 static void merge_loop(void *ctx, int ith, int nth)
 {
     struct plan *p = ctx;
@@ -194,6 +220,8 @@ static void merge_loop(void *ctx, int ith, int nth)
         part_slot(p, t, g, 0, &pm, &pl, &pa);
         kvx_attn_merge((int32_t)p->n_parts, (int32_t)G, (int32_t)hd, pm, pl, pa,
                        b->out + t * b->out_ld + g * G * hd);
+        if (b->acc && b->acc->want[t])
+            merge_lse(p->n_parts, G, pm, pl, p->ws->lse + t * b->n_head + g * G);
     }
 }
 
@@ -204,4 +232,6 @@ void kvx_attn_causal(struct kvx_threadpool *tp, const struct kvx_attn_batch *b,
     make_plan(&p, b, ws, kvx_threadpool_size(tp));
     kvx_threadpool_run(tp, task_loop, &p);
     kvx_threadpool_run(tp, merge_loop, &p);
+    if (b->acc)
+        kvx_attn_probs_accumulate(tp, b, ws);
 }

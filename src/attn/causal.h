@@ -13,7 +13,16 @@
  *     (kvx_attn_merge).
  * A decode step is a block of one token whose history is cut into enough chunks to occupy
  * every thread (flash-decoding).  The result equals one softmax over all visible keys up to
- * fp32 summation order. */
+ * fp32 summation order.
+ *
+ * Keys are addressed by slot: token t sees slots [0, kvx_kv_seq_slot(seq[t], layer, pos[t])],
+ * which are its positions [0, pos[t]] until eviction compacts the layer (kv/pool.h).
+ *
+ * Optionally (b->acc, for eviction policies: kv/evict.h) the softmax probabilities of chosen
+ * tokens are summed per slot: for each token t with want[t] and KV head g,
+ *   row[j] += sum over the G query heads h of g of  exp(scale q_{t,h} · k_j - lse_{t,h})
+ * for every slot j the token sees, lse being the log-sum-exp the attention itself found.
+ * This costs one more qk pass for the chosen tokens (no pv); nothing when b->acc is NULL. */
 #ifndef KVX_ATTN_CAUSAL_H
 #define KVX_ATTN_CAUSAL_H
 
@@ -24,6 +33,19 @@
 #include "util/threadpool.h"
 
 #define KVX_ATTN_QBLOCK 16
+
+/* One sequence's per-slot probability sums: layer l, KV head g, slot j at
+ * layer[l][g * ld + j] (ld >= the slots any token of the step sees); layer[l] NULL: layer l
+ * is not summed. */
+struct kvx_attn_acc_seq {
+    float *const *layer;
+    int64_t ld;
+};
+
+struct kvx_attn_acc {
+    const uint8_t *want;                          /* per token: add its probabilities */
+    const struct kvx_attn_acc_seq *const *seq;    /* per token: its sequence's sums */
+};
 
 struct kvx_attn_batch {
     int64_t n_tok;
@@ -36,6 +58,7 @@ struct kvx_attn_batch {
     float *out;              /* same layout as q */
     int64_t out_ld;
     float scale;
+    const struct kvx_attn_acc *acc;   /* probability sums to add to; NULL: none */
 };
 
 /* Buffers sized once for an engine: see kvx_attn_workspace_init. */
@@ -45,6 +68,7 @@ struct kvx_attn_workspace {
     float *parts;            /* n_batch x n_head_kv x max_parts x G x (2 + head_dim) */
     float *thread;           /* per thread: thread_floats */
     int64_t thread_floats;
+    float *lse;              /* n_batch x n_head log-sum-exps, for the probability sums */
 };
 
 /* Floats the workspace needs for batches of up to n_batch tokens and sequences of up to n_ctx
@@ -56,8 +80,13 @@ size_t kvx_attn_workspace_size(struct kvx_attn_workspace *ws, int64_t n_batch, i
 void kvx_attn_workspace_bind(struct kvx_attn_workspace *ws, float *floats, int64_t n_batch,
                              int32_t n_head, int32_t n_head_kv, int32_t head_dim);
 
-/* Compute b->out for every token. */
+/* Compute b->out for every token (and the probability sums when b->acc). */
 void kvx_attn_causal(struct kvx_threadpool *tp, const struct kvx_attn_batch *b,
                      struct kvx_attn_workspace *ws);
+
+/* The probability sums alone (attn/probs.c), given ws->lse of every wanted token: what
+ * kvx_attn_causal runs after the attention when b->acc is set. */
+void kvx_attn_probs_accumulate(struct kvx_threadpool *tp, const struct kvx_attn_batch *b,
+                               struct kvx_attn_workspace *ws);
 
 #endif

@@ -8,6 +8,10 @@
  *            given cache options: KL divergence, top-1 agreement, both perplexities (eval/kld.c);
  *   passkey  retrieval of a 5-digit key hidden in corpus filler (eval/passkey.c);
  *   sweep    kld (and passkey) for each configuration of a file, with CSV/Markdown/SVG reports.
+ * With eviction (--evict) ppl feeds a window as two requests, its unscored first half as a
+ * prompt and then the scored half, so that policies that act at a prompt's end (snapkv)
+ * compress the context before the scored tokens; the steps are the same when c/2 is a
+ * multiple of the batch size, so the other policies score as with one request.
  * The measuring is eval/'s; this file reads options and files and prints. */
 #include <math.h>
 #include <stdio.h>
@@ -60,18 +64,22 @@ static int eval_ppl(const struct cli_opts *o, struct kvx_model *m, struct kvx_en
     double total = 0.0, t0 = cli_now();
     int64_t scored = 0;
     const int64_t first = ctx / 2;
+    const bool split = o->evict && strcmp(o->evict, "none") != 0;
     for (int64_t c = 0; c < n_chunks; c++) {
         memcpy(win, ids + c * ctx, (size_t)ctx * sizeof *win);
         if (info.add_bos && !o->no_bos && info.bos_id >= 0)
             win[0] = info.bos_id;
         kvx_session_truncate(s, 0, NULL);
-        if (kvx_session_feed(s, win, ctx, true, logits, &err) != KVX_OK) {
+        /* rows of `logits` from position `row0` on */
+        const int64_t row0 = split ? first : 0;
+        if ((split && kvx_session_feed(s, win, first, false, NULL, &err) != KVX_OK) ||
+            kvx_session_feed(s, win + row0, ctx - row0, true, logits, &err) != KVX_OK) {
             rc = cli_fail_err(&err);
             goto out;
         }
         double sum = 0.0;
         for (int64_t i = first; i < ctx - 1; i++)
-            sum += nll(logits + i * info.n_vocab, info.n_vocab, ids[c * ctx + i + 1]);
+            sum += nll(logits + (i - row0) * info.n_vocab, info.n_vocab, ids[c * ctx + i + 1]);
         total += sum;
         scored += ctx - 1 - first;
         chunk_ppl[c] = exp(sum / (double)(ctx - 1 - first));

@@ -52,12 +52,91 @@ static int parse_codec(const char *flag, const char *s, enum kvx_kv_codec *out)
     return 0;
 }
 
+/* "1024" tokens per layer, or a ratio: "0.5", "25%". */
+static int parse_evict_budget(const char *s, struct kvx_evict_cfg *c)
+{
+    char *end;
+    errno = 0;
+    const double v = strtod(s, &end);
+    const bool pct = *end == '%';
+    if (end == s || errno || (pct ? end[1] != '\0' : *end != '\0') || !(v > 0))
+        return cli_fail("--evict-budget: '%s' is not a token count (1024) or a ratio (0.5, 25%%) "
+                        "above 0", s);
+    if (pct || strchr(s, '.') || strchr(s, 'e') || strchr(s, 'E')) {
+        c->ratio = pct ? v / 100.0 : v;
+        if (!(c->ratio > 0 && c->ratio <= 1))
+            return cli_fail("--evict-budget: ratio %s is outside (0, 1]", s);
+        return 0;
+    }
+    if (v > 1e15)
+        return cli_fail("--evict-budget: %s tokens is too many", s);
+    c->budget = (int64_t)v;
+    return 0;
+}
+
+/* --evict and its parameters into c. */
+static int parse_evict(const struct cli_opts *o, struct kvx_evict_cfg *c)
+{
+    if (o->evict && !kvx_evict_policy_parse(o->evict, &c->policy))
+        return cli_fail("--evict: unknown policy '%s' (none, sinks, h2o, snapkv, tova)", o->evict);
+    const bool extra = o->evict_budget || o->evict_schedule || o->evict_pool || o->evict_slack ||
+                       o->evict_sinks >= 0 || o->evict_window >= 0 || o->evict_obs >= 0;
+    if (c->policy == KVX_EVICT_NONE)
+        return extra ? cli_fail("--evict-* options need --evict POLICY") : 0;
+    if (!o->evict_budget)
+        return cli_fail("--evict %s needs --evict-budget N|RATIO", o->evict);
+    if (parse_evict_budget(o->evict_budget, c))
+        return 1;
+    if (o->evict_schedule && strcmp(o->evict_schedule, "uniform") == 0)
+        c->schedule = KVX_EVICT_UNIFORM;
+    else if (o->evict_schedule && strcmp(o->evict_schedule, "pyramid") == 0)
+        c->schedule = KVX_EVICT_PYRAMID;
+    else if (o->evict_schedule)
+        return cli_fail("--evict-schedule: unknown schedule '%s' (uniform, pyramid)",
+                        o->evict_schedule);
+    if (o->evict_pool) {
+        const char *k = strchr(o->evict_pool, ':');
+        const size_t len = k ? (size_t)(k - o->evict_pool) : strlen(o->evict_pool);
+        if (len == 3 && strncmp(o->evict_pool, "max", 3) == 0)
+            c->pooling = KVX_EVICT_POOL_MAX;
+        else if (len == 3 && strncmp(o->evict_pool, "avg", 3) == 0)
+            c->pooling = KVX_EVICT_POOL_AVG;
+        else
+            return cli_fail("--evict-pool: '%s' is not max or avg[:K]", o->evict_pool);
+        char *end = NULL;
+        if (k) {
+            long w = strtol(k + 1, &end, 10);
+            if (end == k + 1 || *end || w < 1 || w > 255 || w % 2 == 0)
+                return cli_fail("--evict-pool: width '%s' is not odd in 1..255", k + 1);
+            c->pool_kernel = (int32_t)w;
+        }
+    }
+    c->sinks = (int32_t)o->evict_sinks;
+    c->window = (int32_t)o->evict_window;
+    if (o->evict_obs >= 0)
+        c->obs_window = (int32_t)o->evict_obs;
+    c->slack = (int32_t)o->evict_slack;
+    return 0;
+}
+
+/* The cache and kernel options into an engine configuration (messages on stderr). */
+static int parse_engine_opts(const struct cli_opts *o, struct kvx_engine_cfg *ec)
+{
+    return parse_isa(o->isa, &ec->isa) || parse_codec("--kv", o->kv, &ec->k_codec) ||
+           parse_codec("--kv", o->kv, &ec->v_codec) ||
+           parse_codec("--kv-k", o->kv_k, &ec->k_codec) ||
+           parse_codec("--kv-v", o->kv_v, &ec->v_codec) || parse_evict(o, &ec->evict);
+}
+
 int cli_open(const struct cli_opts *o, int64_t n_ctx, struct kvx_model **m, struct kvx_engine **e)
 {
     *m = NULL;
     *e = NULL;
     if (!o->model)
         return cli_fail("no model given (-m FILE)");
+    struct kvx_engine_cfg check = kvx_engine_cfg_default();
+    if (parse_engine_opts(o, &check)) /* bad options fail before the model is read */
+        return 1;
     struct kvx_err err = {0};
     struct kvx_model_cfg mc = kvx_model_cfg_default();
     mc.path = o->model;
@@ -76,9 +155,7 @@ int cli_open_engine(const struct cli_opts *o, int64_t n_ctx, const struct kvx_mo
 {
     *e = NULL;
     struct kvx_engine_cfg ec = kvx_engine_cfg_default();
-    if (parse_isa(o->isa, &ec.isa) || parse_codec("--kv", o->kv, &ec.k_codec) ||
-        parse_codec("--kv", o->kv, &ec.v_codec) || parse_codec("--kv-k", o->kv_k, &ec.k_codec) ||
-        parse_codec("--kv-v", o->kv_v, &ec.v_codec))
+    if (parse_engine_opts(o, &ec))
         return 1;
     struct kvx_err err = {0};
     ec.n_ctx = o->ctx > n_ctx ? o->ctx : n_ctx;

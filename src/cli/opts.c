@@ -67,6 +67,14 @@ static const struct opt opts[] = {
     {"no-prefix-cache", 0, OPT_FLAG, O(no_prefix_cache), GEN, 0, 0, NULL, "never share KV pages of identical prompt prefixes between sessions"},
     {"sessions", 0, OPT_INT, O(sessions), CMD_BENCH, 1, 1e5, "N", "bench: N sessions, each the shared prefix + its own prompt (-p) + decode (-n)"},
     {"shared-prefix", 0, OPT_INT, O(shared_prefix), CMD_BENCH, 0, 1e8, "P", "bench --sessions: prompt-prefix tokens every session shares"},
+    {"evict", 0, OPT_STR, O(evict), GEN, 0, 0, "POLICY", "KV eviction: none (default), sinks, h2o, snapkv, tova"},
+    {"evict-budget", 0, OPT_STR, O(evict_budget), GEN, 0, 0, "N|RATIO", "tokens kept per layer (1024), or a share of the tokens seen (0.5, 25%)"},
+    {"evict-schedule", 0, OPT_STR, O(evict_schedule), GEN, 0, 0, "NAME", "budget per layer: uniform (default) or pyramid (more in lower layers)"},
+    {"evict-sinks", 0, OPT_INT, O(evict_sinks), GEN, 0, 1 << 30, "S", "first tokens always kept (default: 4 for sinks and snapkv, else 0)"},
+    {"evict-window", 0, OPT_INT, O(evict_window), GEN, 0, 1 << 30, "W", "newest tokens always kept (default: h2o half the budget, snapkv --evict-obs)"},
+    {"evict-obs", 0, OPT_INT, O(evict_obs), GEN, 1, 8192, "W", "snapkv: a prompt's last queries that vote (default 32)"},
+    {"evict-slack", 0, OPT_INT, O(evict_slack), GEN, 0, 1 << 30, "N", "evict only once a layer is N tokens over its budget (fewer compactions in decode; default 0)"},
+    {"evict-pool", 0, OPT_STR, O(evict_pool), GEN, 0, 0, "max|avg[:K]", "snapkv: pooling of the votes and its odd width (default max:7)"},
     {"preset", 0, OPT_STR, O(preset), CMD_PLAN, 0, 0, "NAME[,NAME]", "plan: model preset(s) from data/plan/models.tsv (-m takes FILE[,FILE])"},
     {"ctx", 'c', OPT_STR, O(plan_ctx), CMD_PLAN, 0, 0, "L[,L...]", "plan: context lengths, e.g. 4096,32K,128K (default 8192)"},
     {"kv", 0, OPT_STR, O(kv), CMD_PLAN, 0, 0, "CODEC", "plan: K and V storage: f16 (default), bf16, f32, fp8, fp4"},
@@ -106,6 +114,9 @@ void cli_opts_default(struct cli_opts *o)
     o->batch = 512;
     o->page_tokens = 256;
     o->kivi_residual = -1;
+    o->evict_sinks = -1;
+    o->evict_window = -1;
+    o->evict_obs = -1;
     o->concurrency = 1;
     o->tp = 1;
     o->util = 0.9f;

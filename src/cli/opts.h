@@ -41,6 +41,10 @@ struct cli_opts {
     int64_t kivi_group;       /* 0 = default */
     int64_t kivi_residual;    /* -1 = default */
     const char *isa;
+    /* eviction */
+    const char *evict, *evict_budget, *evict_schedule, *evict_pool;
+    int64_t evict_sinks, evict_window, evict_obs;   /* -1 = default */
+    int64_t evict_slack;
     int64_t chunks;
     /* eval passkey / sweep */
     const char *lengths, *depths, *configs, *out;

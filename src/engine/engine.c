@@ -7,7 +7,11 @@
  *
  * Sharing: each session keeps its token history; with the prefix cache (kv/prefix) a feed first
  * attaches the cached blocks of that history, computes only the rest and then inserts the
- * blocks it completed.  kvx_session_fork shares every page (kv/pool copies on write). */
+ * blocks it completed.  kvx_session_fork shares every page (kv/pool copies on write).
+ *
+ * Eviction: with a policy (kv/evict.h) a feed runs chunk by chunk instead (reserve, forward,
+ * evict), so that the cache never holds more than the layers' budgets plus one chunk; such
+ * sessions compact their pages in place and take no part in sharing. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +19,7 @@
 #include "attn/attn.h"
 #include "engine/engine.h"
 #include "engine/forward.h"
+#include "kv/evict.h"
 #include "kv/layout.h"
 #include "kv/pool.h"
 #include "kv/prefix.h"
@@ -38,6 +43,11 @@ struct kvx_engine {
     struct kvx_session *sessions;   /* doubly linked list of live sessions */
     struct kvx_kv_prefix *prefix;   /* the prefix cache, NULL when off or unsupported */
     int64_t tokens_reused;          /* tokens attached from it instead of computed */
+    /* eviction (NULL when off): per-step attention sums the policy reads */
+    struct kvx_kv_evict *ev;
+    uint8_t *acc_want;
+    const struct kvx_attn_acc_seq **acc_seq;
+    struct kvx_attn_acc acc;
 };
 
 struct kvx_session {
@@ -46,6 +56,7 @@ struct kvx_session {
     struct kvx_session *prev, *next;
     int32_t *hist;                  /* the tokens of the sequence (kvx_kv_seq_len of them) */
     int64_t hist_cap;
+    struct kvx_kv_evict_seq *ev;    /* eviction state, NULL when the engine does not evict */
 };
 
 struct kvx_engine_cfg kvx_engine_cfg_default(void)
@@ -63,6 +74,7 @@ struct kvx_engine_cfg kvx_engine_cfg_default(void)
         .n_batch = 512,
         .isa = -1,
         .prefix_cache = true,
+        .evict = kvx_evict_cfg_default(),
     };
 }
 
@@ -89,6 +101,22 @@ static enum kvx_status check_cfg(const struct kvx_model *m, struct kvx_engine_cf
         return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "this CPU cannot run ISA %d", c->isa);
     if (!kvx_kv_codec_ops(c->k_codec, KVX_ISA_SCALAR) || !kvx_kv_codec_ops(c->v_codec, KVX_ISA_SCALAR))
         return kvx_err_set(err, KVX_ERR_INVALID_ARG, "unknown KV codec");
+    return KVX_OK;
+}
+
+/* The evictor and its per-step arrays, when a policy is configured. */
+static enum kvx_status evict_create(struct kvx_engine *e, struct kvx_err *err)
+{
+    enum kvx_status st = kvx_kv_evict_create(&e->cfg.evict, &e->layout, e->cfg.n_ctx,
+                                             e->cfg.n_batch, &e->ev, err);
+    if (st != KVX_OK || !e->ev)
+        return st;
+    e->acc_want = calloc((size_t)e->cfg.n_batch, 1);
+    e->acc_seq = calloc((size_t)e->cfg.n_batch, sizeof *e->acc_seq);
+    if (!e->acc_want || !e->acc_seq)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
+    e->acc.want = e->acc_want;
+    e->acc.seq = e->acc_seq;
     return KVX_OK;
 }
 
@@ -168,9 +196,10 @@ enum kvx_status kvx_engine_create(const struct kvx_model *m, const struct kvx_en
                                  .isa = e->isa};
     if ((st = kvx_kv_pool_create(&pc, &e->pool, err)) != KVX_OK ||
         (st = kvx_threadpool_create(e->cfg.n_threads, &e->tp, err)) != KVX_OK ||
-        (st = alloc_scratch(e, err)) != KVX_OK)
+        (st = alloc_scratch(e, err)) != KVX_OK || (st = evict_create(e, err)) != KVX_OK)
         goto fail;
-    if (e->cfg.prefix_cache && kvx_kv_prefix_supported(&e->layout) &&
+    /* evicting sessions compact pages in place: no prefix cache then */
+    if (e->cfg.prefix_cache && !e->ev && kvx_kv_prefix_supported(&e->layout) &&
         (st = kvx_kv_prefix_create(e->pool, &e->prefix, err)) != KVX_OK)
         goto fail;
     *out = e;
@@ -192,6 +221,9 @@ void kvx_engine_destroy(struct kvx_engine *e)
     free(e->pos);
     free(e->seq);
     free(e->want);
+    kvx_kv_evict_destroy(e->ev);
+    free(e->acc_want);
+    free(e->acc_seq);
     free(e);
 }
 
@@ -208,6 +240,17 @@ static void share_stats(const struct kvx_engine *e, struct kvx_kv_stats *out)
     out->prefix_bytes = ps.bytes;
     out->prefix_bytes_idle = ps.bytes_idle;
     out->prefix_blocks_evicted = ps.blocks_evicted;
+}
+
+static void evict_stats(const struct kvx_engine *e, struct kvx_kv_stats *out)
+{
+    out->evict_policy = (int32_t)e->cfg.evict.policy;
+    for (const struct kvx_session *s = e->sessions; s; s = s->next) {
+        for (int32_t l = 0; l < e->layout.n_layer; l++)
+            if (e->layout.layers[l].kind == KVX_KV_KIND_FULL)
+                out->layer_tokens += kvx_kv_seq_slots(s->seq, l);
+        out->layer_tokens_evicted += kvx_kv_evict_seq_evicted(s->ev);
+    }
 }
 
 void kvx_engine_kv_stats(const struct kvx_engine *e, struct kvx_kv_stats *out)
@@ -232,18 +275,60 @@ void kvx_engine_kv_stats(const struct kvx_engine *e, struct kvx_kv_stats *out)
     for (const struct kvx_session *s = e->sessions; s; s = s->next)
         out->tokens_cached += kvx_kv_seq_len(s->seq);
     share_stats(e, out);
+    if (e->ev)
+        evict_stats(e, out);
 }
 
 const struct kvx_kv_layout *kvx_engine_layout(const struct kvx_engine *e) { return &e->layout; }
 struct kvx_kv_pool *kvx_engine_pool(const struct kvx_engine *e) { return e->pool; }
 struct kvx_kv_seq *kvx_engine_session_seq(const struct kvx_session *s) { return s->seq; }
 
+/* The eviction lines of the report: policy and budgets, stored tokens per layer. */
+static size_t evict_report(const struct kvx_engine *e, const struct kvx_kv_stats *st, char *buf,
+                           size_t n, size_t cap)
+{
+#define OUT(...) n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, __VA_ARGS__)
+    const struct kvx_evict_cfg *c = kvx_kv_evict_get_cfg(e->ev);
+    OUT("eviction: %s, budget ", kvx_evict_policy_name(c->policy));
+    if (c->budget > 0)
+        OUT("%lld tokens per layer", (long long)c->budget);
+    else
+        OUT("%.3g of the tokens seen per layer", c->ratio);
+    OUT(" (%s", c->schedule == KVX_EVICT_PYRAMID ? "pyramid" : "uniform");
+    if (c->schedule == KVX_EVICT_PYRAMID)
+        OUT(", beta %d", (int)c->pyramid_beta);
+    OUT("), sinks %d, window ", (int)c->sinks);
+    if (c->window >= 0)
+        OUT("%d", (int)c->window);
+    else
+        OUT("%s", c->policy == KVX_EVICT_H2O      ? "half the budget"
+                  : c->policy == KVX_EVICT_SNAPKV ? "the observation window"
+                  : c->policy == KVX_EVICT_SINKS  ? "the rest of the budget"
+                                                  : "none");
+    if (c->policy == KVX_EVICT_SNAPKV)
+        OUT(", observation window %d, %s pool %d", (int)c->obs_window,
+            c->pooling == KVX_EVICT_POOL_AVG ? "avg" : "max", (int)c->pool_kernel);
+    if (c->slack > 0)
+        OUT(", slack %d", (int)c->slack);
+    OUT("\nstored tokens per layer (all sessions):");
+    for (int32_t l = 0; l < e->layout.n_layer; l++) {
+        int64_t t = 0;
+        for (const struct kvx_session *s = e->sessions; s; s = s->next)
+            t += kvx_kv_seq_slots(s->seq, l);
+        OUT(" %d:%lld", (int)l, (long long)t);
+    }
+    OUT("\ntokens evicted: %lld over all layers (%lld stored)\n",
+        (long long)st->layer_tokens_evicted, (long long)st->layer_tokens);
+#undef OUT
+    return n;
+}
+
 char *kvx_engine_kv_report(const struct kvx_engine *e)
 {
     const struct kvx_kv_layout *l = &e->layout;
     struct kvx_kv_stats st;
     kvx_engine_kv_stats(e, &st);
-    size_t cap = 512 + (size_t)l->n_layer * 160;
+    size_t cap = 512 + (size_t)l->n_layer * 160 + (e->ev ? 512 + (size_t)l->n_layer * 24 : 0);
     char *buf = malloc(cap);
     if (!buf)
         return NULL;
@@ -269,6 +354,8 @@ char *kvx_engine_kv_report(const struct kvx_engine *e)
         OUT("prefix cache: %lld blocks, %zu bytes (%zu used by no session); %lld tokens reused, "
             "%zu bytes shared\n", (long long)st.prefix_blocks, st.prefix_bytes,
             st.prefix_bytes_idle, (long long)st.prefix_tokens_reused, st.bytes_shared);
+    if (e->ev)
+        n = evict_report(e, &st, buf, n, cap);
 #undef OUT
     if (n >= cap)
         buf[cap - 1] = '\0';
@@ -287,6 +374,11 @@ enum kvx_status kvx_session_create(struct kvx_engine *e, struct kvx_session **ou
         return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
     enum kvx_status st = kvx_kv_seq_create(e->pool, &s->seq, err);
     if (st != KVX_OK) {
+        free(s);
+        return st;
+    }
+    if (e->ev && (st = kvx_kv_evict_seq_create(e->ev, &s->ev, err)) != KVX_OK) {
+        kvx_kv_seq_destroy(s->seq);
         free(s);
         return st;
     }
@@ -311,6 +403,7 @@ void kvx_session_destroy(struct kvx_session *s)
         s->next->prev = s->prev;
     kvx_kv_seq_destroy(s->seq);
     free(s->hist);
+    kvx_kv_evict_seq_destroy(s->ev);
     free(s);
 }
 
@@ -338,6 +431,10 @@ enum kvx_status kvx_session_fork(struct kvx_session *src, struct kvx_session **o
 {
     *out = NULL;
     struct kvx_engine *e = src->e;
+    if (e->ev) /* evicting sessions compact their pages in place: nothing may share them */
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "fork: the engine evicts (--evict %s); "
+                           "evicting sessions cannot share pages",
+                           kvx_evict_policy_name(e->cfg.evict.policy));
     struct kvx_session *s = calloc(1, sizeof *s);
     if (!s)
         return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
@@ -367,6 +464,8 @@ enum kvx_status kvx_session_truncate(struct kvx_session *s, int64_t n_keep, stru
         return kvx_err_set(err, KVX_ERR_INVALID_ARG, "cannot keep %lld of %lld tokens",
                            (long long)n_keep, (long long)kvx_kv_seq_len(s->seq));
     kvx_kv_seq_truncate(s->seq, n_keep);
+    if (s->ev)
+        kvx_kv_evict_seq_sync(s->ev, s->seq);
     return KVX_OK;
 }
 
@@ -421,6 +520,58 @@ static void session_share_blocks(struct kvx_session *s, int64_t n_past)
         (void)kvx_kv_prefix_insert(s->e->prefix, s->seq, s->hist, NULL);
 }
 
+/* kvx_session_feed with eviction: reserve, run and evict chunk by chunk, so that the cache
+ * never holds more than the budgets plus one chunk.  The last chunk holds at least what the
+ * policy needs to score a prompt's end (snapkv's observation window). */
+static enum kvx_status feed_evicting(struct kvx_session *s, const int32_t *tokens, int64_t n,
+                                     bool all_logits, float *logits, struct kvx_err *err)
+{
+    struct kvx_engine *e = s->e;
+    const int64_t n_past = kvx_kv_seq_len(s->seq), n_vocab = e->model->hp.n_vocab;
+    const int64_t min_last = kvx_kv_evict_last_chunk_min(e->ev);
+    for (int64_t done = 0; done < n;) {
+        int64_t nb = n - done < e->cfg.n_batch ? n - done : e->cfg.n_batch;
+        if (n - done - nb > 0 && n - done - nb < min_last)
+            nb = n - done - min_last;
+        const struct kvx_kv_evict_step step = {.n_tok = nb, .feed_len = n, .last_chunk = done + nb == n};
+        const struct kvx_attn_acc_seq *acc = NULL;
+        enum kvx_status st = kvx_kv_seq_reserve(s->seq, n_past + done + nb, err);
+        if (st == KVX_OK)
+            st = kvx_kv_evict_step_begin(s->ev, s->seq, &step, e->acc_want, &acc, err);
+        if (st != KVX_OK) {
+            if (done > 0)
+                kvx_err_prefix(err, "after %lld of %lld tokens (kept)", (long long)done, (long long)n);
+            return st;
+        }
+        for (int64_t t = 0; t < nb; t++) {
+            e->pos[t] = n_past + done + t;
+            e->seq[t] = s->seq;
+            e->want[t] = logits && (all_logits || done + t == n - 1);
+            e->acc_seq[t] = acc;
+        }
+        struct kvx_forward f = {
+            .n_tok = nb,
+            .tokens = tokens + done,
+            .pos = e->pos,
+            .seq = e->seq,
+            .want_logits = e->want,
+            .logits = all_logits ? logits + done * n_vocab : logits,
+            .acc = acc ? &e->acc : NULL,
+            .tp = e->tp,
+            .isa = e->isa,
+            .s = &e->scratch,
+        };
+        e->model->arch->forward(e->model, &f);
+        kvx_kv_seq_set_len(s->seq, n_past + done + nb);
+        done += nb;
+        if ((st = kvx_kv_evict_step_end(s->ev, s->seq, &step, err)) != KVX_OK) {
+            kvx_err_prefix(err, "after %lld of %lld tokens (kept)", (long long)done, (long long)n);
+            return st;
+        }
+    }
+    return KVX_OK;
+}
+
 enum kvx_status kvx_session_feed(struct kvx_session *s, const int32_t *tokens, int64_t n,
                                  bool all_logits, float *logits, struct kvx_err *err)
 {
@@ -428,6 +579,8 @@ enum kvx_status kvx_session_feed(struct kvx_session *s, const int32_t *tokens, i
     enum kvx_status st = check_tokens(s, tokens, n, err);
     if (st != KVX_OK || n == 0)
         return st;
+    if (e->ev)
+        return feed_evicting(s, tokens, n, all_logits, logits, err);
     const int64_t n_past = kvx_kv_seq_len(s->seq);
     int64_t skip = 0;
     if ((st = hist_grow(s, n_past + n, err)) != KVX_OK ||
@@ -458,3 +611,6 @@ enum kvx_status kvx_session_feed(struct kvx_session *s, const int32_t *tokens, i
     session_share_blocks(s, n_past);
     return KVX_OK;
 }
+
+
+bool kvx_session_evicts(const struct kvx_session *s) { return s->ev != NULL; }

@@ -11,5 +11,8 @@ const struct kvx_kv_layout *kvx_engine_layout(const struct kvx_engine *e);
 struct kvx_kv_pool *kvx_engine_pool(const struct kvx_engine *e);
 /* The cache sequence of a session (borrowed; valid until the session is destroyed). */
 struct kvx_kv_seq *kvx_engine_session_seq(const struct kvx_session *s);
+/* True when the engine evicts (kv/evict.h): the session's pages are compacted in place, so
+ * they must not be shared with another session (prefix sharing, fork). */
+bool kvx_session_evicts(const struct kvx_session *s);
 
 #endif

@@ -35,6 +35,8 @@ struct kvx_forward {
     /* outputs: logits rows for tokens with want_logits[t] != 0, in token order */
     const uint8_t *want_logits;
     float *logits;
+    /* per-slot attention probability sums for eviction policies (attn/causal.h); NULL: off */
+    const struct kvx_attn_acc *acc;
     /* the machine */
     struct kvx_threadpool *tp;
     enum kvx_isa isa;

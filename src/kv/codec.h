@@ -77,6 +77,16 @@ struct kvx_kv_codec_ops {
      * NULL for codecs that do not rotate. */
     void (*q_rotate)(float *x, int32_t n, int32_t dim);
     void (*out_unrotate)(float *x, int32_t n, int32_t dim);
+    /* Copy the stored K (V) of tokens [from, from + n) of one head's region `src` to tokens
+     * [to, to + n) of the region `dst` (same format), bytes unchanged: eviction's compaction
+     * moves runs of kept tokens with it (kv/pool.h).  dst may be src with to <= from (tokens
+     * move down; the ranges may overlap).  NULL for codecs whose tokens are not stored
+     * independently (grouped scales, per-sequence state): compaction then re-encodes through
+     * get and put. */
+    void (*k_copy)(uint8_t *dst, int32_t to, const uint8_t *src, int32_t from, int32_t n,
+                   const struct kvx_kv_fmt *f);
+    void (*v_copy)(uint8_t *dst, int32_t to, const uint8_t *src, int32_t from, int32_t n,
+                   const struct kvx_kv_fmt *f);
     /* Nominal storage bits per value (scales included) at the default geometry; for reports. */
     double bits;
 };
@@ -113,7 +123,11 @@ const struct kvx_kv_codec_ops *kvx_kv_codec_rot3(enum kvx_isa isa);
     void kvx_kv_k_get_##codec(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,         \
                               int32_t tok, float *k);                                           \
     void kvx_kv_v_get_##codec(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,         \
-                              int32_t tok, float *v)
+                              int32_t tok, float *v);                                           \
+    void kvx_kv_k_copy_##codec(uint8_t *dst, int32_t to, const uint8_t *src, int32_t from,      \
+                               int32_t n, const struct kvx_kv_fmt *f);                          \
+    void kvx_kv_v_copy_##codec(uint8_t *dst, int32_t to, const uint8_t *src, int32_t from,      \
+                               int32_t n, const struct kvx_kv_fmt *f)
 KVX_KV_DECLARE_STORE(f32);
 KVX_KV_DECLARE_STORE(f16);
 KVX_KV_DECLARE_STORE(bf16);

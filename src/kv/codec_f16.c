@@ -8,6 +8,8 @@
  * codec_avx2.c / codec_avx512.c, the ops tables in codec.c. */
 #include "kv/codec.h"
 
+#include <string.h>
+
 #include "ops/f16.h"
 
 /* K: whole tiles of 16 tokens (page_tokens is a multiple of 16 in any valid layout). */
@@ -73,6 +75,46 @@ void kvx_kv_v_get_f16(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
     const uint16_t *row = (const uint16_t *)region + (size_t)tok * (size_t)dim;
     for (int32_t d = 0; d < dim; d++)
         v[d] = kvx_f16_to_f32(row[d]);
+}
+
+/* Copies for compaction.  K: destination tile by tile; each channel's row piece comes from
+ * at most two source tile rows (a whole destination row: both rows through a 32-value buffer,
+ * fixed-size copies; otherwise element by element, in increasing order, which is safe when
+ * the ranges overlap with to < from).  V: one block of rows (memmove). */
+void kvx_kv_k_copy_f16(uint8_t *dst, int32_t to, const uint8_t *src, int32_t from, int32_t n,
+                       const struct kvx_kv_fmt *f)
+{
+    uint16_t *D = (void *)dst;
+    const uint16_t *S = (const void *)src;
+    const int32_t dim = f->dim, T = KVX_KV_TILE;
+    for (int32_t i = 0; i < n;) {
+        const int32_t td = to + i, ts = from + i, off = ts % T;
+        const int32_t len = T - td % T < n - i ? T - td % T : n - i;
+        const int32_t a = T - off < len ? T - off : len; /* from the first source tile */
+        for (int32_t c = 0; c < dim; c++) {
+            uint16_t *d = D + k_index(dim, td, c);
+            const uint16_t *s0 = S + k_index(dim, ts, c);
+            if (len == T && a < T) { /* rows of source tiles ts/16 and ts/16 + 1 */
+                uint16_t buf[2 * KVX_KV_TILE];
+                memcpy(buf, s0 - off, sizeof buf / 2);
+                memcpy(buf + T, S + k_index(dim, ts + a, c), sizeof buf / 2);
+                memcpy(d, buf + off, sizeof buf / 2);
+                continue;
+            }
+            for (int32_t e = 0; e < a; e++)
+                d[e] = s0[e];
+            for (int32_t e = a; e < len; e++)
+                d[e] = S[k_index(dim, ts + e, c)];
+        }
+        i += len;
+    }
+}
+
+void kvx_kv_v_copy_f16(uint8_t *dst, int32_t to, const uint8_t *src, int32_t from, int32_t n,
+                       const struct kvx_kv_fmt *f)
+{
+    const size_t row = (size_t)f->dim * sizeof(uint16_t);
+    memmove(dst + (size_t)to * row, src + (size_t)from * row, (size_t)n * row);
 }
 
 /* qk, f16 K, scalar (the specification).
@@ -143,6 +185,7 @@ void kvx_kv_pv_f16_scalar(const struct kvx_kv_block *b, const struct kvx_kv_fmt 
         .v_region_bytes = kvx_kv_v_region_bytes_f16, .k_put = kvx_kv_k_put_f16,                    \
         .v_put = kvx_kv_v_put_f16, .k_get = kvx_kv_k_get_f16, .v_get = kvx_kv_v_get_f16,            \
         .qk = kvx_kv_qk_f16_##isa, .pv = kvx_kv_pv_f16_##isa,                                   \
+        .k_copy = kvx_kv_k_copy_f16, .v_copy = kvx_kv_v_copy_f16,                           \
     }
 
 static const struct kvx_kv_codec_ops ops_f16[KVX_ISA_COUNT] = {

@@ -40,6 +40,7 @@ struct kvx_kv_table {
     int64_t first;          /* window layers: entries below are dropped */
     int32_t state_id;       /* the codec state page (layers whose codecs keep state), or -1 */
     uint8_t *state;         /* its base, NULL when none */
+    int64_t shift;          /* positions minus slots (tokens compaction removed); see pool.h */
 };
 
 struct kvx_kv_seq {
@@ -47,6 +48,7 @@ struct kvx_kv_seq {
     struct kvx_kv_seq *prev, *next;    /* the pool's list of live sequences */
     int64_t len, reserved;
     int64_t floor_len;                 /* length at the last window drop (reserve) */
+    int64_t compact_len;               /* length at the last compaction (0: none) */
     struct kvx_kv_table *tables;       /* n_layer entries; non-owning layers stay empty */
     bool unshareable;                  /* kept out of prefix sharing (kvx_kv_seq_set_shareable) */
 };
@@ -54,6 +56,7 @@ struct kvx_kv_seq {
 struct kvx_kv_pool {
     const struct kvx_kv_layout *layout;
     enum kvx_isa isa;
+    bool compact_reencode;
     uint8_t *base;
     size_t map_bytes, budget, carved, bytes_used;
     struct kvx_kv_page *pages;
@@ -70,6 +73,8 @@ struct kvx_kv_pool {
     struct kvx_kv_holder *holders;     /* registered holders (prefix cache) */
     int32_t n_holders;
     int64_t *plan_reclaim;             /* per class: pages holders could release (2*n_layer) */
+    float *compact_buf;                /* kvx_kv_seq_compact's scratch, grown on demand */
+    size_t compact_cap;                /* floats */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -163,6 +168,7 @@ enum kvx_status kvx_kv_pool_create(const struct kvx_kv_pool_cfg *cfg, struct kvx
         return kvx_err_set(err, KVX_ERR_NOMEM, "kv pool: no memory");
     p->layout = cfg->layout;
     p->isa = cfg->isa;
+    p->compact_reencode = cfg->compact_reencode;
     p->budget = cfg->budget_bytes;
     st = pool_classes(p, err);
     if (st == KVX_OK)
@@ -193,6 +199,7 @@ void kvx_kv_pool_destroy(struct kvx_kv_pool *p)
     free(p->plan_freed);
     free(p->holders);
     free(p->plan_reclaim);
+    free(p->compact_buf);
     free(p);
 }
 
@@ -357,23 +364,33 @@ int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s)
         if (need > min_keep)
             min_keep = need;
     }
-    return min_keep;
+    return s->compact_len > min_keep ? s->compact_len : min_keep;
 }
 
-/* Tell the codecs of `layer` that the sequence now ends at n_keep > 0 (their state may hold
- * tokens past it, or miss tokens it must now hold). */
+static void heads_state_truncate(struct kvx_kv_seq *s, int32_t layer, int32_t h0, int32_t h1,
+                                 int64_t n_keep);
+
+/* Tell the codecs of `layer` that the sequence now ends at n_keep > 0 slots (their state may
+ * hold tokens past it, or miss tokens it must now hold). */
 static void state_truncate(struct kvx_kv_seq *s, int32_t layer, int64_t n_keep)
+{
+    heads_state_truncate(s, layer, 0, s->pool->layout->layers[layer].n_kv_heads, n_keep);
+}
+
+/* The same for KV heads [h0, h1) only, in slots (n_keep 0: the state is emptied). */
+static void heads_state_truncate(struct kvx_kv_seq *s, int32_t layer, int32_t h0, int32_t h1,
+                                 int64_t n_keep)
 {
     const struct kvx_kv_pool *p = s->pool;
     const struct kvx_kv_layout *l = p->layout;
     const struct kvx_kv_table *t = &s->tables[layer];
     const struct kvx_layer_cache *c = &l->layers[layer];
-    int64_t pg = (n_keep - 1) / l->page_tokens;
-    const uint8_t *page = pg < t->n ? t->ptrs[pg] : NULL;
+    int64_t pg = n_keep > 0 ? (n_keep - 1) / l->page_tokens : 0;
+    const uint8_t *page = n_keep > 0 && pg < t->n ? t->ptrs[pg] : NULL;
     struct kvx_kv_fmt kf = kvx_kv_layer_k_fmt(l, layer), vf = kvx_kv_layer_v_fmt(l, layer);
     size_t kss = kvx_kv_layer_k_state_bytes(l, layer), vss = kvx_kv_layer_v_state_bytes(l, layer);
     int64_t slot0 = pg * l->page_tokens;
-    for (int32_t h = 0; h < c->n_kv_heads; h++) {
+    for (int32_t h = h0; h < h1; h++) {
         if (kss && p->k_ops[layer]->k_truncate)
             p->k_ops[layer]->k_truncate(page ? page + kvx_kv_layer_k_offset(l, layer, h) : NULL,
                                         t->state + (size_t)h * kss, &kf, slot0, n_keep);
@@ -391,12 +408,14 @@ void kvx_kv_seq_truncate(struct kvx_kv_seq *s, int64_t n_keep)
     if (n_keep >= s->reserved)
         return;
     if (n_keep > 0 && n_keep < s->len && n_keep < kvx_kv_seq_min_truncate(s))
-        n_keep = 0; /* a window layer lost keys position n_keep would see */
+        n_keep = 0; /* a window layer lost keys position n_keep would see, or compaction */
     struct kvx_kv_pool *p = s->pool;
     const struct kvx_kv_layout *l = p->layout;
-    int64_t end = (n_keep + l->page_tokens - 1) / l->page_tokens;
     for (int32_t i = 0; i < l->n_layer; i++) {
         struct kvx_kv_table *t = &s->tables[i];
+        if (n_keep == 0)
+            t->shift = 0;
+        int64_t end = (n_keep - t->shift + l->page_tokens - 1) / l->page_tokens;
         for (int64_t k = end; k < t->n; k++) {
             if (t->ids[k] >= 0)
                 kvx_kv_page_unref(p, t->ids[k]);
@@ -412,16 +431,17 @@ void kvx_kv_seq_truncate(struct kvx_kv_seq *s, int64_t n_keep)
             t->state_id = -1;
             t->state = NULL;
         } else if (t->state_id >= 0) {
-            state_truncate(s, i, n_keep);
+            state_truncate(s, i, n_keep - t->shift);
         }
     }
     s->reserved = n_keep;
     if (s->len > n_keep)
         s->len = n_keep;
-    if (n_keep == 0)
+    if (n_keep == 0) {
         s->floor_len = 0;
-    if (n_keep == 0)
+        s->compact_len = 0;
         s->unshareable = false; /* nothing evicted is left */
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -545,10 +565,17 @@ static void cow_commit(struct kvx_kv_seq *s, int32_t layer, int64_t k0)
     }
 }
 
-/* Count, per class, the pages reserving `end` entries needs (new ones and private copies of
- * shared ones) and the pages the window drops free (those only this sequence references).  Returns the bytes the budget must supply and
- * the descriptors carving will add. */
-static size_t reserve_plan(const struct kvx_kv_seq *s, int64_t end, int64_t *new_descs)
+/* Table entries `layer` needs to hold positions [0, target): its slots are shifted. */
+static int64_t table_end(const struct kvx_kv_seq *s, int32_t layer, int64_t target)
+{
+    const int64_t pt = s->pool->layout->page_tokens;
+    return (target - s->tables[layer].shift + pt - 1) / pt;
+}
+
+/* Count, per class, the pages reserving positions [0, target) needs and the pages the window
+ * drops free (those only this sequence references).  Returns the bytes the budget must supply
+ * and the descriptors carving will add. */
+static size_t reserve_plan(const struct kvx_kv_seq *s, int64_t target, int64_t *new_descs)
 {
     const struct kvx_kv_pool *p = s->pool;
     const struct kvx_kv_layout *l = p->layout;
@@ -559,6 +586,7 @@ static size_t reserve_plan(const struct kvx_kv_seq *s, int64_t end, int64_t *new
         if (c < 0)
             continue;
         const struct kvx_kv_table *t = &s->tables[i];
+        const int64_t end = table_end(s, i, target);
         int64_t first = table_first_needed(s, i, s->len);
         for (int64_t k = t->first; k < first && k < t->n; k++)
             if (t->ids[k] >= 0 && p->pages[t->ids[k]].refs == 1)
@@ -574,10 +602,11 @@ static size_t reserve_plan(const struct kvx_kv_seq *s, int64_t end, int64_t *new
 }
 
 /* Commit for one layer: drop window pages below the first needed one, add pages up to end. */
-static void reserve_commit_table(struct kvx_kv_seq *s, int32_t layer, int64_t end)
+static void reserve_commit_table(struct kvx_kv_seq *s, int32_t layer, int64_t target)
 {
     struct kvx_kv_pool *p = s->pool;
     struct kvx_kv_table *t = &s->tables[layer];
+    const int64_t end = table_end(s, layer, target);
     int64_t first = table_first_needed(s, layer, s->len);
     for (int64_t k = t->first; k < first && k < t->n; k++) {
         if (t->ids[k] >= 0)
@@ -619,9 +648,8 @@ enum kvx_status kvx_kv_seq_reserve(struct kvx_kv_seq *s, int64_t n_tokens, struc
                            "any budget holds (budget %zu, in use %zu)", (long long)n_tokens,
                            p->budget, p->bytes_used);
     int64_t target = n_tokens > s->reserved ? n_tokens : s->reserved;
-    int64_t end = (target + l->page_tokens - 1) / l->page_tokens;
     int64_t new_descs = 0;
-    size_t bytes = reserve_plan(s, end, &new_descs);
+    size_t bytes = reserve_plan(s, target, &new_descs);
     size_t missing = plan_fit(p, &bytes, &new_descs);
     if (missing)
         return kvx_err_set(err, KVX_ERR_KV_FULL,
@@ -632,12 +660,12 @@ enum kvx_status kvx_kv_seq_reserve(struct kvx_kv_seq *s, int64_t n_tokens, struc
         return kvx_err_set(err, KVX_ERR_NOMEM, "kv reserve: no memory for %lld page descriptors",
                            (long long)p->n_pages + (long long)new_descs);
     for (int32_t i = 0; i < l->n_layer; i++)
-        if (p->layer_class[i] >= 0 && table_grow(&s->tables[i], end) != KVX_OK)
+        if (p->layer_class[i] >= 0 && table_grow(&s->tables[i], table_end(s, i, target)) != KVX_OK)
             return kvx_err_set(err, KVX_ERR_NOMEM, "kv reserve: no memory for a page table of %lld entries",
-                               (long long)end);
+                               (long long)table_end(s, i, target));
     for (int32_t i = 0; i < l->n_layer; i++)
         if (p->layer_class[i] >= 0)
-            reserve_commit_table(s, i, end);
+            reserve_commit_table(s, i, target);
     s->reserved = target;
     s->floor_len = s->len;
     return KVX_OK;
@@ -655,14 +683,17 @@ void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const fl
         pos >= s->reserved)
         return;
     const struct kvx_kv_table *t = &s->tables[layer];
-    int64_t pg = pos / l->page_tokens;
+    if (pos < s->compact_len)
+        return; /* before the last compaction: no longer addressable */
+    const int64_t slot = pos - t->shift;
+    int64_t pg = slot / l->page_tokens;
     if (pg >= t->n || !t->ptrs[pg])
         return;
     if (p->pages[t->ids[pg]].refs > 1)
         return; /* shared: reserve makes it private first */
     const struct kvx_layer_cache *c = &l->layers[layer];
-    int32_t tok = (int32_t)(pos % l->page_tokens);
-    int64_t slot0 = pos - tok;
+    int32_t tok = (int32_t)(slot % l->page_tokens);
+    int64_t slot0 = slot - tok;
     size_t ks = kvx_kv_layer_k_head_bytes(l, layer), vs = kvx_kv_layer_v_head_bytes(l, layer);
     size_t kss = kvx_kv_layer_k_state_bytes(l, layer), vss = kvx_kv_layer_v_state_bytes(l, layer);
     uint8_t *k_base = t->ptrs[pg] + kvx_kv_layer_k_offset(l, layer, 0);
@@ -753,6 +784,169 @@ bool kvx_kv_view_get_v(const struct kvx_kv_view *v, int32_t h, int64_t slot, flo
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Slots and compaction (eviction) */
+
+int64_t kvx_kv_seq_slots(const struct kvx_kv_seq *s, int32_t layer)
+{
+    const struct kvx_kv_layout *l = s->pool->layout;
+    if (layer < 0 || layer >= l->n_layer)
+        return 0;
+    int32_t src = kvx_kv_layer_source(l, layer);
+    return s->pool->layer_class[src] < 0 ? 0 : s->len - s->tables[src].shift;
+}
+
+int64_t kvx_kv_seq_slot(const struct kvx_kv_seq *s, int32_t layer, int64_t pos)
+{
+    const struct kvx_kv_layout *l = s->pool->layout;
+    if (layer < 0 || layer >= l->n_layer)
+        return pos;
+    return pos - s->tables[kvx_kv_layer_source(l, layer)].shift;
+}
+
+bool kvx_kv_seq_compacted(const struct kvx_kv_seq *s) { return s->compact_len > 0; }
+
+/* Check a keep list: n_keep slots per head, strictly increasing, below `slots`.  Returns the
+ * first slot any head moves (n_keep when none moves). */
+static enum kvx_status compact_check(const struct kvx_kv_seq *s, int32_t layer,
+                                     const int64_t *keep, int64_t n_keep, int64_t slots,
+                                     int64_t *first_moved, struct kvx_err *err)
+{
+    const struct kvx_kv_layout *l = s->pool->layout;
+    if (layer < 0 || layer >= l->n_layer || l->layers[layer].kind != KVX_KV_KIND_FULL)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv compact: layer %d is not a FULL layer",
+                           (int)layer);
+    if (n_keep < 0 || n_keep > slots || (n_keep > 0 && !keep))
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv compact: keep %lld of %lld slots",
+                           (long long)n_keep, (long long)slots);
+    int64_t moved = n_keep;
+    for (int32_t h = 0; h < l->layers[layer].n_kv_heads; h++) {
+        const int64_t *k = keep + (size_t)h * (size_t)n_keep;
+        for (int64_t j = 0; j < n_keep; j++) {
+            if (k[j] < j || k[j] >= slots || (j > 0 && k[j] <= k[j - 1]))
+                return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv compact: layer %d head %d: "
+                                   "kept slot %lld at %lld is out of order or range (%lld slots)",
+                                   (int)layer, (int)h, (long long)k[j], (long long)j,
+                                   (long long)slots);
+            if (k[j] != j && j < moved)
+                moved = j;
+        }
+    }
+    *first_moved = moved;
+    return KVX_OK;
+}
+
+/* Move head h's kept slots [d0, n_keep) of one layer down: decode every one first (a put may
+ * touch what a later get reads), cut the head's codec state at d0, then put them in order. */
+static void compact_head(struct kvx_kv_seq *s, int32_t layer, int32_t h, const int64_t *keep,
+                         int64_t d0, int64_t n_keep, float *buf)
+{
+    const struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    const struct kvx_kv_table *t = &s->tables[layer];
+    const int64_t pt = l->page_tokens;
+    const int32_t kd = l->layers[layer].k_dim, vd = l->layers[layer].v_dim;
+    struct kvx_kv_view v;
+    kvx_kv_seq_view(s, layer, &v);
+    float *kb = buf, *vb = d0 < n_keep ? buf + (size_t)(n_keep - d0) * (size_t)kd : buf;
+    for (int64_t j = d0; j < n_keep; j++) {
+        kvx_kv_view_get_k(&v, h, keep[j], kb + (size_t)(j - d0) * (size_t)kd);
+        kvx_kv_view_get_v(&v, h, keep[j], vb + (size_t)(j - d0) * (size_t)vd);
+    }
+    heads_state_truncate(s, layer, h, h + 1, d0);
+    const size_t ko = kvx_kv_layer_k_offset(l, layer, h), vo = kvx_kv_layer_v_offset(l, layer, h);
+    size_t kss = kvx_kv_layer_k_state_bytes(l, layer), vss = kvx_kv_layer_v_state_bytes(l, layer);
+    uint8_t *k_state = kss ? t->state + (size_t)h * kss : NULL;
+    uint8_t *v_state = vss ? t->state + (size_t)v.n_kv_heads * kss + (size_t)h * vss : NULL;
+    for (int64_t j = d0; j < n_keep; j++) {
+        uint8_t *page = t->ptrs[j / pt];
+        const int32_t tok = (int32_t)(j % pt);
+        p->k_ops[layer]->k_put(page + ko, k_state, &v.k_fmt, j - tok, tok,
+                               kb + (size_t)(j - d0) * (size_t)kd);
+        p->v_ops[layer]->v_put(page + vo, v_state, &v.v_fmt, j - tok, tok,
+                               vb + (size_t)(j - d0) * (size_t)vd);
+    }
+}
+
+/* The same with the codecs' raw copies (stateless codecs that store tokens independently):
+ * in place, in increasing order, since keep[j] >= j never names a slot an earlier copy
+ * wrote; consecutive kept slots go as one run per page of source and destination. */
+static void compact_head_copy(struct kvx_kv_seq *s, int32_t layer, int32_t h, const int64_t *keep,
+                              int64_t d0, int64_t n_keep)
+{
+    const struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    const struct kvx_kv_table *t = &s->tables[layer];
+    const int64_t pt = l->page_tokens;
+    const size_t ko = kvx_kv_layer_k_offset(l, layer, h), vo = kvx_kv_layer_v_offset(l, layer, h);
+    const struct kvx_kv_fmt kf = kvx_kv_layer_k_fmt(l, layer), vf = kvx_kv_layer_v_fmt(l, layer);
+    for (int64_t j = d0; j < n_keep;) {
+        const int64_t room = pt - (j % pt < keep[j] % pt ? keep[j] % pt : j % pt);
+        int64_t n = 1;
+        while (n < room && j + n < n_keep && keep[j + n] == keep[j] + n)
+            n++;
+        uint8_t *dst = t->ptrs[j / pt], *src = t->ptrs[keep[j] / pt];
+        const int32_t to = (int32_t)(j % pt), from = (int32_t)(keep[j] % pt);
+        p->k_ops[layer]->k_copy(dst + ko, to, src + ko, from, (int32_t)n, &kf);
+        p->v_ops[layer]->v_copy(dst + vo, to, src + vo, from, (int32_t)n, &vf);
+        j += n;
+    }
+}
+
+enum kvx_status kvx_kv_seq_compact(struct kvx_kv_seq *s, int32_t layer, const int64_t *keep,
+                                   int64_t n_keep, struct kvx_err *err)
+{
+    struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    const int64_t slots = kvx_kv_seq_slots(s, layer);
+    int64_t d0 = 0;
+    enum kvx_status st = compact_check(s, layer, keep, n_keep, slots, &d0, err);
+    if (st != KVX_OK || n_keep == slots)
+        return st;
+    struct kvx_kv_table *t = &s->tables[layer];
+    const int64_t pt = l->page_tokens;
+    for (int64_t k = d0 / pt; k < t->n; k++)
+        if (p->pages[t->ids[k]].refs > 1)
+            return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv compact: layer %d page %lld is "
+                               "shared (copy-on-write is not implemented for compaction)",
+                               (int)layer, (long long)k);
+    if (t->state_id >= 0 && p->pages[t->state_id].refs > 1)
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv compact: layer %d codec state is shared",
+                           (int)layer);
+    const struct kvx_layer_cache *c = &l->layers[layer];
+    const bool raw = p->k_ops[layer]->k_copy && p->v_ops[layer]->v_copy && !t->state &&
+                     !p->compact_reencode;
+    const size_t need = raw ? 0 : (size_t)(n_keep - d0) * (size_t)(c->k_dim + c->v_dim);
+    if (need > p->compact_cap) {
+        float *nb = realloc(p->compact_buf, need * sizeof *nb);
+        if (!nb)
+            return kvx_err_set(err, KVX_ERR_NOMEM, "kv compact: no memory for %zu floats", need);
+        p->compact_buf = nb;
+        p->compact_cap = need;
+    }
+    for (int32_t h = 0; h < c->n_kv_heads; h++) {
+        const int64_t *kh = keep + (size_t)h * (size_t)n_keep;
+        int64_t hd0 = d0;
+        while (hd0 < n_keep && kh[hd0] == hd0)
+            hd0++;
+        if (raw)
+            compact_head_copy(s, layer, h, kh, hd0, n_keep);
+        else
+            compact_head(s, layer, h, kh, hd0, n_keep, p->compact_buf);
+    }
+    t->shift += slots - n_keep;
+    s->compact_len = s->len;
+    const int64_t end = table_end(s, layer, s->reserved);
+    for (int64_t k = end; k < t->n; k++) {
+        kvx_kv_page_unref(p, t->ids[k]);
+        t->ids[k] = -1;
+        t->ptrs[k] = NULL;
+    }
+    if (t->n > end)
+        t->n = end;
+    return KVX_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * The invariant check */
 
 #define CHECK(cond, ...)                                                                       \
@@ -831,8 +1025,13 @@ static enum kvx_status check_table(const struct kvx_kv_seq *s, int32_t layer, in
     const struct kvx_kv_layout *l = p->layout;
     const struct kvx_kv_table *t = &s->tables[layer];
     int64_t pt = l->page_tokens;
-    CHECK(t->n == (s->reserved + pt - 1) / pt, "layer %d: %lld table entries for %lld tokens",
-          (int)layer, (long long)t->n, (long long)s->reserved);
+    CHECK(t->shift == 0 || (l->layers[layer].kind == KVX_KV_KIND_FULL && t->shift > 0 &&
+                            t->shift <= s->compact_len && s->compact_len <= s->len),
+          "layer %d: shift %lld (length %lld, compacted at %lld)", (int)layer,
+          (long long)t->shift, (long long)s->len, (long long)s->compact_len);
+    const int64_t slots = s->reserved - t->shift;
+    CHECK(t->n == (slots + pt - 1) / pt, "layer %d: %lld table entries for %lld slots",
+          (int)layer, (long long)t->n, (long long)slots);
     int64_t first = table_first_needed(s, layer, s->floor_len);
     CHECK(t->first == first,
           "layer %d: first page %lld, expected %lld", (int)layer, (long long)t->first, (long long)first);
@@ -867,8 +1066,8 @@ static enum kvx_status check_table(const struct kvx_kv_seq *s, int32_t layer, in
               (int)t->state_id);
     }
     if (l->layers[layer].kind == KVX_KV_KIND_FULL || l->layers[layer].kind == KVX_KV_KIND_LATENT)
-        CHECK(t->n == kvx_kv_layer_pages(l, layer, s->reserved), "layer %d: %lld pages, layout says %lld",
-              (int)layer, (long long)t->n, (long long)kvx_kv_layer_pages(l, layer, s->reserved));
+        CHECK(t->n == kvx_kv_layer_pages(l, layer, slots), "layer %d: %lld pages, layout says %lld",
+              (int)layer, (long long)t->n, (long long)kvx_kv_layer_pages(l, layer, slots));
     return KVX_OK;
 }
 
@@ -881,6 +1080,9 @@ static enum kvx_status check_seqs(const struct kvx_kv_pool *p, int32_t *refs, st
               "sequence list links");
         CHECK(s->len >= 0 && s->len <= s->reserved, "sequence length %lld, reserved %lld",
               (long long)s->len, (long long)s->reserved);
+        CHECK(s->compact_len >= 0 && s->compact_len <= s->len,
+              "sequence compacted at length %lld, length %lld", (long long)s->compact_len,
+              (long long)s->len);
         for (int32_t i = 0; i < p->layout->n_layer; i++) {
             if (p->layer_class[i] < 0) {
                 CHECK(s->tables[i].n == 0, "layer %d owns nothing but holds pages", (int)i);

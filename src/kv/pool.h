@@ -44,6 +44,8 @@ struct kvx_kv_pool_cfg {
     const struct kvx_kv_layout *layout;   /* borrowed; must outlive the pool */
     size_t budget_bytes;
     enum kvx_isa isa;                     /* picks the codec kernels of views */
+    bool compact_reencode;                /* tests: compaction moves tokens through get/put
+                                           * even where the codecs copy raw bytes */
 };
 
 enum kvx_status kvx_kv_pool_create(const struct kvx_kv_pool_cfg *cfg, struct kvx_kv_pool **out,
@@ -67,9 +69,11 @@ void kvx_kv_pool_get_stats(const struct kvx_kv_pool *p, struct kvx_kv_pool_stats
  * reference; free-list pages have
  * refcount 0, the right class and appear once, and every unreferenced page is on one;
  * bytes_used and pages_used equal the referenced pages' sum; each sequence has
- * ceil(reserved / page_tokens) entries per owning layer, FULL layers exactly
- * kvx_kv_layer_pages(reserved) pages, window layers holes exactly below the first page the
- * last reserve kept and every key the next query sees present.  KVX_ERR_FORMAT naming the
+ * ceil((reserved - shift) / page_tokens) entries per owning layer, FULL layers exactly
+ * kvx_kv_layer_pages(reserved - shift) pages, window layers holes exactly below the first page
+ * the last reserve kept and every key the next query sees present; a layer's shift is 0
+ * unless it is FULL and at most the length at the last compaction, which is at most the
+ * length.  KVX_ERR_FORMAT naming the
  * first violation (KVX_ERR_NOMEM if its bookkeeping cannot be allocated). */
 enum kvx_status kvx_kv_pool_check(const struct kvx_kv_pool *p, struct kvx_err *err);
 const struct kvx_kv_layout *kvx_kv_pool_layout(const struct kvx_kv_pool *p);
@@ -79,7 +83,8 @@ enum kvx_status kvx_kv_seq_create(struct kvx_kv_pool *p, struct kvx_kv_seq **out
 /* Releases the sequence's page references. */
 void kvx_kv_seq_destroy(struct kvx_kv_seq *s);
 
-/* Tokens whose K/V are stored (positions 0 .. n-1). */
+/* Positions written (0 .. n-1): the next token's position.  A compacted layer stores fewer
+ * tokens: kvx_kv_seq_slots. */
 int64_t kvx_kv_seq_len(const struct kvx_kv_seq *s);
 /* Ensure pages exist for positions [0, n_tokens) in every owning layer (and drop the window
  * pages no query from kvx_kv_seq_len on can see, see above), and that every page holding a
@@ -117,7 +122,7 @@ void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const fl
 /* What attention needs to read one layer of one sequence (a SHARED layer resolves to the layer
  * it reads).  Valid until the sequence next changes. */
 struct kvx_kv_view {
-    uint8_t *const *pages;                 /* page base pointers in token order */
+    uint8_t *const *pages;                 /* page base pointers in slot order */
     int64_t n_pages;
     int32_t page_tokens;
     int32_t n_kv_heads, k_dim, v_dim;
@@ -139,6 +144,41 @@ void kvx_kv_seq_view(const struct kvx_kv_seq *s, int32_t layer, struct kvx_kv_vi
  * the view does not hold that slot. */
 bool kvx_kv_view_get_k(const struct kvx_kv_view *v, int32_t h, int64_t slot, float *out);
 bool kvx_kv_view_get_v(const struct kvx_kv_view *v, int32_t h, int64_t slot, float *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Slots and compaction, for eviction (kv/evict.h).
+ *
+ * A FULL layer stores its tokens in slots 0, 1, ... (pages in slot order).  Until the first
+ * compaction slot = position.  kvx_kv_seq_compact keeps chosen slots of one layer, moves them
+ * down in order and frees the pages no longer needed; the layer's `shift` (positions minus
+ * slots) then grows by the number of tokens removed, so that positions from the sequence's
+ * length at the compaction on go to slot pos - shift (reserve, write and attention all map
+ * positions through it).  Layers compact independently and may hold different numbers of
+ * slots.  K is stored after RoPE, so kept keys keep their original positions.  Positions
+ * below the length at the last compaction can no longer be addressed: writes there do
+ * nothing and kvx_kv_seq_min_truncate is at least that length.  Compacted pages are written
+ * in place, so a compacted sequence must not share pages (kvx_kv_seq_compacted). */
+
+/* Tokens `layer` stores (slots [0, n)); kvx_kv_seq_len for a layer never compacted, 0 for a
+ * layer that owns nothing.  A SHARED layer answers for the layer it reads. */
+int64_t kvx_kv_seq_slots(const struct kvx_kv_seq *s, int32_t layer);
+/* The slot position `pos` is (or will be) stored in: pos - shift (pos itself for a layer
+ * never compacted).  Meaningful for pos >= the length at the last compaction. */
+int64_t kvx_kv_seq_slot(const struct kvx_kv_seq *s, int32_t layer, int64_t pos);
+/* True once a compaction removed tokens from any layer (until truncated to 0): slots are no
+ * longer positions, so the sequence's pages must not be shared as a prefix. */
+bool kvx_kv_seq_compacted(const struct kvx_kv_seq *s);
+/* In FULL layer `layer`, keep in KV head h only the n_keep slots keep[h*n_keep + j]
+ * (j < n_keep, strictly increasing, each < kvx_kv_seq_slots), moved to slots 0..n_keep-1 in
+ * that order; every head keeps the same number.  Values move as raw bytes where the codecs
+ * store tokens independently (k_copy / v_copy, e.g. f32, f16), otherwise through the codecs'
+ * get and put (quantizing codecs then re-quantize the moved tokens) with their state (e.g. a
+ * residual) truncated and rebuilt by the codec's own ops; then pages beyond the new reserved
+ * slots are freed.  All or nothing: KVX_ERR_INVALID_ARG (bad layer or keep
+ * list), KVX_ERR_UNSUPPORTED (a page to rewrite is shared) or KVX_ERR_NOMEM leave the
+ * sequence unchanged.  Allocates only when its scratch must grow. */
+enum kvx_status kvx_kv_seq_compact(struct kvx_kv_seq *s, int32_t layer, const int64_t *keep,
+                                   int64_t n_keep, struct kvx_err *err);
 
 /* ---------------------------------------------------------------------------------------------
  * Page references, for modules of kv/ that share pages (prefix, fork).  Page ids are int32

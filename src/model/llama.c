@@ -525,7 +525,7 @@ static void attention_block(struct step *s)
         .n_tok = f->n_tok, .pos = f->pos, .seq = f->seq, .layer = s->il,
         .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim,
         .q = f->s->q, .q_ld = nq, .out = f->s->attn, .out_ld = nq,
-        .scale = 1.0f / sqrtf((float)hp->head_dim),
+        .scale = 1.0f / sqrtf((float)hp->head_dim), .acc = f->acc,
     };
     kvx_attn_causal(f->tp, &ab, &f->s->attn_ws);
     /* attention output projection into xn, added to x by the next norm step */
