@@ -254,7 +254,7 @@ static void print_kld(const struct cli_opts *o, const struct kvx_eval_kld_result
            "top-1 agreement: %.4f%%\n"
            "perplexity: reference %.4f, test %.4f, ratio %.6f\n"
            "scored %lld tokens: second half of %lld windows of %lld\n"
-           "KV cache: %zu bytes/token (f32 reference %zu); held at the end of a window %.1f "
+           "KV cache: %zu bytes/token (f32 reference %zu); pages held at the end of a window: %.1f "
            "bytes/token\n", r->kld_mean, r->kld_p50, r->kld_p99, r->kld_max, 100.0 * r->top1,
            r->ppl_ref, r->ppl_test, r->ppl_ratio, (long long)r->n_scored,
            (long long)r->n_windows, (long long)ctx, r->kv_bytes_per_token, ref_bpt,
