@@ -1,4 +1,4 @@
-/* tests/test_kv_codec_quant: the bf16, q8 and q4 KV codecs (kv/codec_bf16.c, codec_q8.c,
+/* tests/test_kv_codec_quant: the bf16, q8 and q4 KV codecs (kv/codec_float.c, codec_q8.c,
  * codec_q4.c and their SIMD files).
  *
  *   - put/get error within each codec's stated bound, on random data with outliers, tiny and

@@ -1,7 +1,6 @@
 /* kv/codec_avx2: AVX2 + FMA + F16C qk/pv kernels of the f32, f16 and bf16 KV codecs.
  *
- * Same page layout and results as the scalar specification (codec_f32.c, codec_f16.c,
- * codec_bf16.c), with
+ * Same page layout and results as the scalar specification (codec_float.c), with
  * 8 lanes: a 16-token K tile row is two ymm, so one tile and up to 4 queries take 8
  * accumulators; each K row / V row is loaded (f16: converted with vcvtph2ps) once for up to 4
  * queries.  pv handles channels in chunks of 32, then 8, then a scalar tail (< 8 channels).

@@ -1,7 +1,6 @@
 /* kv/codec_avx512: AVX-512 qk/pv kernels of the f32, f16 and bf16 KV codecs.
  *
- * Same page layout and results as the scalar specification (codec_f32.c, codec_f16.c,
- * codec_bf16.c):
+ * Same page layout and results as the scalar specification (codec_float.c):
  *   qk: a 16-token K tile row K[tile][c][0..16) is one zmm, so one FMA with q[c] broadcast gives
  *       16 scores; each K row is loaded (and, for f16, converted with vcvtph2ps) once for up to
  *       4 queries and 4 tiles at a time (16 independent accumulators hide the FMA latency).
