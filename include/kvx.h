@@ -56,6 +56,10 @@ struct kvx_model_cfg {
     /* A GGUF file, or a safetensors model: its folder (config.json with model.safetensors or
      * model.safetensors.index.json), its config.json, a .safetensors file or the index. */
     const char *path;
+    /* Read only the hyper-parameters (config.json, or GGUF metadata): no weights are needed or
+     * bound, no tokenizer is loaded.  Such a model can be inspected and planned (its KV layout
+     * is complete) but not run: kvx_engine_create refuses it. */
+    bool config_only;
 };
 struct kvx_model_cfg kvx_model_cfg_default(void);
 

@@ -21,17 +21,19 @@ static float frand(uint64_t *s)
     return (float)((*s >> 40) & 0xffffff) / 8388608.0f - 1.0f;
 }
 
-/* out[h] = softmax(scale q_h . K[0..pos]) V[0..pos] for KV head h / G, in double. */
+/* out[h] = softmax(scale q_h . K[f..pos]) V[f..pos] for KV head h / G, in double, f the
+ * first slot the query sees (0, or pos - window + 1 in a window layer). */
 static void naive(struct kvx_kv_seq *s, int64_t pos, const float *q, float scale, double *out)
 {
     struct kvx_kv_view v;
     kvx_kv_seq_view(s, 0, &v);
+    const int64_t f = kvx_kv_seq_first_slot(s, 0, pos);
     double *w = malloc((size_t)(pos + 1) * sizeof *w);
     float k[HD], val[HD];
     for (int h = 0; h < NH; h++) {
         const int g = h / G;
         double mx = -INFINITY, den = 0;
-        for (int64_t t = 0; t <= pos; t++) {
+        for (int64_t t = f; t <= pos; t++) {
             kvx_kv_view_get_k(&v, g, t, k);
             double d = 0;
             for (int c = 0; c < HD; c++)
@@ -41,7 +43,7 @@ static void naive(struct kvx_kv_seq *s, int64_t pos, const float *q, float scale
         }
         for (int c = 0; c < HD; c++)
             out[h * HD + c] = 0;
-        for (int64_t t = 0; t <= pos; t++) {
+        for (int64_t t = f; t <= pos; t++) {
             kvx_kv_view_get_v(&v, g, t, val);
             const double e = exp(w[t] - mx);
             den += e;
@@ -145,4 +147,50 @@ KVX_TEST(attn_causal_matches_naive)
     kvx_kv_seq_destroy(b2);
     kvx_kv_pool_destroy(pool);
     kvx_kv_layout_free(&lay);
+}
+
+/* A window layer: each query sees its last `window` keys.  Windows shorter than a prefill
+ * block (no keys shared by the whole block), about as long, and spanning several chunks. */
+KVX_TEST(attn_causal_window_matches_naive)
+{
+    const int64_t windows[] = {1, 7, 16, 40, 1500};
+    struct kvx_threadpool *tp = NULL;
+    KVX_CHECK(kvx_threadpool_create(3, &tp, NULL) == KVX_OK);
+    uint64_t rng = 7;
+    for (size_t wi = 0; wi < sizeof windows / sizeof windows[0]; wi++) {
+        struct kvx_kv_layout lay;
+        KVX_CHECK(kvx_kv_layout_init(&lay, 1, 16, NULL) == KVX_OK);
+        lay.layers[0] = (struct kvx_layer_cache){
+            .kind = KVX_KV_KIND_WINDOW, .n_kv_heads = HKV, .k_dim = HD, .v_dim = HD,
+            .k_codec = KVX_KV_CODEC_F16, .v_codec = KVX_KV_CODEC_F16, .window = windows[wi]};
+        const int64_t n_ctx = 2200;
+        struct kvx_kv_pool_cfg pc = {.layout = &lay, .budget_bytes = 2 * (size_t)n_ctx * 4 * HKV * HD * 2,
+                                     .isa = kvx_cpu_best_isa()};
+        struct kvx_kv_pool *pool = NULL;
+        struct kvx_kv_seq *a = NULL;
+        KVX_CHECK(kvx_kv_pool_create(&pc, &pool, NULL) == KVX_OK);
+        KVX_CHECK(kvx_kv_seq_create(pool, &a, NULL) == KVX_OK);
+        fill(a, 2100, &rng);
+        struct kvx_kv_seq *seqs[64];
+        int64_t pos[64];
+        /* prefill chunks: one at the start, one deep */
+        const int64_t starts[] = {0, 2050};
+        for (int si = 0; si < 2; si++) {
+            for (int i = 0; i < 45; i++) {
+                seqs[i] = a;
+                pos[i] = starts[si] + i;
+            }
+            check_batch(tp, n_ctx, 45, seqs, pos, &rng);
+        }
+        const int64_t dec[] = {0, 5, 39, 40, 1499, 1500, 2099};
+        for (size_t i = 0; i < sizeof dec / sizeof dec[0]; i++) {
+            seqs[0] = a;
+            pos[0] = dec[i];
+            check_batch(tp, n_ctx, 1, seqs, pos, &rng);
+        }
+        kvx_kv_seq_destroy(a);
+        kvx_kv_pool_destroy(pool);
+        kvx_kv_layout_free(&lay);
+    }
+    kvx_threadpool_destroy(tp);
 }

@@ -18,7 +18,7 @@ struct plan {
     int64_t qblock;          /* tokens per block (1 when the batch is not one run) */
     int64_t n_blocks;
     int64_t chunk;           /* keys per shared-prefix task */
-    int64_t n_parts;         /* chunks + 1 (the triangle) */
+    int64_t n_parts;         /* chunks + 2 (the window head, the triangle) */
     int64_t n_tasks;
     atomic_long next;
 };
@@ -31,7 +31,7 @@ size_t kvx_attn_workspace_size(struct kvx_attn_workspace *ws, int64_t n_batch, i
     ws->chunk = (n_ctx + MAX_CHUNKS - 1) / MAX_CHUNKS;
     ws->chunk = ws->chunk < MIN_CHUNK ? MIN_CHUNK : (ws->chunk + 15) / 16 * 16;
     /* decode splits a history into at most 4 * n_threads chunks */
-    ws->max_parts = (MAX_CHUNKS > 4 * n_threads ? MAX_CHUNKS : 4 * n_threads) + 1;
+    ws->max_parts = (MAX_CHUNKS > 4 * n_threads ? MAX_CHUNKS : 4 * n_threads) + 2;
     const int64_t nq = KVX_ATTN_QBLOCK * G;
     /* per thread: scores for nq queries over a chunk (or a decode chunk up to n_ctx keys),
      * the gathered queries, and one task's m, l, acc */
@@ -61,6 +61,33 @@ static int64_t key_slot(const struct kvx_attn_batch *b, int64_t t)
     return kvx_kv_seq_slot(b->seq[t], b->layer, b->pos[t]);
 }
 
+/* The first slot token t sees (0 but in a window layer). */
+static int64_t first_slot(const struct kvx_attn_batch *b, int64_t t)
+{
+    return kvx_kv_seq_first_slot(b->seq[t], b->layer, b->pos[t]);
+}
+
+/* A block of a plan: tokens [t0, t0 + nt).  Every token of it sees keys [lo, hi): from the
+ * last token's first slot to the first token's own slot (empty when a window is shorter than
+ * the block).  Those are cut into chunks shared by the whole block; the rest of token t's
+ * keys are its "head" [first_slot(t), min(lo, hi)) and its "triangle" [max(lo, hi), slot(t)]. */
+struct block {
+    int64_t t0, nt, lo, hi;
+};
+
+static struct block block_of(const struct plan *p, int64_t blk)
+{
+    const struct kvx_attn_batch *b = p->b;
+    struct block k;
+    k.t0 = blk * p->qblock;
+    k.nt = b->n_tok - k.t0 < p->qblock ? b->n_tok - k.t0 : p->qblock;
+    k.lo = first_slot(b, k.t0 + k.nt - 1);
+    k.hi = key_slot(b, k.t0);
+    if (k.lo > k.hi)
+        k.lo = k.hi;   /* no shared keys: heads and triangles cover everything */
+    return k;
+}
+
 /* Is the batch one run of consecutive positions of one sequence? */
 static bool one_run(const struct kvx_attn_batch *b)
 {
@@ -78,10 +105,10 @@ static void make_plan(struct plan *p, const struct kvx_attn_batch *b,
     p->ws = ws;
     p->qblock = b->n_tok > 1 && one_run(b) ? KVX_ATTN_QBLOCK : 1;
     p->n_blocks = (b->n_tok + p->qblock - 1) / p->qblock;
-    int64_t longest = 0; /* the longest shared prefix of any block */
+    int64_t longest = 0; /* the longest shared key range of any block */
     for (int64_t blk = 0; blk < p->n_blocks; blk++) {
-        const int64_t p0 = key_slot(b, blk * p->qblock);
-        longest = p0 > longest ? p0 : longest;
+        const struct block k = block_of(p, blk);
+        longest = k.hi - k.lo > longest ? k.hi - k.lo : longest;
     }
     p->chunk = ws->chunk;
     if (b->n_tok == 1) {
@@ -97,7 +124,7 @@ static void make_plan(struct plan *p, const struct kvx_attn_batch *b,
         p->chunk = (p->chunk + 15) / 16 * 16;
         n_chunks = (longest + p->chunk - 1) / p->chunk;
     }
-    p->n_parts = n_chunks + 1;
+    p->n_parts = n_chunks + 2;
     p->n_tasks = p->n_blocks * b->n_head_kv * p->n_parts;
     atomic_store(&p->next, 0);
 }
@@ -120,10 +147,9 @@ static void run_chunk(const struct plan *p, int64_t blk, int64_t g, int64_t r, f
 {
     const struct kvx_attn_batch *b = p->b;
     const int64_t G = b->n_head / b->n_head_kv, hd = b->head_dim;
-    const int64_t t0 = blk * p->qblock;
-    const int64_t nt = b->n_tok - t0 < p->qblock ? b->n_tok - t0 : p->qblock;
-    const int64_t p0 = key_slot(b, t0);
-    const int64_t k0 = r * p->chunk, k1 = k0 + p->chunk < p0 ? k0 + p->chunk : p0;
+    const struct block k = block_of(p, blk);
+    const int64_t t0 = k.t0, nt = k.nt;
+    const int64_t k0 = k.lo + r * p->chunk, k1 = k0 + p->chunk < k.hi ? k0 + p->chunk : k.hi;
     const int64_t nq = nt * G;
     float *q = scr, *m = q + nq * hd, *l = m + nq, *acc = l + nq, *scores = acc + nq * hd;
     if (k0 >= k1) {
@@ -152,23 +178,27 @@ static void run_chunk(const struct plan *p, int64_t blk, int64_t g, int64_t r, f
     }
 }
 
-/* The causal triangle of a block: token i sees keys [p0, pos_i]. */
-static void run_triangle(const struct plan *p, int64_t blk, int64_t g, float *scr)
+/* The keys of a block's tokens outside its shared chunks: token t's window head
+ * [first_slot(t), lo) in part n_parts - 2 and its causal triangle [hi, slot(t)] in part
+ * n_parts - 1 (an empty range gives m = -inf, l = 0). */
+static void run_edges(const struct plan *p, int64_t blk, int64_t g, int edge, float *scr)
 {
     const struct kvx_attn_batch *b = p->b;
     const int64_t G = b->n_head / b->n_head_kv, hd = b->head_dim;
-    const int64_t t0 = blk * p->qblock;
-    const int64_t nt = b->n_tok - t0 < p->qblock ? b->n_tok - t0 : p->qblock;
-    const int64_t s0 = key_slot(b, t0);
-    for (int64_t i = 0; i < nt; i++) {
-        const int64_t t = t0 + i;
+    const struct block k = block_of(p, blk);
+    for (int64_t i = 0; i < k.nt; i++) {
+        const int64_t t = k.t0 + i;
         struct kvx_kv_view view;
         kvx_kv_seq_view(b->seq[t], b->layer, &view);
         float *pm, *pl, *pa;
-        part_slot(p, t, g, p->n_parts - 1, &pm, &pl, &pa);
-        /* the chunks cover slots [0, slot(t0)); the triangle the rest */
-        kvx_attn_partial(&view, (int32_t)g, s0, s0 + (b->pos[t] - b->pos[t0]) + 1,
-                         b->q + t * b->q_ld + g * G * hd, (int32_t)G, b->scale, scr, pm, pl, pa);
+        part_slot(p, t, g, p->n_parts - 2 + edge, &pm, &pl, &pa);
+        int64_t k0 = first_slot(b, t), k1 = k.lo;
+        if (edge) {   /* slot(t) = hi + (pos_t - pos_t0) in a run of one sequence */
+            k0 = k0 > k.hi ? k0 : k.hi;
+            k1 = k.hi + (b->pos[t] - b->pos[k.t0]) + 1;
+        }
+        kvx_attn_partial(&view, (int32_t)g, k0, k1, b->q + t * b->q_ld + g * G * hd, (int32_t)G,
+                         b->scale, scr, pm, pl, pa);
     }
 }
 
@@ -184,8 +214,8 @@ static void task_loop(void *ctx, int ith, int nth)
             break;
         const int64_t r = task % p->n_parts, bg = task / p->n_parts;
         const int64_t blk = bg / hkv, g = bg % hkv;
-        if (r == p->n_parts - 1)
-            run_triangle(p, blk, g, scr);
+        if (r >= p->n_parts - 2)
+            run_edges(p, blk, g, (int)(r - (p->n_parts - 2)), scr);
         else
             run_chunk(p, blk, g, r, scr);
     }

@@ -173,6 +173,9 @@ enum kvx_status kvx_engine_create(const struct kvx_model *m, const struct kvx_en
                                   struct kvx_engine **out, struct kvx_err *err)
 {
     *out = NULL;
+    if (m->config_only)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "the model was opened from its "
+                           "configuration only (no weights): it can be planned, not run");
     struct kvx_engine *e = calloc(1, sizeof *e);
     if (!e)
         return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");

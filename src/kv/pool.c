@@ -805,6 +805,16 @@ int64_t kvx_kv_seq_slot(const struct kvx_kv_seq *s, int32_t layer, int64_t pos)
 
 bool kvx_kv_seq_compacted(const struct kvx_kv_seq *s) { return s->compact_len > 0; }
 
+int64_t kvx_kv_seq_first_slot(const struct kvx_kv_seq *s, int32_t layer, int64_t pos)
+{
+    const struct kvx_kv_layout *l = s->pool->layout;
+    if (layer < 0 || layer >= l->n_layer)
+        return 0;
+    const int64_t first = kvx_kv_layer_first_pos(l, layer, pos);
+    const int64_t slot = first - s->tables[kvx_kv_layer_source(l, layer)].shift;
+    return first > 0 && slot > 0 ? slot : 0;
+}
+
 /* Check a keep list: n_keep slots per head, strictly increasing, below `slots`.  Returns the
  * first slot any head moves (n_keep when none moves). */
 static enum kvx_status compact_check(const struct kvx_kv_seq *s, int32_t layer,

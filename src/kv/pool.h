@@ -168,6 +168,9 @@ int64_t kvx_kv_seq_slot(const struct kvx_kv_seq *s, int32_t layer, int64_t pos);
 /* True once a compaction removed tokens from any layer (until truncated to 0): slots are no
  * longer positions, so the sequence's pages must not be shared as a prefix. */
 bool kvx_kv_seq_compacted(const struct kvx_kv_seq *s);
+/* The first slot a query at position `pos` sees in `layer`: the slot of
+ * kvx_kv_layer_first_pos (a window layer), 0 for every other kind. */
+int64_t kvx_kv_seq_first_slot(const struct kvx_kv_seq *s, int32_t layer, int64_t pos);
 /* In FULL layer `layer`, keep in KV head h only the n_keep slots keep[h*n_keep + j]
  * (j < n_keep, strictly increasing, each < kvx_kv_seq_slots), moved to slots 0..n_keep-1 in
  * that order; every head keeps the same number.  Values move as raw bytes where the codecs

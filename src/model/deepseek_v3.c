@@ -345,14 +345,17 @@ static enum kvx_status mla_layer(struct kvx_model *m, int il, struct kvx_err *er
     return KVX_OK;
 }
 
-static enum kvx_status mla_load(struct kvx_model *m, struct kvx_err *err)
+static enum kvx_status mla_load_hparams(struct kvx_model *m, struct kvx_err *err)
 {
     if (m->format != KVX_MODEL_SAFETENSORS)
         return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "deepseek_v3 is read from safetensors + "
                            "config.json only");
-    enum kvx_status st = mla_hparams(m, err);
-    if (st != KVX_OK)
-        return st;
+    return mla_hparams(m, err);
+}
+
+static enum kvx_status mla_load(struct kvx_model *m, struct kvx_err *err)
+{
+    enum kvx_status st;
     const struct kvx_hparams *hp = &m->hp;
     if ((st = kvx_model_bind_mat(m, "model.embed_tokens.weight", hp->n_embd, hp->n_vocab, true,
                                  &m->tok_embd, err)) ||
@@ -765,7 +768,8 @@ static void mla_forward(const struct kvx_model *m, struct kvx_forward *f)
 
 const struct kvx_arch kvx_arch_deepseek_v3 = {
     .name = "deepseek_v3",
-    .load = mla_load,
+    .hparams = mla_load_hparams,
+    .load_weights = mla_load,
     .declare_cache = mla_declare_cache,
     .forward = mla_forward,
     .scratch_floats = mla_scratch_floats,

@@ -271,24 +271,30 @@ static enum kvx_status load_layer(struct kvx_model *m, int il, struct kvx_err *e
     return KVX_OK;
 }
 
-static enum kvx_status llama_load(struct kvx_model *m, struct kvx_err *err)
+static enum kvx_status llama_hparams(struct kvx_model *m, struct kvx_err *err)
 {
     const bool hf = m->format == KVX_MODEL_SAFETENSORS;
     enum kvx_status st = hf ? load_hparams_hf(m, err) : load_hparams_gguf(m, err);
-    if (st != KVX_OK)
+    if (st != KVX_OK || hf)
         return st;
+    /* GGUF: the vocabulary is the embedding's row count */
+    struct kvx_wtensor emb;
+    if (!kvx_model_find_tensor(m, "token_embd.weight", &emb))
+        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor 'token_embd.weight' is missing");
+    if (emb.ne[1] < 1 || emb.ne[1] > INT32_MAX)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor 'token_embd.weight' has %lld rows",
+                           (long long)emb.ne[1]);
+    m->hp.n_vocab = (int32_t)emb.ne[1];
+    return KVX_OK;
+}
+
+static enum kvx_status llama_load_weights(struct kvx_model *m, struct kvx_err *err)
+{
+    const bool hf = m->format == KVX_MODEL_SAFETENSORS;
+    enum kvx_status st;
     struct kvx_hparams *hp = &m->hp;
     const char *emb_name = hf ? "model.embed_tokens.weight" : "token_embd.weight";
     const char *out_name = hf ? "lm_head.weight" : "output.weight";
-    struct kvx_wtensor emb;
-    if (!kvx_model_find_tensor(m, emb_name, &emb))
-        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is missing", emb_name);
-    if (!hf) {   /* GGUF: the vocabulary is the embedding's row count */
-        if (emb.ne[1] < 1 || emb.ne[1] > INT32_MAX)
-            return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' has %lld rows", emb_name,
-                               (long long)emb.ne[1]);
-        hp->n_vocab = (int32_t)emb.ne[1];
-    }
     if ((st = kvx_model_bind_mat(m, emb_name, hp->n_embd, hp->n_vocab, true, &m->tok_embd, err)) ||
         (st = kvx_model_bind_vec(m, hf ? "model.norm.weight" : "output_norm.weight", hp->n_embd,
                                  true, &m->output_norm, err)))
@@ -612,7 +618,8 @@ static void llama_forward(const struct kvx_model *m, struct kvx_forward *f)
 
 const struct kvx_arch kvx_arch_llama = {
     .name = "llama",
-    .load = llama_load,
+    .hparams = llama_hparams,
+    .load_weights = llama_load_weights,
     .declare_cache = llama_declare_cache,
     .forward = llama_forward,
 };

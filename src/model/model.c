@@ -106,7 +106,7 @@ static enum kvx_status open_gguf(struct kvx_model *m, const char *path, struct k
 
 /* config.json next to the weights: `path` is the folder, config.json itself, a .safetensors
  * file or the index. */
-static enum kvx_status open_safetensors(struct kvx_model *m, const char *path,
+static enum kvx_status open_safetensors(struct kvx_model *m, const char *path, bool config_only,
                                         struct kvx_err *err)
 {
     m->format = KVX_MODEL_SAFETENSORS;
@@ -124,7 +124,7 @@ static enum kvx_status open_safetensors(struct kvx_model *m, const char *path,
     }
     char cfg_path[4200];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
-    enum kvx_status st = kvx_st_open(is_config ? dir : path, &m->st, err);
+    enum kvx_status st = config_only ? KVX_OK : kvx_st_open(is_config ? dir : path, &m->st, err);
     if (st != KVX_OK)
         return st;
     if ((st = kvx_jv_parse_file(cfg_path, &m->config, err)) != KVX_OK)
@@ -183,8 +183,10 @@ enum kvx_status kvx_model_open(const struct kvx_model_cfg *cfg, struct kvx_model
     if (!m)
         return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
     m->hp.bos_id = m->hp.eos_id = -1;
-    enum kvx_status st = kvx_model_path_is_gguf(cfg->path) ? open_gguf(m, cfg->path, err)
-                                                           : open_safetensors(m, cfg->path, err);
+    m->config_only = cfg->config_only;
+    enum kvx_status st = kvx_model_path_is_gguf(cfg->path)
+                             ? open_gguf(m, cfg->path, err)
+                             : open_safetensors(m, cfg->path, cfg->config_only, err);
     if (st != KVX_OK)
         goto fail;
     m->arch = kvx_arch_find(m->arch_name);
@@ -194,11 +196,19 @@ enum kvx_status kvx_model_open(const struct kvx_model_cfg *cfg, struct kvx_model
                          m->arch_name, kvx_arch_list());
         goto fail;
     }
+    if ((st = m->arch->hparams(m, err)) != KVX_OK)
+        goto fail;
+    if (m->config_only) {
+        snprintf(m->tok_missing, sizeof m->tok_missing, "the model was opened without weights "
+                 "or tokenizer (config only)");
+        *out = m;
+        return KVX_OK;
+    }
     if (m->gguf && (st = kvx_tokenizer_create(m->gguf, &m->tok, err)) != KVX_OK)
         goto fail;
     if ((st = load_chat_template(m, err)) != KVX_OK)
         goto fail;
-    if ((st = m->arch->load(m, err)) != KVX_OK)
+    if ((st = m->arch->load_weights(m, err)) != KVX_OK)
         goto fail;
     if (m->format == KVX_MODEL_SAFETENSORS)
         load_hf_tokenizer(m);
@@ -226,6 +236,8 @@ void kvx_model_close(struct kvx_model *m)
     free(m->owned);
     free(m->layers);
     free(m->mla_layers);
+    if (m->free_arch_data)
+        m->free_arch_data(m->arch_data);
     kvx_tokenizer_destroy(m->tok);
     kvx_gguf_close(m->gguf);
     kvx_st_close(m->st);

@@ -13,7 +13,9 @@
  * and only text encoding fails (with a message saying why).
  *
  * An architecture (model/llama.c for the Llama family, later one file per family) provides:
- *   load            read hyper-parameters and bind weights (shapes checked)
+ *   hparams         read the hyper-parameters (GGUF metadata or config.json) — all that
+ *                   declare_cache needs, so a config-only model (no weights) can be planned
+ *   load_weights    bind the weights (shapes checked against the hyper-parameters)
  *   declare_cache   fill the per-layer struct kvx_layer_cache (kv/layout.h) — the model never
  *                   allocates KV memory itself
  *   forward         one batch through the network (engine/forward.h)
@@ -83,7 +85,8 @@ struct kvx_mla_layer {
 
 struct kvx_arch {
     const char *name;                          /* general.architecture / model_type */
-    enum kvx_status (*load)(struct kvx_model *m, struct kvx_err *err);
+    enum kvx_status (*hparams)(struct kvx_model *m, struct kvx_err *err);
+    enum kvx_status (*load_weights)(struct kvx_model *m, struct kvx_err *err);
     void (*declare_cache)(const struct kvx_model *m, struct kvx_kv_layout *layout,
                           enum kvx_kv_codec k_codec, enum kvx_kv_codec v_codec);
     void (*forward)(const struct kvx_model *m, struct kvx_forward *f);
@@ -115,6 +118,10 @@ struct kvx_model {
     struct kvx_llama_layer *layers;
     struct kvx_mla_hparams mla;                /* deepseek_v3 */
     struct kvx_mla_layer *mla_layers;
+    void *arch_data;           /* an architecture's own weights/hyper-parameters (freed by
+                                  free_arch_data at close, or owned through kvx_model_own) */
+    void (*free_arch_data)(void *arch_data);
+    bool config_only;          /* opened without weights (kvx_model_cfg.config_only) */
     void **owned;                              /* buffers converted at load (f32 vectors, ...) */
     int n_owned, cap_owned;
 };

@@ -154,13 +154,29 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/fixtures/arch")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--only", nargs="*", default=None, metavar="NAME",
+                    help="regenerate these fixtures only (the others and their entries in "
+                         "versions.json stay as they are)")
     args = ap.parse_args()
+    unknown = [n for n in args.only or [] if n not in CONFIGS]
+    if unknown:
+        ap.error(f"unknown fixture(s) {unknown}; known: {list(CONFIGS)}")
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(1)   # one thread: the same sums in the same order on every run
-    made = [make(n, args.out, args.seed + i) for i, n in enumerate(CONFIGS)]
-    with open(os.path.join(args.out, "versions.json"), "w") as f:
+    # a fixture's seed is fixed by its place in CONFIGS, so --only reproduces the full run
+    made = {n: make(n, args.out, args.seed + i) for i, n in enumerate(CONFIGS)
+            if args.only is None or n in args.only}
+    vpath = os.path.join(args.out, "versions.json")
+    old = []
+    if args.only is not None and os.path.exists(vpath):
+        with open(vpath) as f:
+            old = json.load(f).get("fixtures", [])
+    entries = {e["name"]: e for e in old if e["name"] in CONFIGS}
+    entries.update(made)
+    with open(vpath, "w") as f:
         json.dump({"torch": torch.__version__, "transformers": transformers.__version__,
-                   "tokens": T, "prefix": P, "fixtures": made}, f, indent=1)
+                   "tokens": T, "prefix": P,
+                   "fixtures": [entries[n] for n in CONFIGS if n in entries]}, f, indent=1)
         f.write("\n")
 
 
