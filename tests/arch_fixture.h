@@ -1,0 +1,27 @@
+/* tests/arch_fixture: checking kvx against one reference fixture of tests/fixtures/arch/
+ * (tools/reference/gen_arch_fixtures.py): a tiny random Hugging Face model folder and its
+ * transformers float32 logits.
+ *
+ * kvx_test_arch_fixture opens the folder, runs it with an f32 KV cache (pages of 16 tokens)
+ * and checks
+ *   prefill  one forward over all T tokens: every logit within `tol`;
+ *   decode   the first P tokens in one step, then one token per step: every logit within
+ *            `tol` of transformers' own incremental run;
+ *   self     kvx's decode rows against kvx's prefill rows on the same tokens, within
+ *            `self_tol` (they differ only by summation order);
+ * and that the model has a tokenizer exactly when the folder holds tokenizer.json.  It prints
+ * the three maxima on stderr. */
+#ifndef KVX_TESTS_ARCH_FIXTURE_H
+#define KVX_TESTS_ARCH_FIXTURE_H
+
+#include <stdint.h>
+
+struct kvx_model;
+
+void kvx_test_arch_fixture(const char *name, double tol, double self_tol);
+
+/* An engine on m with an f32 KV cache, 128 tokens of context in pages of 16 (NULL after a
+ * test failure naming the error). */
+struct kvx_engine *kvx_test_arch_engine(const struct kvx_model *m, int32_t n_threads);
+
+#endif
