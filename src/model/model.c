@@ -16,6 +16,8 @@
 static const struct kvx_arch *const arch_table[] = {
     &kvx_arch_llama,
     &kvx_arch_deepseek_v3,
+    &kvx_arch_gemma4_text,
+    &kvx_arch_gemma4,
     NULL,
 };
 
@@ -36,7 +38,7 @@ const struct kvx_arch *kvx_arch_find(const char *name)
 
 const char *kvx_arch_list(void)
 {
-    return "llama, mistral, qwen2, qwen3; deepseek_v3 (safetensors, dense layers)";
+    return "llama, mistral, qwen2, qwen3; deepseek_v3, gemma4_text, gemma4 (safetensors)";
 }
 
 struct kvx_model_cfg kvx_model_cfg_default(void)

@@ -176,5 +176,7 @@ const char *kvx_arch_list(void);
 
 extern const struct kvx_arch kvx_arch_llama;
 extern const struct kvx_arch kvx_arch_deepseek_v3;
+extern const struct kvx_arch kvx_arch_gemma4_text;   /* model/gemma4.c */
+extern const struct kvx_arch kvx_arch_gemma4;        /* its multimodal checkpoints */
 
 #endif

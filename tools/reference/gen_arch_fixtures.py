@@ -34,6 +34,8 @@ def randomize(model, seed):
         for name, b in model.named_buffers():
             if "e_score_correction_bias" in name:   # MoE routing bias (a buffer, zeros)
                 b.copy_(0.1 * torch.randn(b.shape, generator=g))
+            elif name.endswith("layer_scalar"):     # Gemma 4 per-layer output scale (ones)
+                b.copy_(1.0 + 0.3 * torch.randn(b.shape, generator=g))
         for name, p in model.named_parameters():
             if "norm" in name:
                 v = 1.0 + 0.3 * torch.randn(p.shape, generator=g)
@@ -115,6 +117,79 @@ CONFIGS = {
 }
 
 
+def gemma4_global_keys(d, kw):
+    """Write the full layers' dims as the released checkpoints do (global_head_dim,
+    num_global_key_value_heads) instead of transformers 5.x's per_layer_config."""
+    path = os.path.join(d, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    del cfg["per_layer_config"]
+    cfg["global_head_dim"] = kw["global_head_dim"]
+    cfg["num_global_key_value_heads"] = kw["num_global_key_value_heads"]
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def gemma4_multimodal(d, kw):
+    """Lay the text model out as a multimodal checkpoint does: model_type gemma4 with the text
+    config under text_config, tensors under model.language_model."""
+    from safetensors.torch import load_file
+    path = os.path.join(d, "config.json")
+    with open(path) as f:
+        text = json.load(f)
+    cfg = {"architectures": ["Gemma4ForConditionalGeneration"], "model_type": "gemma4",
+           "text_config": text, "tie_word_embeddings": text["tie_word_embeddings"],
+           "transformers_version": text["transformers_version"]}
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+    st = os.path.join(d, "model.safetensors")
+    sd = load_file(st)
+    save_file({("model.language_model." + k[len("model."):] if k.startswith("model.") else k): v
+               for k, v in sd.items()}, st, metadata={"format": "pt"})
+
+
+GEMMA4_E = dict(
+    vocab_size=256, hidden_size=64, intermediate_size=64, num_hidden_layers=5,
+    num_attention_heads=4, num_key_value_heads=2, head_dim=16, global_head_dim=32,
+    sliding_window=12, num_kv_shared_layers=2, use_double_wide_mlp=True,
+    hidden_size_per_layer_input=8, vocab_size_per_layer_input=256,
+    final_logit_softcapping=30.0, max_position_embeddings=256, rms_norm_eps=1e-6,
+    layer_types=["sliding_attention", "full_attention", "sliding_attention", "sliding_attention",
+                 "full_attention"],
+    rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                     "full_attention": {"rope_type": "proportional",
+                                        "partial_rotary_factor": 0.25, "rope_theta": 1e6}})
+
+CONFIGS.update({
+    # Gemma 4, E-like: 5 layers (full at 1 and 4), window 12, the last 2 layers share the KV
+    # of layers 2 (sliding) and 1 (full) and have double-wide MLPs; per-layer embeddings (8);
+    # proportional RoPE on the full layers (4 of 16 pairs); final logit softcap
+    "gemma4_e": (transformers.Gemma4TextConfig, transformers.Gemma4ForCausalLM, GEMMA4_E, {}),
+    # Gemma 4, 31B-like: no sharing, no per-layer embeddings; full layers with K = V (one
+    # projection) and 1 KV head of 32 dims, sliding layers 2 KV heads of 16, window 8; untied
+    # lm_head, no softcap; config.json written with global_head_dim as the releases do
+    "gemma4_31b": (transformers.Gemma4TextConfig, transformers.Gemma4ForCausalLM, dict(
+        vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, global_head_dim=32,
+        num_global_key_value_heads=1, attention_k_eq_v=True, sliding_window=8,
+        num_kv_shared_layers=0, hidden_size_per_layer_input=0, final_logit_softcapping=None,
+        tie_word_embeddings=False, max_position_embeddings=256, rms_norm_eps=1e-6,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention",
+                     "full_attention"],
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                         "full_attention": {"rope_type": "proportional",
+                                            "partial_rotary_factor": 0.25, "rope_theta": 1e6}}),
+        {}, gemma4_global_keys),
+    # Gemma 4 as a multimodal checkpoint: a 2-layer gemma4_e (no sharing) under text_config,
+    # weights under model.language_model.
+    "gemma4_mm": (transformers.Gemma4TextConfig, transformers.Gemma4ForCausalLM, dict(
+        GEMMA4_E, num_hidden_layers=2, num_kv_shared_layers=0,
+        layer_types=["sliding_attention", "full_attention"]), {}, gemma4_multimodal),
+})
+
+
 # The first fixtures took their seed from their place in CONFIGS; later ones from their name,
 # so that fixtures added in any order keep their seeds.
 FIRST = ["llama_gqa", "llama_tied", "qwen2_bias", "qwen3_qknorm", "mistral_gqa",
@@ -126,7 +201,7 @@ def seed_of(name, base):
 
 
 def make(name, out_root, seed):
-    cfg_cls, model_cls, kw, save_kw = CONFIGS[name]
+    cfg_cls, model_cls, kw, save_kw, *post = CONFIGS[name]
     torch.manual_seed(seed)
     config = cfg_cls(**kw)
     config._attn_implementation = "eager"
@@ -149,6 +224,8 @@ def make(name, out_root, seed):
     gen = os.path.join(d, "generation_config.json")
     if os.path.exists(gen):
         os.remove(gen)
+    for fn in post:
+        fn(d, kw)
     meta = {"prefix": str(P), "torch": torch.__version__, "transformers": transformers.__version__,
             "seed": str(seed)}
     save_file({"tokens": ids[0].to(torch.int32).contiguous(),
