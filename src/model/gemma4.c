@@ -295,7 +295,10 @@ static enum kvx_status g4_hparams(struct kvx_model *m, struct kvx_err *err)
                          err)) ||
         (st = kvx_hf_int(c, "sliding_window", false, 512, 1, (int64_t)1 << 30, &window, err)) ||
         (st = kvx_hf_int(c, "num_kv_shared_layers", false, 0, 0, layers, &shared, err)) ||
-        (st = kvx_hf_int(c, "hidden_size_per_layer_input", false, 256, 0, 1 << 16, &ple, err)) ||
+        /* absent: the class default 256; null: none (as transformers reads it) */
+        (st = kvx_hf_int(c, "hidden_size_per_layer_input", false,
+                         kvx_jv_get(c, "hidden_size_per_layer_input") ? 0 : 256, 0, 1 << 16, &ple,
+                         err)) ||
         (st = kvx_hf_int(c, "vocab_size_per_layer_input", false, 262144, 1, INT32_MAX,
                          &ple_vocab, err)) ||
         (st = kvx_hf_pos_float(c, "rms_norm_eps", 1e-6, &eps, err)) ||
@@ -396,16 +399,17 @@ static enum kvx_status g4_layer_weights(struct kvx_model *m, struct g4 *g, int i
         (st = kvx_model_bind_vec(m, NAME("layer_scalar"), 1, true, &L->scalar, err)) ||
         (st = kvx_model_bind_mat(m, NAME("self_attn.q_proj.weight"), D, H * hd, true, &L->wq, err)) ||
         (st = kvx_model_bind_vec(m, NAME("self_attn.q_norm.weight"), hd, true, &L->q_norm, err)) ||
-        (st = kvx_model_bind_mat(m, NAME("self_attn.o_proj.weight"), H * hd, D, true, &L->wo, err)) ||
-        (st = kvx_model_bind_mat(m, NAME("mlp.gate_proj.weight"), D, L->ff, true, &L->w_gate, err)) ||
-        (st = kvx_model_bind_mat(m, NAME("mlp.up_proj.weight"), D, L->ff, true, &L->w_up, err)) ||
-        (st = kvx_model_bind_mat(m, NAME("mlp.down_proj.weight"), L->ff, D, true, &L->w_down, err)))
+        (st = kvx_model_bind_mat(m, NAME("self_attn.o_proj.weight"), H * hd, D, true, &L->wo, err)))
         return st;
     if (L->donor < 0 &&
         ((st = kvx_model_bind_mat(m, NAME("self_attn.k_proj.weight"), D, kvd, true, &L->wk, err)) ||
          (st = kvx_model_bind_vec(m, NAME("self_attn.k_norm.weight"), hd, true, &L->k_norm, err)) ||
          (!L->k_eq_v &&
           (st = kvx_model_bind_mat(m, NAME("self_attn.v_proj.weight"), D, kvd, true, &L->wv, err)))))
+        return st;
+    if ((st = kvx_model_bind_mat(m, NAME("mlp.gate_proj.weight"), D, L->ff, true, &L->w_gate, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("mlp.up_proj.weight"), D, L->ff, true, &L->w_up, err)) ||
+        (st = kvx_model_bind_mat(m, NAME("mlp.down_proj.weight"), L->ff, D, true, &L->w_down, err)))
         return st;
     if (g->ple &&
         ((st = kvx_model_bind_mat(m, NAME("per_layer_input_gate.weight"), D, g->ple, true, &L->ple_gate, err)) ||
