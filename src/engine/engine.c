@@ -120,6 +120,19 @@ static enum kvx_status evict_create(struct kvx_engine *e, struct kvx_err *err)
     return KVX_OK;
 }
 
+/* During a step that writes positions [L, L + n) a window layer holds the pages overlapping
+ * [L - window + 1, L + n) (kv/pool.h), up to ceil(n / page) + 2 more than the window alone:
+ * the default budget leaves that room for one chunk of n_batch tokens in every window layer. */
+static size_t window_chunk_slack(const struct kvx_kv_layout *l, int64_t n_batch)
+{
+    const int64_t pages = (n_batch + l->page_tokens - 1) / l->page_tokens + 2;
+    size_t b = 0;
+    for (int32_t i = 0; i < l->n_layer; i++)
+        if (l->layers[i].kind == KVX_KV_KIND_WINDOW)
+            b += (size_t)pages * kvx_kv_layer_page_bytes(l, i);
+    return b;
+}
+
 /* One allocation for every scratch buffer of a step of n_batch tokens. */
 static enum kvx_status alloc_scratch(struct kvx_engine *e, struct kvx_err *err)
 {
@@ -194,7 +207,8 @@ enum kvx_status kvx_engine_create(const struct kvx_model *m, const struct kvx_en
         (st = kvx_kv_layout_validate(&e->layout, err)) != KVX_OK)
         goto fail;
     if (e->cfg.kv_budget_bytes == 0)
-        e->cfg.kv_budget_bytes = kvx_kv_layout_seq_bytes(&e->layout, e->cfg.n_ctx);
+        e->cfg.kv_budget_bytes = kvx_kv_layout_seq_bytes(&e->layout, e->cfg.n_ctx) +
+                                 window_chunk_slack(&e->layout, e->cfg.n_batch);
     struct kvx_kv_pool_cfg pc = {.layout = &e->layout, .budget_bytes = e->cfg.kv_budget_bytes,
                                  .isa = e->isa};
     if ((st = kvx_kv_pool_create(&pc, &e->pool, err)) != KVX_OK ||

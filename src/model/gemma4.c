@@ -23,8 +23,15 @@
  *         positions, the query's own included), head h reading KV head h / (H / Hkv)
  *     x = x + RMS(a Wo; post_attention_layernorm)
  *     h = RMS(x; pre_feedforward_layernorm)
- *     x = x + RMS((gelu_tanh(h Wgate) ⊙ h Wup) Wdown; post_feedforward_layernorm)
+ *     m = (gelu_tanh(h Wgate) ⊙ h Wup) Wdown
  *         (shared layers with use_double_wide_mlp: twice intermediate_size)
+ *     MoE (enable_moe_block), r the residual x before pre_feedforward_layernorm:
+ *         s = softmax((RMS0(r) ⊙ router.scale · D^-1/2) Wrouter)      over the E experts
+ *         the top_k experts by s, w_e = s_e / Σ_top s · per_expert_scale[e]
+ *         y = Σ_e w_e (gelu_tanh(u Wg_e) ⊙ u Wu_e) Wd_e,  u = RMS(r; pre_feedforward_layernorm_2)
+ *           (gate_up_proj[e] holds Wg_e then Wu_e)
+ *         m = RMS(m; post_feedforward_layernorm_1) + RMS(y; post_feedforward_layernorm_2)
+ *     x = x + RMS(m; post_feedforward_layernorm)
  *     PLE:  x = x + RMS((gelu_tanh(x Wgate_l) ⊙ ple_l) Wproj_l; post_per_layer_input_norm)
  *     x = x · layer_scalar
  *   logits = c · tanh((RMS(x; norm) Embedᵀ) / c), c = final_logit_softcapping (or none)
@@ -36,8 +43,8 @@
  * The KV cache: sliding owning layers are WINDOW layers, full owning layers FULL, shared
  * layers SHARED (kv/layout.h); the attention itself is attn/causal.c with scale 1.
  *
- * The mixture-of-experts block (enable_moe_block, 26B-A4B) is read for planning (config only)
- * but its weights are refused: kvx does not run it. */
+ * The experts' weights are the checkpoint's 3-D tensors [E, 2 Im, D] and [E, D, Im], one
+ * matrix per expert pointing into them (F32, F16 or BF16). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +68,10 @@ struct g4_layer {
     const float *in_norm, *post_attn_norm, *pre_ff_norm, *post_ff_norm, *q_norm, *k_norm;
     const float *ple_norm, *scalar;
     struct kvx_mat wq, wk, wv, wo, w_gate, w_up, w_down, ple_gate, ple_proj;
+    /* MoE */
+    const float *post_ff_norm1, *post_ff_norm2, *pre_ff_norm2;
+    const float *router, *router_scale, *expert_scale;   /* f32 [E, D], [D], [E] */
+    struct kvx_mat *gate_up, *down;                     /* E each, owned by the model */
 };
 
 struct g4 {
@@ -72,6 +83,7 @@ struct g4 {
     float *inv[2];             /* per type: hd/2 inverse frequencies */
     int32_t max_kv;            /* widest nkv * hd */
     bool moe;
+    int32_t n_expert, top_k, moe_ff;
     struct kvx_mat ple_embd, ple_model_proj;
     const float *ple_proj_norm;
     float embd_scale, ple_embd_scale;
@@ -329,10 +341,13 @@ static enum kvx_status g4_hparams(struct kvx_model *m, struct kvx_err *err)
                            (long long)vocab);
     if (g->moe) {   /* read for the record; the weights are refused at load */
         int64_t ne, k, mff;
-        if ((st = kvx_hf_int(c, "num_experts", true, 0, 1, 1 << 16, &ne, err)) ||
+        if ((st = kvx_hf_int(c, "num_experts", true, 0, 1, 4096, &ne, err)) ||
             (st = kvx_hf_int(c, "top_k_experts", true, 0, 1, ne, &k, err)) ||
             (st = kvx_hf_int(c, "moe_intermediate_size", true, 0, 1, 1 << 24, &mff, err)))
             return st;
+        g->n_expert = (int32_t)ne;
+        g->top_k = (int32_t)k;
+        g->moe_ff = (int32_t)mff;
     }
     g->window = (int32_t)window;
     g->n_shared = (int32_t)shared;
@@ -375,14 +390,66 @@ static enum kvx_status g4_hparams(struct kvx_model *m, struct kvx_err *err)
     hp->rope_kind = KVX_ROPE_NEOX;
     hp->rope_theta = 0;   /* unused: the tables are in g->inv */
     hp->rope_freq_scale = 1;
-    if (ple > embd && ple > heads * max_hd && ple > max_ff)
+    if ((ple > embd && ple > heads * max_hd && ple > max_ff) ||
+        (g->moe_ff > embd && g->moe_ff > heads * max_hd && g->moe_ff > max_ff))
         return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: hidden_size_per_layer_input "
-                           "%lld is wider than every other projection input", (long long)ple);
+                           "%lld or moe_intermediate_size %d is wider than every other "
+                           "projection input", (long long)ple, (int)g->moe_ff);
     return KVX_OK;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Weights */
+
+/* A matrix converted to f32 rows owned by the model (the router: read per token). */
+static enum kvx_status bind_f32(struct kvx_model *m, const char *name, int64_t n_in,
+                                int64_t n_out, const float **out, struct kvx_err *err)
+{
+    struct kvx_mat w;
+    enum kvx_status st = kvx_model_bind_mat(m, name, n_in, n_out, true, &w, err);
+    if (st != KVX_OK)
+        return st;
+    float *f = malloc((size_t)(n_in * n_out) * sizeof *f);
+    if (!f)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
+    const struct kvx_quant_kernels *k = kvx_quant_kernels((enum kvx_dtype)w.type, KVX_ISA_SCALAR);
+    for (int64_t r = 0; r < n_out; r++)
+        k->to_float(w.data + (size_t)r * w.row_bytes, f + r * n_in, n_in);
+    if ((st = kvx_model_own(m, f, err)) != KVX_OK)
+        return st;
+    *out = f;
+    return KVX_OK;
+}
+
+/* A 3-D expert tensor [E, n_out, n_in] as E matrices of [n_in, n_out] into its data. */
+static enum kvx_status bind_experts(struct kvx_model *m, const char *name, int64_t E,
+                                    int64_t n_in, int64_t n_out, struct kvx_mat **out,
+                                    struct kvx_err *err)
+{
+    struct kvx_wtensor t;
+    if (!kvx_model_find_tensor(m, name, &t))
+        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is missing", name);
+    if (t.n_dims != 3 || t.ne[0] != n_in || t.ne[1] != n_out || t.ne[2] != E)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' has shape [%lld, %lld, %lld] (%u "
+                           "dims) but config.json implies [%lld, %lld, %lld]", name,
+                           (long long)t.ne[2], (long long)t.ne[1], (long long)t.ne[0], t.n_dims,
+                           (long long)E, (long long)n_out, (long long)n_in);
+    if (t.type != KVX_DTYPE_F32 && t.type != KVX_DTYPE_F16 && t.type != KVX_DTYPE_BF16)
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "tensor '%s' has type %s: expert weights "
+                           "must be F32, F16 or BF16", name,
+                           t.st ? kvx_st_dtype_name(t.st->dtype) : "other");
+    struct kvx_mat *w = calloc((size_t)E, sizeof *w);
+    enum kvx_status st;
+    if (!w || (st = kvx_model_own(m, w, err)) != KVX_OK)
+        return w ? st : kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
+    const size_t per = t.nbytes / (size_t)E;
+    for (int64_t e = 0; e < E; e++)
+        w[e] = (struct kvx_mat){.type = t.type, .n_in = n_in, .n_out = n_out,
+                                .row_bytes = per / (size_t)n_out,
+                                .data = (const uint8_t *)t.data + (size_t)e * per};
+    *out = w;
+    return KVX_OK;
+}
 
 static enum kvx_status g4_layer_weights(struct kvx_model *m, struct g4 *g, int il,
                                         struct kvx_err *err)
@@ -416,6 +483,17 @@ static enum kvx_status g4_layer_weights(struct kvx_model *m, struct g4 *g, int i
          (st = kvx_model_bind_mat(m, NAME("per_layer_projection.weight"), g->ple, D, true, &L->ple_proj, err)) ||
          (st = kvx_model_bind_vec(m, NAME("post_per_layer_input_norm.weight"), D, true, &L->ple_norm, err))))
         return st;
+    const int64_t E = g->n_expert, Im = g->moe_ff;
+    if (g->moe &&
+        ((st = kvx_model_bind_vec(m, NAME("post_feedforward_layernorm_1.weight"), D, true, &L->post_ff_norm1, err)) ||
+         (st = kvx_model_bind_vec(m, NAME("post_feedforward_layernorm_2.weight"), D, true, &L->post_ff_norm2, err)) ||
+         (st = kvx_model_bind_vec(m, NAME("pre_feedforward_layernorm_2.weight"), D, true, &L->pre_ff_norm2, err)) ||
+         (st = bind_f32(m, NAME("router.proj.weight"), D, E, &L->router, err)) ||
+         (st = kvx_model_bind_vec(m, NAME("router.scale"), D, true, &L->router_scale, err)) ||
+         (st = kvx_model_bind_vec(m, NAME("router.per_expert_scale"), E, true, &L->expert_scale, err)) ||
+         (st = bind_experts(m, NAME("experts.gate_up_proj"), E, D, 2 * Im, &L->gate_up, err)) ||
+         (st = bind_experts(m, NAME("experts.down_proj"), E, Im, D, &L->down, err))))
+        return st;
 #undef NAME
     return KVX_OK;
 }
@@ -424,10 +502,6 @@ static enum kvx_status g4_load_weights(struct kvx_model *m, struct kvx_err *err)
 {
     struct g4 *g = m->arch_data;
     const struct kvx_hparams *hp = &m->hp;
-    if (g->moe)
-        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: enable_moe_block (the Gemma "
-                           "4 mixture-of-experts block, 26B-A4B) is not supported: kvx can plan "
-                           "its cache (config only) but not run it");
     char n[256];
     enum kvx_status st;
 #define NAME(s) (snprintf(n, sizeof n, "%s%s", g->prefix, s), n)
@@ -493,6 +567,12 @@ struct g4_scratch {
     float *ple;                /* B x L*P: per-layer inputs */
     float *ple_proj;           /* B x L*P: their projection part */
     float *ple_g;              /* B x P */
+    float *h1, *moe_in, *moe_acc, *moe_x, *moe_y;   /* MoE: B x D each */
+    float *moe_gu, *moe_g;     /* B x 2 Im, B x Im */
+    float *route_p;            /* B x E router probabilities */
+    float *route_w;            /* B x top_k routing weights */
+    int32_t *route_e;          /* B x top_k chosen experts */
+    int32_t *list_t, *list_k;  /* B: tokens of one expert and the choice slot of each */
 };
 
 static int64_t g4_scratch_layout(const struct kvx_model *m, int64_t B, float *base,
@@ -500,9 +580,15 @@ static int64_t g4_scratch_layout(const struct kvx_model *m, int64_t B, float *ba
 {
     const struct g4 *g = m->arch_data;
     const int64_t lp = (int64_t)m->hp.n_layer * g->ple;
+    const int64_t D = g->moe ? m->hp.n_embd : 0, Im = g->moe_ff, K = g->top_k,
+                  Bm = g->moe ? B : 0;
     const int64_t sizes[] = {B * g->max_kv, B * g->max_kv, B * (g->hd[0] + g->hd[1]), B * lp,
-                             B * lp, B * g->ple};
-    float **slots[] = {&sc->k, &sc->v, &sc->cs, &sc->ple, &sc->ple_proj, &sc->ple_g};
+                             B * lp, B * g->ple, B * D, B * D, B * D, B * D, B * D, B * 2 * Im,
+                             B * Im, B * g->n_expert, B * K, B * K, Bm, Bm};
+    float **slots[] = {&sc->k, &sc->v, &sc->cs, &sc->ple, &sc->ple_proj, &sc->ple_g, &sc->h1,
+                       &sc->moe_in, &sc->moe_acc, &sc->moe_x, &sc->moe_y, &sc->moe_gu,
+                       &sc->moe_g, &sc->route_p, &sc->route_w, (float **)&sc->route_e,
+                       (float **)&sc->list_t, (float **)&sc->list_k};
     int64_t off = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         if (base)
@@ -520,7 +606,7 @@ static int64_t g4_scratch_floats(const struct kvx_model *m, int64_t n_batch)
 
 enum phase {
     P_EMBED, P_PLE, P_IN_NORM, P_QK, P_POST_ATTN, P_GEGLU, P_POST_FF, P_PLE_GATE, P_PLE_OUT,
-    P_SOFTCAP,
+    P_SOFTCAP, P_MOE_PREP, P_MOE_ACT, P_MOE_OUT,
 };
 
 struct step {
@@ -621,6 +707,56 @@ static void qk_row(const struct step *s, int64_t t)
     }
 }
 
+/* Routing of one token (transformers' Gemma4TextRouter, see the file header), the dense
+ * branch's norm h1 = RMS(m; post_feedforward_layernorm_1) and the experts' input
+ * u = RMS(r; pre_feedforward_layernorm_2); r = x, m = xn. */
+static void moe_prep_row(const struct step *s, int64_t t)
+{
+    const struct g4 *g = s->g;
+    const struct g4_layer *L = s->L;
+    const int64_t D = s->m->hp.n_embd;
+    const float eps = s->m->hp.norm_eps, rs = 1.0f / sqrtf((float)D);
+    const float *x = s->f->s->x + t * D;
+    float *h = s->sc.moe_x + t * D;   /* free until the experts run */
+    kvx_rmsnorm(s->sc.h1 + t * D, s->f->s->xn + t * D, L->post_ff_norm1, D, eps);
+    kvx_rmsnorm(s->sc.moe_in + t * D, x, L->pre_ff_norm2, D, eps);
+    kvx_rmsnorm(h, x, NULL, D, eps);
+    for (int64_t d = 0; d < D; d++)
+        h[d] = h[d] * L->router_scale[d] * rs;
+    const int E = g->n_expert, K = g->top_k;
+    float *p = s->sc.route_p + t * E;
+    float mx = -INFINITY;
+    for (int e = 0; e < E; e++) {
+        float z = 0;
+        for (int64_t d = 0; d < D; d++)
+            z += h[d] * L->router[(int64_t)e * D + d];
+        p[e] = z;
+        mx = z > mx ? z : mx;
+    }
+    float sum = 0;
+    for (int e = 0; e < E; e++) {
+        p[e] = expf(p[e] - mx);
+        sum += p[e];
+    }
+    int32_t *sel = s->sc.route_e + t * K;
+    float *w = s->sc.route_w + t * K, top = 0;
+    for (int k = 0; k < K; k++) {
+        int best = -1;
+        for (int e = 0; e < E; e++) {
+            bool taken = false;
+            for (int j = 0; j < k; j++)
+                taken |= sel[j] == e;
+            if (!taken && (best < 0 || p[e] > p[best]))
+                best = e;
+        }
+        sel[k] = best;
+        w[k] = p[best] / sum;
+        top += w[k];
+    }
+    for (int k = 0; k < K; k++)
+        w[k] = w[k] / top * L->expert_scale[sel[k]];
+}
+
 static void row(const struct step *s, int64_t t)
 {
     const struct kvx_model *m = s->m;
@@ -666,6 +802,19 @@ static void row(const struct step *s, int64_t t)
         kvx_add(x, xn, D);
         for (int64_t i = 0; i < D; i++)
             x[i] *= L->scalar[0];
+        break;
+    case P_MOE_PREP: moe_prep_row(s, t); break;
+    case P_MOE_ACT: {
+        const int64_t Im = s->g->moe_ff;
+        const float *gu = s->sc.moe_gu + t * 2 * Im;
+        float *gt = s->sc.moe_g + t * Im;
+        for (int64_t i = 0; i < Im; i++)
+            gt[i] = gelu_tanh(gu[i]) * gu[Im + i];
+        break;
+    }
+    case P_MOE_OUT:
+        kvx_rmsnorm(xn, s->sc.moe_acc + t * D, L->post_ff_norm2, D, eps);
+        kvx_add(xn, s->sc.h1 + t * D, D);
         break;
     case P_SOFTCAP: {
         const float c = s->g->softcap;
@@ -764,6 +913,46 @@ static void attention_block(struct step *s)
     run_rows(s, P_POST_ATTN);
 }
 
+/* The experts: each runs once over the tokens that chose it and adds its weighted output to
+ * their rows of moe_acc (experts in ascending order, as transformers sums them); then
+ * xn = h1 + RMS(moe_acc; post_feedforward_layernorm_2). */
+static void moe_block(struct step *s)
+{
+    const struct g4 *g = s->g;
+    struct kvx_forward *f = s->f;
+    const int64_t D = s->m->hp.n_embd, n_tok = f->n_tok, Im = g->moe_ff;
+    const int K = g->top_k;
+    run_rows(s, P_MOE_PREP);
+    memset(s->sc.moe_acc, 0, (size_t)(n_tok * D) * sizeof(float));
+    for (int e = 0; e < g->n_expert; e++) {
+        int64_t n = 0;
+        for (int64_t t = 0; t < n_tok; t++)
+            for (int k = 0; k < K; k++)
+                if (s->sc.route_e[t * K + k] == e) {
+                    s->sc.list_t[n] = (int32_t)t;
+                    s->sc.list_k[n] = k;
+                    memcpy(s->sc.moe_x + n * D, s->sc.moe_in + t * D, (size_t)D * sizeof(float));
+                    n++;
+                }
+        if (n == 0)
+            continue;
+        f->n_tok = n;
+        matmul(s, &s->L->gate_up[e], s->sc.moe_x, D, s->sc.moe_gu, 2 * Im);
+        run_rows(s, P_MOE_ACT);
+        matmul(s, &s->L->down[e], s->sc.moe_g, Im, s->sc.moe_y, D);
+        f->n_tok = n_tok;
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t t = s->sc.list_t[j];
+            const float wt = s->sc.route_w[t * K + s->sc.list_k[j]];
+            float *acc = s->sc.moe_acc + t * D;
+            const float *y = s->sc.moe_y + j * D;
+            for (int64_t d = 0; d < D; d++)
+                acc[d] += wt * y[d];
+        }
+    }
+    run_rows(s, P_MOE_OUT);
+}
+
 static void ffn_block(struct step *s)
 {
     const struct g4_layer *L = s->L;
@@ -773,6 +962,8 @@ static void ffn_block(struct step *s)
     matmul(s, &L->w_up, f->s->xn, D, f->s->up, F);
     run_rows(s, P_GEGLU);
     matmul(s, &L->w_down, f->s->gate, F, f->s->xn, D);
+    if (s->g->moe)
+        moe_block(s);
     run_rows(s, P_POST_FF);
     if (!s->g->ple)
         return;

@@ -37,7 +37,7 @@ def randomize(model, seed):
             elif name.endswith("layer_scalar"):     # Gemma 4 per-layer output scale (ones)
                 b.copy_(1.0 + 0.3 * torch.randn(b.shape, generator=g))
         for name, p in model.named_parameters():
-            if "norm" in name:
+            if "norm" in name or name.endswith(("router.scale", "per_expert_scale")):
                 v = 1.0 + 0.3 * torch.randn(p.shape, generator=g)
             elif name.endswith(".bias"):
                 v = 0.3 * torch.randn(p.shape, generator=g)
@@ -187,6 +187,20 @@ CONFIGS.update({
     "gemma4_mm": (transformers.Gemma4TextConfig, transformers.Gemma4ForCausalLM, dict(
         GEMMA4_E, num_hidden_layers=2, num_kv_shared_layers=0,
         layer_types=["sliding_attention", "full_attention"]), {}, gemma4_multimodal),
+    # Gemma 4 mixture of experts (26B-A4B-like): every layer's dense MLP plus 4 experts of 16
+    # (top 2, router scales and per-expert scales random), K = V full layers, no PLE
+    "gemma4_moe": (transformers.Gemma4TextConfig, transformers.Gemma4ForCausalLM, dict(
+        vocab_size=256, hidden_size=64, intermediate_size=64, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, global_head_dim=32,
+        num_global_key_value_heads=1, attention_k_eq_v=True, sliding_window=8,
+        num_kv_shared_layers=0, hidden_size_per_layer_input=0, final_logit_softcapping=30.0,
+        enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=16,
+        max_position_embeddings=256, rms_norm_eps=1e-6,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                         "full_attention": {"rope_type": "proportional",
+                                            "partial_rotary_factor": 0.25, "rope_theta": 1e6}}),
+        {}),
 })
 
 
