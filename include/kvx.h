@@ -246,6 +246,17 @@ enum kvx_status kvx_session_feed(struct kvx_session *s, const int32_t *tokens, i
 
 int64_t kvx_session_n_past(const struct kvx_session *s);
 
+/* One decode step for n sessions at once (continuous batching): tokens[i] is appended to
+ * sessions[i] and all n tokens go through the model in one forward pass, so each weight
+ * matrix is read once for all of them (the attention still reads each session's own cache).
+ * The sessions must be distinct sessions of engine e.  logits: n rows of n_vocab floats, row i
+ * for sessions[i] (NULL: none).  All or nothing: when one session's token is invalid, its
+ * context is full or its page does not fit, no session changes and the error names it.
+ * Engines that evict refuse (feed their sessions one at a time). */
+enum kvx_status kvx_engine_decode(struct kvx_engine *e, struct kvx_session *const *sessions,
+                                  const int32_t *tokens, int64_t n, float *logits,
+                                  struct kvx_err *err);
+
 /* A new session with the same tokens as `src`: it shares src's KV pages (no copy; a page is
  * copied when either session first writes into it) and copies its token history, so both can
  * continue differently.  KVX_ERR_KV_FULL (per-sequence codec state that does not fit) or
