@@ -855,7 +855,8 @@ static enum kvx_status mla_param_count(const struct kvx_model *m, struct kvx_par
     double attn = a->q_lora ? D * a->q_lora + a->q_lora + a->q_lora * H * qk : D * H * qk;
     attn += D * (c + a->rope) + c + c * H * (a->nope + a->v) + H * a->v * D + 2 * D;
     const double expert = 3 * D * a->moe_ff;
-    double total = V * D * (hp->tie_embd ? 1 : 2) + D, active = total;
+    /* a decoded token reads one embedding row but all of lm_head (or the tied table) */
+    double total = V * D * (hp->tie_embd ? 1 : 2) + D, active = V * D + D;
     for (int il = 0; il < hp->n_layer; il++) {
         if (il < a->n_dense) {
             total += attn + 3 * D * hp->n_ff;

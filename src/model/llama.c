@@ -386,7 +386,8 @@ static enum kvx_status llama_param_count(const struct kvx_model *m, struct kvx_p
     enum kvx_status st;
     if (moe && (st = moe_cfg_read(m, &q, err)) != KVX_OK)
         return st;
-    double total = V * D * (tied ? 1 : 2) + D, active = total;
+    /* a decoded token reads one embedding row but all of lm_head (or the tied table) */
+    double total = V * D * (tied ? 1 : 2) + D, active = V * D + D;
     for (int il = 0; il < hp->n_layer; il++) {
         if (moe && moe_layer(&q, il)) {
             const double expert = 3 * D * (double)q.moe_ff;

@@ -145,6 +145,8 @@ static enum kvx_status open_safetensors(struct kvx_model *m, const char *path, b
     char *dir = m->dir;
     if (is_dir) {
         snprintf(dir, sizeof m->dir, "%s", path);
+        for (size_t l = strlen(dir); l > 1 && dir[l - 1] == '/'; l--)
+            dir[l - 1] = '\0';   /* "configs/x/" names the model x */
     } else {
         const char *slash = strrchr(path, '/');
         snprintf(dir, sizeof m->dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");

@@ -86,8 +86,8 @@ struct kvx_mla_layer {
 /* Parameters of a model as its hyper-parameters define them (no weights needed). */
 struct kvx_param_count {
     double total;              /* every parameter of the network the forward pass uses */
-    double active;             /* those read to decode one token (MoE: the routed experts a
-                                  token chooses, not all of them); = total for dense models */
+    double active;             /* those one decoded token reads: MoE only the routed experts
+                                  it chooses; never the input embedding table (one row) */
 };
 
 struct kvx_arch {
@@ -106,8 +106,10 @@ struct kvx_arch {
      * uses — embeddings, a separate lm_head unless tied, every projection, norm weight and
      * bias, routers and experts — and nothing it does not (FP8 block scales, multi-token-
      * prediction layers HF does not instantiate), so that total equals the published count
-     * of the released model; active counts what one decoded token reads (the embedding row
-     * and lm_head included, routed experts only top-k of them plus the shared ones).
+     * of the released model; active counts the weights one decoded token reads: lm_head
+     * but not the input embedding table (one row of it) unless the two are tied, and of the
+     * routed experts only the top_k a token chooses (plus the shared ones) — DeepSeek's
+     * "activated parameters" convention.
      * Errors name the config.json key that was wrong. */
     enum kvx_status (*param_count)(const struct kvx_model *m, struct kvx_param_count *out,
                                    struct kvx_err *err);
