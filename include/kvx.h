@@ -52,6 +52,8 @@ struct kvx_err {
 
 struct kvx_model;
 
+enum kvx_mla_mode { KVX_MLA_ABSORBED = 0, KVX_MLA_NAIVE };
+
 struct kvx_model_cfg {
     /* A GGUF file, or a safetensors model: its folder (config.json with model.safetensors or
      * model.safetensors.index.json), its config.json, a .safetensors file or the index. */
@@ -60,6 +62,12 @@ struct kvx_model_cfg {
      * bound, no tokenizer is loaded.  Such a model can be inspected and planned (its KV layout
      * is complete) but not run: kvx_engine_create refuses it. */
     bool config_only;
+    /* Multi-head latent attention (deepseek_v3): how attention is computed and cached.
+     * ABSORBED (default): in the latent space, the cache holds one latent + RoPE key per token
+     * (a LATENT layer).  NAIVE: as Hugging Face computes it, per head K = [W_UK c ; k_rope],
+     * V = W_UV c, cached as a FULL layer of n_head KV heads (the MHA-equivalent cache).  The
+     * two give the same logits up to rounding.  Other architectures ignore it. */
+    enum kvx_mla_mode mla;
 };
 struct kvx_model_cfg kvx_model_cfg_default(void);
 
