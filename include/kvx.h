@@ -52,6 +52,8 @@ struct kvx_err {
 
 struct kvx_model;
 
+enum kvx_mla_mode { KVX_MLA_ABSORBED = 0, KVX_MLA_NAIVE };
+
 struct kvx_model_cfg {
     /* A GGUF file, or a safetensors model: its folder (config.json with model.safetensors or
      * model.safetensors.index.json), its config.json, a .safetensors file or the index. */
@@ -60,6 +62,12 @@ struct kvx_model_cfg {
      * bound, no tokenizer is loaded.  Such a model can be inspected and planned (its KV layout
      * is complete) but not run: kvx_engine_create refuses it. */
     bool config_only;
+    /* Multi-head latent attention (deepseek_v3): how attention is computed and cached.
+     * ABSORBED (default): in the latent space, the cache holds one latent + RoPE key per token
+     * (a LATENT layer).  NAIVE: as Hugging Face computes it, per head K = [W_UK c ; k_rope],
+     * V = W_UV c, cached as a FULL layer of n_head KV heads (the MHA-equivalent cache).  The
+     * two give the same logits up to rounding.  Other architectures ignore it. */
+    enum kvx_mla_mode mla;
 };
 struct kvx_model_cfg kvx_model_cfg_default(void);
 
@@ -245,6 +253,17 @@ enum kvx_status kvx_session_feed(struct kvx_session *s, const int32_t *tokens, i
                                  bool all_logits, float *logits, struct kvx_err *err);
 
 int64_t kvx_session_n_past(const struct kvx_session *s);
+
+/* One decode step for n sessions at once (continuous batching): tokens[i] is appended to
+ * sessions[i] and all n tokens go through the model in one forward pass, so each weight
+ * matrix is read once for all of them (the attention still reads each session's own cache).
+ * The sessions must be distinct sessions of engine e.  logits: n rows of n_vocab floats, row i
+ * for sessions[i] (NULL: none).  All or nothing: when one session's token is invalid, its
+ * context is full or its page does not fit, no session changes and the error names it.
+ * Engines that evict refuse (feed their sessions one at a time). */
+enum kvx_status kvx_engine_decode(struct kvx_engine *e, struct kvx_session *const *sessions,
+                                  const int32_t *tokens, int64_t n, float *logits,
+                                  struct kvx_err *err);
 
 /* A new session with the same tokens as `src`: it shares src's KV pages (no copy; a page is
  * copied when either session first writes into it) and copies its token history, so both can

@@ -87,6 +87,13 @@ struct kvx_engine *kvx_test_arch_engine(const struct kvx_model *m, int32_t n_thr
 
 void kvx_test_arch_fixture(const char *name, double tol, double self_tol)
 {
+    const struct kvx_model_cfg mc = kvx_model_cfg_default();
+    kvx_test_arch_fixture_cfg(name, &mc, tol, self_tol);
+}
+
+void kvx_test_arch_fixture_cfg(const char *name, const struct kvx_model_cfg *base, double tol,
+                               double self_tol)
+{
     struct ref r;
     if (!ref_load(name, &r)) {
         ref_free(&r);
@@ -94,7 +101,7 @@ void kvx_test_arch_fixture(const char *name, double tol, double self_tol)
     }
     char dir[512];
     snprintf(dir, sizeof dir, "%s/%s", kvx_test_fixture("arch"), name);
-    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    struct kvx_model_cfg mc = *base;
     mc.path = dir;
     struct kvx_model *m = NULL;
     struct kvx_err err = {0};

@@ -17,8 +17,13 @@
 #include <stdint.h>
 
 struct kvx_model;
+struct kvx_model_cfg;
 
 void kvx_test_arch_fixture(const char *name, double tol, double self_tol);
+/* The same with model options (base->path is replaced by the fixture's folder): e.g. MLA's
+ * naive form. */
+void kvx_test_arch_fixture_cfg(const char *name, const struct kvx_model_cfg *base, double tol,
+                               double self_tol);
 
 /* An engine on m with an f32 KV cache, 128 tokens of context in pages of 16 (NULL after a
  * test failure naming the error). */

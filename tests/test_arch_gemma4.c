@@ -119,7 +119,7 @@ static bool released_bytes(const char *dir, const char *name, const char *from, 
                            size_t *per_token, size_t *seq4096)
 {
     char src[600];
-    snprintf(src, sizeof src, "%s/%s.json", kvx_test_fixture("configs"), name);
+    snprintf(src, sizeof src, "%s/%s/config.json", kvx_test_fixture("configs"), name);
     if (!write_edited(dir, src, from, to))
         return false;
     struct kvx_model *m = NULL;
@@ -162,16 +162,16 @@ KVX_TEST(arch_gemma4_released_configs_plan)
         return;
     }
     size_t bpt = 0, seq = 0;
-    if (released_bytes(dir, "gemma-4-E2B-it", NULL, NULL, &bpt, &seq)) {
+    if (released_bytes(dir, "gemma-4-e2b", NULL, NULL, &bpt, &seq)) {
         KVX_CHECK_EQ_INT(bpt, 6144);
         KVX_CHECK_EQ_INT(seq, 31457280);
     }
-    if (released_bytes(dir, "gemma-4-E2B-it", "\"num_kv_shared_layers\": 20",
+    if (released_bytes(dir, "gemma-4-e2b", "\"num_kv_shared_layers\": 20",
                        "\"num_kv_shared_layers\": 0", &bpt, &seq)) {
         KVX_CHECK_EQ_INT(bpt, 14336);
         KVX_CHECK_EQ_INT(seq, 73400320);
     }
-    if (released_bytes(dir, "gemma-4-31B-it", NULL, NULL, &bpt, &seq)) {
+    if (released_bytes(dir, "gemma-4-31b", NULL, NULL, &bpt, &seq)) {
         KVX_CHECK_EQ_INT(bpt, 81920);
         KVX_CHECK_EQ_INT(seq, 1174405120);
     }
@@ -188,7 +188,7 @@ KVX_TEST(arch_gemma4_e2b_layout)
         return;
     }
     char src[600];
-    snprintf(src, sizeof src, "%s/gemma-4-E2B-it.json", kvx_test_fixture("configs"));
+    snprintf(src, sizeof src, "%s/gemma-4-e2b/config.json", kvx_test_fixture("configs"));
     struct kvx_model *m = NULL;
     struct kvx_err err = {0};
     struct kvx_kv_layout l;
@@ -216,6 +216,62 @@ KVX_TEST(arch_gemma4_e2b_layout)
     }
     kvx_model_close(m);
     remove_dir(dir);
+}
+
+/* param_count from config.json alone equals the fixtures' own tensor count (transformers saves
+ * exactly the tensors the forward pass reads: none for the shared layers' k/v). */
+KVX_TEST(arch_gemma4_param_count)
+{
+    static const char *const fixtures[] = {"gemma4_e", "gemma4_31b", "gemma4_mm", "gemma4_moe"};
+    for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++) {
+        char dir[600];
+        snprintf(dir, sizeof dir, "%s/%s", kvx_test_fixture("arch"), fixtures[i]);
+        struct kvx_model *m = NULL;
+        struct kvx_err err = {0};
+        if (open_dir(dir, false, &m, &err) != KVX_OK) {
+            kvx_test_fail(__FILE__, __LINE__, "%s: %s", fixtures[i], err.msg);
+            continue;
+        }
+        struct kvx_model_info info;
+        kvx_model_get_info(m, &info);
+        struct kvx_param_count pc;
+        KVX_CHECK_EQ_INT(m->arch->param_count(m, &pc, &err), KVX_OK);
+        if ((double)info.n_params != pc.total)
+            kvx_test_fail(__FILE__, __LINE__, "%s: param_count %.0f, the file holds %llu",
+                          fixtures[i], pc.total, (unsigned long long)info.n_params);
+        KVX_CHECK(pc.active < pc.total);
+        kvx_model_close(m);
+    }
+}
+
+/* The released configs' parameter counts against the published ones (within 1%: they are
+ * rounded): 31B "30.7B" (model card; text model only, the vision encoder aside); E2B "2.3B
+ * effective" (model card: without the per-layer embedding table), which is param_count's
+ * active (the table is read one row per token).  E2B's "5.1B with embeddings" includes the
+ * audio and vision encoders kvx does not count. */
+KVX_TEST(arch_gemma4_released_param_counts)
+{
+    static const struct { const char *name; double total, active; } cases[] = {
+        {"gemma-4-31b", 30.7e9, 0},
+        {"gemma-4-e2b", 0, 2.3e9},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char dir[600];
+        snprintf(dir, sizeof dir, "%s/%s", kvx_test_fixture("configs"), cases[i].name);
+        struct kvx_model *m = NULL;
+        struct kvx_err err = {0};
+        if (open_dir(dir, true, &m, &err) != KVX_OK) {
+            kvx_test_fail(__FILE__, __LINE__, "%s: %s", cases[i].name, err.msg);
+            continue;
+        }
+        struct kvx_param_count pc = {0};
+        KVX_CHECK_EQ_INT(m->arch->param_count(m, &pc, &err), KVX_OK);
+        if (cases[i].total > 0)
+            KVX_CHECK_NEAR(pc.total / cases[i].total, 1.0, 0.01);
+        if (cases[i].active > 0)
+            KVX_CHECK_NEAR(pc.active / cases[i].active, 1.0, 0.01);
+        kvx_model_close(m);
+    }
 }
 
 /* The gemma4_e fixture with one config.json edit: the error names the key or tensor. */

@@ -1,6 +1,7 @@
 /* tests/test_engine.c: the engine on the default model — decode equals prefill, every ISA
  * equals the scalar reference, the pool holds exactly what kv/layout predicts, and requests
  * that do not fit fail cleanly without changing the session. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,5 +262,93 @@ KVX_TEST(engine_refusals_leave_session_unchanged)
     kvx_session_destroy(s2);
     free(l1);
     free(l2);
+    close_model(&f);
+}
+
+/* kvx_engine_decode: three sessions at different depths stepped together give the logits of
+ * stepping each alone (in another engine); a refused step (a session twice, a bad token, a
+ * page that does not fit the budget) changes no session.  On a tiny float32 model
+ * (tests/fixtures/arch/llama_gqa), where batching changes only summation order. */
+static float max_abs_diff(const float *a, const float *b, size_t n)
+{
+    float m = 0;
+    for (size_t i = 0; i < n; i++)
+        m = fabsf(a[i] - b[i]) > m ? fabsf(a[i] - b[i]) : m;
+    return m;
+}
+
+KVX_TEST(engine_batched_decode_equals_single)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/llama_gqa", kvx_test_fixture("arch"));
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = dir;
+    struct fixture f = {0};
+    struct kvx_err err = {0};
+    KVX_CHECK(kvx_model_open(&mc, &f.m, &err) == KVX_OK);
+    if (!f.m)
+        return;
+    kvx_model_get_info(f.m, &f.info);
+    struct kvx_engine_cfg ec = kvx_engine_cfg_default();
+    ec.n_ctx = 96;
+    ec.n_threads = 2;
+    ec.page_tokens = 16;
+    ec.k_codec = ec.v_codec = KVX_KV_CODEC_F32;
+    KVX_CHECK(kvx_engine_create(f.m, &ec, &f.e, &err) == KVX_OK);
+    /* the batched engine: steps of at most 2 tokens (three sessions take two passes), and a
+     * budget of exactly 6 pages of 16 tokens */
+    struct kvx_engine_cfg bc = ec;
+    bc.n_batch = 2;
+    bc.kv_budget_bytes = f.e ? 6 * 16 * kvx_kv_layout_bytes_per_token(kvx_engine_layout(f.e)) : 0;
+    struct kvx_engine *be = NULL;
+    KVX_CHECK(kvx_engine_create(f.m, &bc, &be, &err) == KVX_OK);
+    const size_t V = (size_t)f.info.n_vocab;
+    const int len[3] = {5, 17, 33};      /* 1, 2 and 3 pages */
+    int32_t toks[3][64];
+    struct kvx_session *one[3] = {0}, *bat[3] = {0};
+    float *ref = malloc(3 * V * sizeof *ref), *got = malloc(3 * V * sizeof *got);
+    for (int i = 0; i < 3 && be; i++) {
+        make_tokens(toks[i], 64, f.info.n_vocab, 100 + (uint32_t)i);
+        KVX_CHECK(kvx_session_create(f.e, &one[i], &err) == KVX_OK);
+        KVX_CHECK(kvx_session_create(be, &bat[i], &err) == KVX_OK);
+        KVX_CHECK(kvx_session_feed(one[i], toks[i], len[i], false, NULL, &err) == KVX_OK);
+        KVX_CHECK(kvx_session_feed(bat[i], toks[i], len[i], false, NULL, &err) == KVX_OK);
+    }
+    /* 11 steps fill session 0's first page (positions 5..15) */
+    for (int step = 0; step < 11 && be; step++) {
+        int32_t next[3];
+        for (int i = 0; i < 3; i++) {
+            next[i] = toks[i][len[i] + step];
+            KVX_CHECK(kvx_session_feed(one[i], &next[i], 1, false, ref + (size_t)i * V, &err) == KVX_OK);
+        }
+        KVX_CHECK(kvx_engine_decode(be, bat, next, 3, got, &err) == KVX_OK);
+        KVX_CHECK_NEAR(max_abs_diff(ref, got, 3 * V), 0, 2e-5);
+    }
+    if (be) {
+        int32_t next[3] = {toks[0][16], toks[1][28], toks[2][44]};
+        /* session 0 needs a seventh page: nothing changes */
+        KVX_CHECK(kvx_engine_decode(be, bat, next, 3, got, &err) == KVX_ERR_KV_FULL);
+        KVX_CHECK(strstr(err.msg, "session 0") != NULL);
+        struct kvx_session *twice[2] = {bat[1], bat[1]};
+        KVX_CHECK(kvx_engine_decode(be, twice, next, 2, got, &err) == KVX_ERR_INVALID_ARG);
+        int32_t bad[3] = {next[0], next[1], f.info.n_vocab};
+        KVX_CHECK(kvx_engine_decode(be, bat, bad, 3, got, &err) == KVX_ERR_INVALID_ARG);
+        KVX_CHECK(strstr(err.msg, "session 2") != NULL);
+        for (int i = 0; i < 3; i++)
+            KVX_CHECK_EQ_INT(kvx_session_n_past(bat[i]), len[i] + 11);
+        KVX_CHECK(kvx_kv_pool_check(kvx_engine_pool(be), &err) == KVX_OK);
+        /* sessions 1 and 2 still step on */
+        for (int i = 1; i < 3; i++)
+            KVX_CHECK(kvx_session_feed(one[i], &next[i], 1, false, ref + (size_t)i * V, &err) == KVX_OK);
+        KVX_CHECK(kvx_engine_decode(be, bat + 1, next + 1, 2, got + V, &err) == KVX_OK);
+        KVX_CHECK_NEAR(max_abs_diff(ref + V, got + V, 2 * V), 0, 2e-5);
+    }
+    for (int i = 0; i < 3; i++) {
+        kvx_session_destroy(one[i]);
+        kvx_session_destroy(bat[i]);
+    }
+    kvx_engine_destroy(be);
+    free(ref);
+    free(got);
     close_model(&f);
 }

@@ -155,7 +155,7 @@ KVX_TEST(plan_matches_engine_layout)
     struct kvx_err err = {0};
     struct kvx_plan_kv_cfg c = kvx_plan_kv_cfg_default();
     struct kvx_plan_kv kv;
-    KVX_CHECK(kvx_plan_kv_from_gguf(path, &c, &kv, &err) == KVX_OK);
+    KVX_CHECK(kvx_plan_kv_from_path(path, &c, &kv, &err) == KVX_OK);
     struct kvx_model_cfg mc = kvx_model_cfg_default();
     mc.path = path;
     struct kvx_model *m = NULL;
@@ -325,6 +325,19 @@ KVX_TEST(plan_cli)
     expect_fail((const char *[]){"--preset", "mistral-7b", "--ctx", "0", NULL}, "context 0");
     expect_fail((const char *[]){"--preset", "mistral-7b", "-C", "0", NULL}, "concurrency 0");
     expect_fail((const char *[]){"--preset", "mistral-7b", "--kv", "q3", NULL}, "q3");
+    /* a bare config.json: planned config-only, weights from its parameters x its dtype (FP8) */
+    const char *cfg[] = {"-m", "tests/fixtures/configs/deepseek-v3/config.json", "--json", NULL};
+    KVX_CHECK(run_plan(cfg, &r) && r.status == 0);
+    j = kvx_json_parse(r.out, strlen(r.out), jerr, sizeof jerr);
+    KVX_CHECK(j != NULL);
+    m0 = kvx_json_at(kvx_json_get(j, "models"), 0);
+    KVX_CHECK_NEAR(kvx_json_num(m0, "kv_bytes_per_token", 0), 70272, 0);
+    KVX_CHECK(kvx_json_bool(m0, "config_only", false));
+    KVX_CHECK_NEAR(kvx_json_num(m0, "weight_bytes", 0), kvx_json_num(m0, "n_params", -1), 0);
+    kvx_json_free(j);
+    expect_fail((const char *[]){"-m", "tests/fixtures/configs/deepseek-v3", "--mla", "flat",
+                                 NULL}, "flat");
+    expect_fail((const char *[]){"-m", "/nonexistent/config.json", NULL}, "/nonexistent");
 }
 
 /* --kv with a list: one row per codec, ratios to the first; the curve SVG and its CSV. */

@@ -129,16 +129,22 @@ static void make_plan(struct plan *p, const struct kvx_attn_batch *b,
     atomic_store(&p->next, 0);
 }
 
+/* Values per head: the layer's v_dim (MLA's naive form has k_dim != v_dim). */
+static int64_t v_dim_of(const struct kvx_attn_batch *b)
+{
+    return b->v_dim > 0 ? b->v_dim : b->head_dim;
+}
+
 /* Where the partial result of (token t, KV head g, part r) lives. */
 static void part_slot(const struct plan *p, int64_t t, int64_t g, int64_t r, float **m, float **l,
                       float **acc)
 {
-    const int64_t G = p->b->n_head / p->b->n_head_kv, hd = p->b->head_dim;
+    const int64_t G = p->b->n_head / p->b->n_head_kv, vd = v_dim_of(p->b);
     const int64_t base = ((t * p->b->n_head_kv + g) * p->n_parts + r) * G;
     const int64_t stride = p->b->n_tok * p->b->n_head_kv * p->n_parts * G;
     *m = p->ws->parts + base;
     *l = p->ws->parts + stride + base;
-    *acc = p->ws->parts + 2 * stride + base * hd;
+    *acc = p->ws->parts + 2 * stride + base * vd;
 }
 
 /* One shared-prefix chunk for all tokens of a block: their queries are gathered into one
@@ -146,12 +152,12 @@ static void part_slot(const struct plan *p, int64_t t, int64_t g, int64_t r, flo
 static void run_chunk(const struct plan *p, int64_t blk, int64_t g, int64_t r, float *scr)
 {
     const struct kvx_attn_batch *b = p->b;
-    const int64_t G = b->n_head / b->n_head_kv, hd = b->head_dim;
+    const int64_t G = b->n_head / b->n_head_kv, hd = b->head_dim, vd = v_dim_of(b);
     const struct block k = block_of(p, blk);
     const int64_t t0 = k.t0, nt = k.nt;
     const int64_t k0 = k.lo + r * p->chunk, k1 = k0 + p->chunk < k.hi ? k0 + p->chunk : k.hi;
     const int64_t nq = nt * G;
-    float *q = scr, *m = q + nq * hd, *l = m + nq, *acc = l + nq, *scores = acc + nq * hd;
+    float *q = scr, *m = q + nq * hd, *l = m + nq, *acc = l + nq, *scores = acc + nq * vd;
     if (k0 >= k1) {
         for (int64_t i = 0; i < nt; i++) {
             float *pm, *pl, *pa;
@@ -160,7 +166,7 @@ static void run_chunk(const struct plan *p, int64_t blk, int64_t g, int64_t r, f
                 pm[j] = -INFINITY;
                 pl[j] = 0;
             }
-            memset(pa, 0, (size_t)(G * hd) * sizeof *pa);
+            memset(pa, 0, (size_t)(G * vd) * sizeof *pa);
         }
         return;
     }
@@ -174,7 +180,7 @@ static void run_chunk(const struct plan *p, int64_t blk, int64_t g, int64_t r, f
         part_slot(p, t0 + i, g, r, &pm, &pl, &pa);
         memcpy(pm, m + i * G, (size_t)G * sizeof *pm);
         memcpy(pl, l + i * G, (size_t)G * sizeof *pl);
-        memcpy(pa, acc + i * G * hd, (size_t)(G * hd) * sizeof *pa);
+        memcpy(pa, acc + i * G * vd, (size_t)(G * vd) * sizeof *pa);
     }
 }
 
@@ -241,15 +247,15 @@ static void merge_loop(void *ctx, int ith, int nth)
 {
     struct plan *p = ctx;
     const struct kvx_attn_batch *b = p->b;
-    const int64_t G = b->n_head / b->n_head_kv, hd = b->head_dim;
+    const int64_t G = b->n_head / b->n_head_kv, vd = v_dim_of(b);
     int64_t lo, hi;
     kvx_split_range(b->n_tok * b->n_head_kv, 1, ith, nth, &lo, &hi);
     for (int64_t tg = lo; tg < hi; tg++) {
         const int64_t t = tg / b->n_head_kv, g = tg % b->n_head_kv;
         float *pm, *pl, *pa;
         part_slot(p, t, g, 0, &pm, &pl, &pa);
-        kvx_attn_merge((int32_t)p->n_parts, (int32_t)G, (int32_t)hd, pm, pl, pa,
-                       b->out + t * b->out_ld + g * G * hd);
+        kvx_attn_merge((int32_t)p->n_parts, (int32_t)G, (int32_t)vd, pm, pl, pa,
+                       b->out + t * b->out_ld + g * G * vd);
         if (b->acc && b->acc->want[t])
             merge_lse(p->n_parts, G, pm, pl, p->ws->lse + t * b->n_head + g * G);
     }

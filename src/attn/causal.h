@@ -53,9 +53,11 @@ struct kvx_attn_batch {
     struct kvx_kv_seq *const *seq;
     int32_t layer;
     int32_t n_head, n_head_kv, head_dim;
+    int32_t v_dim;           /* values per head (the layer's v_dim); 0: head_dim.  At most the
+                                head_dim the workspace was sized for. */
     const float *q;          /* token t, head h: q + t*q_ld + h*head_dim */
     int64_t q_ld;
-    float *out;              /* same layout as q */
+    float *out;              /* token t, head h: out + t*out_ld + h*v_dim */
     int64_t out_ld;
     float scale;
     const struct kvx_attn_acc *acc;   /* probability sums to add to; NULL: none */

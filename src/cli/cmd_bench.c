@@ -123,7 +123,8 @@ out:
 /* ---------------------------------------------------------------------------------------------
  * `kvx bench --sessions N --shared-prefix P [-p OWN] [-n GEN]`: N sessions, each the same
  * P-token prefix followed by its own OWN prompt tokens (one feed per session: the prefill,
- * timed over all sessions), then GEN rounds of one decode step per session (timed).  Reports
+ * timed over all sessions), then GEN rounds of one batched decode step for all sessions
+ * (kvx_engine_decode; one session per step when the engine evicts) (timed).  Reports
  * the KV bytes the pool holds against what N independent sequences of P + OWN + GEN tokens
  * hold (kv/layout), the bytes whole-block sharing predicts (the prefix once, rounded down to a
  * page, the rest per session), and the prefill tokens the prefix cache let the engine skip.
@@ -133,6 +134,7 @@ out:
 
 struct sessions_run {
     int64_t n, prefix, own, gen, len;
+    bool serial;               /* decode one session per step (the engine evicts) */
     double prefill_s, decode_s;
     struct kvx_kv_stats kv;
 };
@@ -169,11 +171,12 @@ static void sessions_tokens(int32_t *row, int64_t s, const struct sessions_run *
 static int sessions_run(struct kvx_engine *e, int32_t n_vocab, struct sessions_run *r)
 {
     int32_t *toks = malloc((size_t)(r->n * r->len) * sizeof *toks);
-    float *logits = malloc((size_t)n_vocab * sizeof *logits);
+    int32_t *next = malloc((size_t)r->n * sizeof *next);
+    float *logits = malloc((size_t)(r->n * n_vocab) * sizeof *logits);
     struct kvx_session **ss = calloc((size_t)r->n, sizeof *ss);
     struct kvx_err err = {0};
     int rc = 0;
-    if (!toks || !logits || !ss) {
+    if (!toks || !next || !logits || !ss) {
         rc = cli_fail("out of memory");
         goto out;
     }
@@ -185,11 +188,20 @@ static int sessions_run(struct kvx_engine *e, int32_t n_vocab, struct sessions_r
             kvx_session_feed(ss[s], toks + s * r->len, r->prefix + r->own, false, logits, &err) != KVX_OK)
             rc = cli_fail_err(&err);
     double t1 = cli_now();
-    for (int64_t g = 0; g < r->gen && !rc; g++)
-        for (int64_t s = 0; s < r->n && !rc; s++)
-            if (kvx_session_feed(ss[s], toks + s * r->len + r->prefix + r->own + g, 1, false,
-                                 logits, &err) != KVX_OK)
+    /* decode: one batched step for all sessions per round (each session alone when the
+     * engine evicts, which kvx_engine_decode refuses) */
+    for (int64_t g = 0; g < r->gen && !rc; g++) {
+        for (int64_t s = 0; s < r->n; s++)
+            next[s] = toks[s * r->len + r->prefix + r->own + g];
+        if (!r->serial) {
+            if (kvx_engine_decode(e, ss, next, r->n, logits, &err) != KVX_OK)
                 rc = cli_fail_err(&err);
+            continue;
+        }
+        for (int64_t s = 0; s < r->n && !rc; s++)
+            if (kvx_session_feed(ss[s], next + s, 1, false, logits, &err) != KVX_OK)
+                rc = cli_fail_err(&err);
+    }
     double t2 = cli_now();
     r->prefill_s = t1 - t0;
     r->decode_s = t2 - t1;
@@ -199,6 +211,7 @@ out:
         kvx_session_destroy(ss[s]);
     free(ss);
     free(logits);
+    free(next);
     free(toks);
     return rc;
 }
@@ -219,12 +232,13 @@ static void sessions_report(const struct cli_opts *o, const struct kvx_kv_layout
                "\"kv_bytes_held\": %zu, \"kv_bytes_independent\": %zu, \"kv_bytes_expected\": %zu, "
                "\"kv_bytes_shared\": %zu, \"prefix_blocks\": %lld, \"prefill_tokens\": %lld, "
                "\"prefill_tokens_skipped\": %lld, \"prefill_s\": %.4f, \"prefill_tok_s\": %.3f, "
-               "\"decode_s\": %.4f, \"decode_tok_s\": %.3f, \"peak_rss_bytes\": %zu}\n",
+               "\"decode_s\": %.4f, \"decode_tok_s\": %.3f, \"decode_batched\": %s, "
+               "\"peak_rss_bytes\": %zu}\n",
                o->model, (long long)r->n, (long long)r->prefix, (long long)r->own,
                (long long)r->gen, (int)l->page_tokens, o->no_prefix_cache ? "false" : "true",
                r->kv.bytes_used, independent, expected, r->kv.bytes_shared,
                (long long)r->kv.prefix_blocks, (long long)prefill, (long long)skipped,
-               r->prefill_s, pp, r->decode_s, tg, cli_peak_rss());
+               r->prefill_s, pp, r->decode_s, tg, r->serial ? "false" : "true", cli_peak_rss());
         return;
     }
     printf("%lld sessions x (shared prefix %lld + own prompt %lld + decode %lld tokens), pages of "
@@ -239,14 +253,15 @@ static void sessions_report(const struct cli_opts *o, const struct kvx_kv_layout
     printf("  prefill: %lld of %lld tokens skipped (cached prefix), %lld computed in %.3f s "
            "(%.1f tok/s)\n", (long long)skipped, (long long)prefill, (long long)(prefill - skipped),
            r->prefill_s, pp);
-    printf("  decode: %lld tokens in %.3f s (%.1f tok/s)\n", (long long)(r->n * r->gen),
-           r->decode_s, tg);
+    printf("  decode: %lld tokens in %.3f s (%.1f tok/s, %s)\n", (long long)(r->n * r->gen),
+           r->decode_s, tg, r->serial ? "one session per step"
+                                      : "all sessions in one batched step per round");
 }
 
 static int bench_sessions(const struct cli_opts *o)
 {
     struct sessions_run r = {.n = o->sessions, .prefix = o->shared_prefix, .own = o->n_prompt,
-                             .gen = o->n_predict};
+                             .gen = o->n_predict, .serial = o->evict != NULL};
     r.len = r.prefix + r.own + r.gen;
     if (r.prefix + r.own < 1)
         return cli_fail("bench --sessions: no prompt tokens (--shared-prefix + -p is 0)");

@@ -149,8 +149,9 @@ static int open_model(const struct cli_opts *o, struct kvx_model **m)
     *m = NULL;
     if (!o->model)
         return cli_fail("no model given (-m FILE)");
-    struct kvx_model_cfg mc = kvx_model_cfg_default();
-    mc.path = o->model;
+    struct kvx_model_cfg mc;
+    if (cli_model_cfg(o, &mc))
+        return 1;
     struct kvx_err err = {0};
     return kvx_model_open(&mc, m, &err) == KVX_OK ? 0 : cli_fail_err(&err);
 }

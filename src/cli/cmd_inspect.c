@@ -122,10 +122,69 @@ static void print_safetensors(const char *path, const struct kvx_model *m)
     }
 }
 
+/* A bare config.json (no weights): its keys, parameters, and the cache its architecture
+ * declares, from kv/layout alone (no engine can run it). */
+static int inspect_config(const struct cli_opts *o)
+{
+    struct kvx_model_cfg mc;
+    if (cli_model_cfg(o, &mc))
+        return 1;
+    mc.config_only = true;
+    struct kvx_model *m;
+    struct kvx_err err = {0};
+    if (kvx_model_open(&mc, &m, &err) != KVX_OK)
+        return cli_fail_err(&err);
+    printf("model: %s (config.json only, no weights)\n\nconfig.json:\n", o->model);
+    for (size_t i = 0; i < m->config->len; i++) {
+        printf("  %-44s ", m->config->keys[i]);
+        print_json_scalar(&m->config->items[i]);
+        putchar('\n');
+    }
+    struct kvx_param_count pc = {0, 0};
+    if (m->arch->param_count && m->arch->param_count(m, &pc, &err) != KVX_OK) {
+        kvx_model_close(m);
+        return cli_fail_err(&err);
+    }
+    if (pc.total > 0)
+        printf("\nparameters: %.0f (%.4gB), read per decoded token: %.0f (%.4gB)\n", pc.total,
+               pc.total / 1e9, pc.active, pc.active / 1e9);
+    const struct kvx_engine_cfg ec = kvx_engine_cfg_default();
+    struct kvx_kv_layout l;
+    int rc = 0;
+    if (kvx_kv_layout_init(&l, m->hp.n_layer, o->page_tokens ? (int32_t)o->page_tokens
+                                                             : ec.page_tokens, &err) != KVX_OK) {
+        kvx_model_close(m);
+        return cli_fail_err(&err);
+    }
+    m->arch->declare_cache(m, &l, KVX_KV_CODEC_F16, KVX_KV_CODEC_F16);
+    if (kvx_kv_layout_validate(&l, &err) != KVX_OK) {
+        rc = cli_fail_err(&err);
+    } else {
+        printf("\nKV cache (f16), %d layers:\n", (int)l.n_layer);
+        for (int32_t i = 0; i < l.n_layer; i++) {
+            const struct kvx_layer_cache *c = &l.layers[i];
+            printf("  layer %3d  %-10s heads %3d  k_dim %4d  v_dim %4d  page %zu bytes\n",
+                   (int)i, kvx_kv_kind_name(c->kind), (int)c->n_kv_heads, (int)c->k_dim,
+                   (int)c->v_dim, kvx_kv_layer_page_bytes(&l, i));
+        }
+        printf("KV bytes per token: %zu\n", kvx_kv_layout_bytes_per_token(&l));
+        const int64_t ctxs[] = {1024, 8192, 32768, 131072, 1048576};
+        for (size_t i = 0; i < sizeof ctxs / sizeof ctxs[0]; i++)
+            printf("KV bytes for one sequence of %7lld tokens: %15zu (%.1f MiB)\n",
+                   (long long)ctxs[i], kvx_kv_layout_seq_bytes(&l, ctxs[i]),
+                   (double)kvx_kv_layout_seq_bytes(&l, ctxs[i]) / 1048576.0);
+    }
+    kvx_kv_layout_free(&l);
+    kvx_model_close(m);
+    return rc;
+}
+
 int cmd_inspect(const struct cli_opts *o)
 {
     if (!o->model)
         return cli_fail("inspect: no model given");
+    if (!kvx_model_path_has_weights(o->model))
+        return inspect_config(o);
     const bool gguf = kvx_model_path_is_gguf(o->model);
     if (gguf && print_file(o->model))
         return 1;

@@ -89,9 +89,12 @@ static int add_files(struct plan_run *r, const char *list, const struct kvx_plan
     while (next_item(&list, path, sizeof path)) {
         if (r->n == MAX_MODELS)
             return cli_fail("plan: at most %d models", MAX_MODELS);
-        if (kvx_plan_kv_from_gguf(path, kc, &r->kv[r->n], &err) != KVX_OK)
+        if (kvx_plan_kv_from_path(path, kc, &r->kv[r->n], &err) != KVX_OK)
             return cli_fail_err(&err);
-        r->n++;
+        const struct kvx_plan_kv *kv = &r->kv[r->n++];
+        if (kv->config_only && kv->n_params <= 0 && r->cfg.weight_bytes <= 0)
+            fprintf(stderr, "kvx plan: %s: its architecture cannot count parameters from "
+                    "config.json; weights are sized 0 (give --weights-bytes)\n", path);
     }
     return 0;
 }
@@ -140,10 +143,15 @@ static int get_cfg(const struct cli_opts *o, struct plan_run *r, struct kvx_plan
     r->cfg.prefix_shared = o->prefix_shared;
     r->cfg.price_per_hour = o->price;
     r->cfg.weight_bytes = (double)o->weights_bytes;
-    r->dtype = o->weights_dtype ? o->weights_dtype : "bf16";
-    if (!kvx_plan_weight_dtype_bytes(r->dtype, &r->cfg.bytes_per_param))
+    /* without --weights-dtype: a bare config's own dtype, presets bf16 (fit.c) */
+    r->dtype = o->weights_dtype ? o->weights_dtype : "auto";
+    if (o->weights_dtype && !kvx_plan_weight_dtype_bytes(r->dtype, &r->cfg.bytes_per_param))
         return cli_fail("plan: unknown weights dtype '%s' (bf16, f16, f32, fp8, int8, q8_0, q4_0, "
                         "q4_1, int4, fp4)", r->dtype);
+    if (o->mla && strcmp(o->mla, "naive") == 0)
+        kc->mla = KVX_MLA_NAIVE;
+    else if (o->mla && strcmp(o->mla, "absorbed") != 0)
+        return cli_fail("plan: --mla '%s': expected absorbed or naive", o->mla);
     return 0;
 }
 
@@ -192,8 +200,11 @@ static void print_header(const struct plan_run *r, int32_t m)
         if (s->kind_per_token[k])
             printf("  (%s %zu)", kvx_plan_lkind_name(k), s->kind_per_token[k]);
     printf("; constant part (full windows, codec state): %s\n", gb((double)s->const_bytes, b1, sizeof b1));
-    printf("  weights: %s%s, read per decode step: %s\n", gb(s->weight_bytes, b1, sizeof b1),
+    printf("  weights: %s%s, read per decode step: %s", gb(s->weight_bytes, b1, sizeof b1),
            kv->weight_bytes ? " (file)" : "", gb(s->weight_read_bytes, b2, sizeof b2));
+    if (kv->n_params > 0)
+        printf(" (%.4gB parameters, %.4gB active)", kv->n_params / 1e9, kv->n_active / 1e9);
+    printf("\n");
     printf("  %s x %d (tp %d, %lld replica%s): %s usable at util %.2f, for KV: %s\n", r->hw.name,
            (int)(r->cfg.gpus ? r->cfg.gpus : r->cfg.tp), (int)r->cfg.tp, (long long)s->replicas,
            s->replicas == 1 ? "" : "s", gb(s->mem_bytes, b1, sizeof b1), r->cfg.util,
@@ -276,7 +287,9 @@ static void json_model(const struct plan_run *r, int32_t m)
            s->bytes_per_token);
     for (int k = 1; k < KVX_PLAN_LKIND_COUNT; k++)
         printf("%s\"%s\": %zu", k > 1 ? ", " : "", kvx_plan_lkind_name(k), s->kind_per_token[k]);
-    printf("}, \"constant_bytes\": %zu, \"weight_bytes\": %.0f, \"weight_read_bytes\": %.0f, "
+    printf("}, \"n_params\": %.0f, \"n_active\": %.0f, \"config_only\": %s", kv->n_params,
+           kv->n_active, kv->config_only ? "true" : "false");
+    printf(", \"constant_bytes\": %zu, \"weight_bytes\": %.0f, \"weight_read_bytes\": %.0f, "
            "\"mem_bytes\": %.0f, \"kv_avail_bytes\": %.0f, \"weights_fit\": %s, \"replicas\": %lld, "
            "\"max_context_at_concurrency\": %lld, \"ctx_max\": %lld, \"at\": [",
            s->const_bytes, s->weight_bytes, s->weight_read_bytes, s->mem_bytes, s->kv_avail_bytes,

@@ -128,6 +128,19 @@ static int parse_engine_opts(const struct cli_opts *o, struct kvx_engine_cfg *ec
            parse_codec("--kv-v", o->kv_v, &ec->v_codec) || parse_evict(o, &ec->evict);
 }
 
+int cli_model_cfg(const struct cli_opts *o, struct kvx_model_cfg *mc)
+{
+    *mc = kvx_model_cfg_default();
+    mc->path = o->model;
+    if (!o->mla || strcmp(o->mla, "absorbed") == 0)
+        return 0;
+    if (strcmp(o->mla, "naive") == 0) {
+        mc->mla = KVX_MLA_NAIVE;
+        return 0;
+    }
+    return cli_fail("--mla '%s': expected absorbed or naive", o->mla);
+}
+
 int cli_open(const struct cli_opts *o, int64_t n_ctx, struct kvx_model **m, struct kvx_engine **e)
 {
     *m = NULL;
@@ -138,8 +151,9 @@ int cli_open(const struct cli_opts *o, int64_t n_ctx, struct kvx_model **m, stru
     if (parse_engine_opts(o, &check)) /* bad options fail before the model is read */
         return 1;
     struct kvx_err err = {0};
-    struct kvx_model_cfg mc = kvx_model_cfg_default();
-    mc.path = o->model;
+    struct kvx_model_cfg mc;
+    if (cli_model_cfg(o, &mc))
+        return 1;
     if (kvx_model_open(&mc, m, &err) != KVX_OK)
         return cli_fail_err(&err);
     if (cli_open_engine(o, n_ctx, *m, e)) {

@@ -18,6 +18,8 @@ int cli_fail_err(const struct kvx_err *err);
 /* Open the model and an engine configured from the options (threads, ctx, batch, KV codec,
  * budget, page size, ISA).  n_ctx_min raises the context when the command needs more. */
 int cli_open(const struct cli_opts *o, int64_t n_ctx, struct kvx_model **m, struct kvx_engine **e);
+/* The model options of o (-m, --mla) as a kvx_model_cfg; non-zero after a message. */
+int cli_model_cfg(const struct cli_opts *o, struct kvx_model_cfg *mc);
 /* The engine part of cli_open, on a model already open (several engines may share it). */
 int cli_open_engine(const struct cli_opts *o, int64_t n_ctx, const struct kvx_model *m,
                     struct kvx_engine **e);

@@ -38,6 +38,7 @@ struct cli_opts {
     int64_t kv_budget;        /* bytes; 0 = default */
     const char *kv_k, *kv_v, *kv;
     const char *kv_layer;     /* per-layer codec spec */
+    const char *mla;          /* deepseek_v3 attention form: absorbed (default) or naive */
     int64_t kivi_group;       /* 0 = default */
     int64_t kivi_residual;    /* -1 = default */
     const char *isa;

@@ -629,5 +629,71 @@ enum kvx_status kvx_session_feed(struct kvx_session *s, const int32_t *tokens, i
     return KVX_OK;
 }
 
+enum kvx_status kvx_engine_decode(struct kvx_engine *e, struct kvx_session *const *sessions,
+                                  const int32_t *tokens, int64_t n, float *logits,
+                                  struct kvx_err *err)
+{
+    if (n < 1 || !sessions || !tokens)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "decode: no sessions given");
+    if (e->ev)
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "decode: the engine evicts (--evict %s): "
+                           "feed its sessions one at a time", kvx_evict_policy_name(e->cfg.evict.policy));
+    enum kvx_status st = KVX_OK;
+    for (int64_t i = 0; i < n && st == KVX_OK; i++) {
+        struct kvx_session *s = sessions[i];
+        if (!s || s->e != e)
+            return kvx_err_set(err, KVX_ERR_INVALID_ARG, "decode: session %lld does not belong "
+                               "to this engine", (long long)i);
+        for (int64_t j = 0; j < i; j++)
+            if (sessions[j] == s)
+                return kvx_err_set(err, KVX_ERR_INVALID_ARG, "decode: session %lld is also "
+                                   "session %lld (one token per session and step)",
+                                   (long long)i, (long long)j);
+        if ((st = check_tokens(s, tokens + i, 1, err)) == KVX_OK)
+            st = hist_grow(s, kvx_kv_seq_len(s->seq) + 1, err);
+        if (st != KVX_OK)
+            kvx_err_prefix(err, "decode: session %lld", (long long)i);
+    }
+    /* all or nothing: reserve one position in every sequence, or release what was reserved */
+    int64_t n_ok = 0;
+    for (; n_ok < n && st == KVX_OK; n_ok++)
+        if ((st = kvx_kv_seq_reserve(sessions[n_ok]->seq, kvx_kv_seq_len(sessions[n_ok]->seq) + 1,
+                                     err)) != KVX_OK)
+            kvx_err_prefix(err, "decode: session %lld of %lld", (long long)n_ok, (long long)n);
+    if (st != KVX_OK) {
+        for (int64_t i = 0; i + 1 < n_ok; i++)
+            kvx_kv_seq_truncate(sessions[i]->seq, kvx_kv_seq_len(sessions[i]->seq));
+        return st;
+    }
+    const int64_t n_vocab = e->model->hp.n_vocab;
+    for (int64_t done = 0; done < n; done += e->cfg.n_batch) {
+        const int64_t nb = n - done < e->cfg.n_batch ? n - done : e->cfg.n_batch;
+        for (int64_t t = 0; t < nb; t++) {
+            struct kvx_session *s = sessions[done + t];
+            e->pos[t] = kvx_kv_seq_len(s->seq);
+            e->seq[t] = s->seq;
+            e->want[t] = logits != NULL;
+            s->hist[e->pos[t]] = tokens[done + t];
+        }
+        struct kvx_forward f = {
+            .n_tok = nb,
+            .tokens = tokens + done,
+            .pos = e->pos,
+            .seq = e->seq,
+            .want_logits = e->want,
+            .logits = logits ? logits + done * n_vocab : NULL,
+            .tp = e->tp,
+            .isa = e->isa,
+            .s = &e->scratch,
+        };
+        e->model->arch->forward(e->model, &f);
+        for (int64_t t = 0; t < nb; t++) {
+            kvx_kv_seq_set_len(e->seq[t], e->pos[t] + 1);
+            session_share_blocks(sessions[done + t], e->pos[t]);
+        }
+    }
+    return KVX_OK;
+}
+
 
 bool kvx_session_evicts(const struct kvx_session *s) { return s->ev != NULL; }

@@ -27,7 +27,15 @@
  * (kv/layout.h).  Attention runs through the same causal kernels as GQA with n_head_kv = 1 and
  * head_dim = c + r; it returns Σ_s p_s [ĉ_s | k_rot_s] per head, whose first c values are õ_h.
  * The absorbed form is used for prefill and decode alike (exact in real arithmetic; checked
- * against transformers' naive form by tests/test_arch_llama.c). */
+ * against transformers' naive form by tests/test_arch_llama.c).
+ *
+ * The naive form (kvx_model_cfg.mla = KVX_MLA_NAIVE) computes attention as Hugging Face does:
+ *   K_h = [W_UK^h ĉ | k_rot] (n + r),  V_h = W_UV^h ĉ (v),  q_h = [q_nope_h | q_rot_h]
+ *   o_h = Σ_s softmax(scale · q_h · K_h,s) V_h,s
+ * and caches K and V per head: a FULL layer of H KV heads with k_dim = n + r, v_dim = v, the
+ * multi-head-equivalent cache (H (n + r + v) values per token and layer), through
+ * the same causal kernels with n_head_kv = H.  It is the reference the absorbed form is
+ * checked against, and what an MHA engine would hold. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -235,6 +243,10 @@ static enum kvx_status mla_hparams(struct kvx_model *m, struct kvx_err *err)
     hp->n_head = (int32_t)heads;
     hp->n_head_kv = 1;                         /* one latent vector shared by all queries */
     hp->head_dim = (int32_t)(kvlora + rope);
+    if (m->mla_mode == KVX_MLA_NAIVE) {         /* per-head K (n + r) and V (v) */
+        hp->n_head_kv = (int32_t)heads;
+        hp->head_dim = (int32_t)(nope + rope > v ? nope + rope : v);   /* the wider, for buffers */
+    }
     hp->n_ff = (int32_t)ff;
     hp->n_ctx_train = ctx;
     hp->norm_eps = (float)eps;
@@ -378,7 +390,17 @@ static enum kvx_status mla_load(struct kvx_model *m, struct kvx_err *err)
 static void mla_declare_cache(const struct kvx_model *m, struct kvx_kv_layout *layout,
                               enum kvx_kv_codec k_codec, enum kvx_kv_codec v_codec)
 {
-    for (int il = 0; il < m->hp.n_layer; il++)
+    const struct kvx_mla_hparams *a = &m->mla;
+    for (int il = 0; il < m->hp.n_layer && m->mla_mode == KVX_MLA_NAIVE; il++)
+        layout->layers[il] = (struct kvx_layer_cache){
+            .kind = KVX_KV_KIND_FULL,     /* per head [k_nope | k_rot] and v */
+            .n_kv_heads = m->hp.n_head,
+            .k_dim = a->nope + a->rope,
+            .v_dim = a->v,
+            .k_codec = k_codec,
+            .v_codec = v_codec,
+        };
+    for (int il = 0; il < m->hp.n_layer && m->mla_mode != KVX_MLA_NAIVE; il++)
         layout->layers[il] = (struct kvx_layer_cache){
             .kind = KVX_KV_KIND_LATENT,   /* [ĉ | k_rot]: ĉ is the value */
             .n_kv_heads = 1,
@@ -402,6 +424,7 @@ struct mla_scratch {
     float *route_w;            /* B x top_k routing weights */
     int32_t *route_e;          /* B x top_k chosen experts */
     int32_t *list_t, *list_k;  /* B: tokens of one expert and the choice slot of each */
+    float *kva;                /* naive form: B x (c + r), the kv_a_proj output */
 };
 
 /* Lay the buffers out from `base` (NULL: only count); returns the floats they take. */
@@ -414,10 +437,11 @@ static int64_t mla_scratch_layout(const struct kvx_model *m, int64_t B, float *b
     const bool moe = a->n_dense < m->hp.n_layer;
     const int64_t sizes[] = {B * a->q_lora, B * H * (a->nope + a->rope), B * H * a->v,
                              moe ? B * D : 0, moe ? B * D : 0, B * fm, B * fm,
-                             B * a->top_k, B * a->top_k, moe ? B : 0, moe ? B : 0};
+                             B * a->top_k, B * a->top_k, moe ? B : 0, moe ? B : 0,
+                             m->mla_mode == KVX_MLA_NAIVE ? B * (a->kv_lora + a->rope) : 0};
     float **slots[] = {&sc->cq, &sc->qfull, &sc->o, &sc->moe_x, &sc->moe_y, &sc->moe_g,
                        &sc->moe_u, &sc->route_w, (float **)&sc->route_e, (float **)&sc->list_t,
-                       (float **)&sc->list_k};
+                       (float **)&sc->list_k, &sc->kva};
     int64_t off = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         if (base)
@@ -434,7 +458,7 @@ static int64_t mla_scratch_floats(const struct kvx_model *m, int64_t n_batch)
 }
 
 enum phase {
-    P_EMBED, P_ATTN_NORM, P_QA_NORM, P_LATENT, P_UV, P_FFN_NORM, P_SWIGLU, P_ROUTE,
+    P_EMBED, P_ATTN_NORM, P_QA_NORM, P_LATENT, P_NAIVE, P_UV, P_FFN_NORM, P_SWIGLU, P_ROUTE,
     P_MOE_SWIGLU, P_RESIDUAL,
 };
 
@@ -480,6 +504,40 @@ static void latent_row(const struct step *s, int64_t t)
         memcpy(qh + c, qn + n, (size_t)r * sizeof *qh);
         kvx_rope_apply(qh + c, cs, r, a->rope_kind);
     }
+}
+
+/* One token of the naive form: normalise ĉ, rotate k_rot, expand per head
+ *   K_h = [W_UK^h ĉ | k_rot]  (n + r),   V_h = W_UV^h ĉ  (v)
+ * into the engine's k/v rows and the cache (FULL, H heads), and rotate q_rot_h in place. */
+static void naive_row(const struct step *s, int64_t t)
+{
+    const struct kvx_model *m = s->m;
+    const struct kvx_mla_hparams *a = &m->mla;
+    const struct kvx_mla_layer *L = s->L;
+    struct kvx_forward *f = s->f;
+    const int H = m->hp.n_head, c = a->kv_lora, r = a->rope, n = a->nope, v = a->v;
+    float *kv = s->sc.kva + t * (c + r);
+    const float *cs = f->s->rope_cs + t * r;
+    kvx_rmsnorm(kv, kv, L->kv_a_norm, c, a->norm_eps);
+    kvx_rope_apply(kv + c, cs, r, a->rope_kind);
+    float *k = f->s->k + t * (int64_t)H * (n + r), *vv = f->s->v + t * (int64_t)H * v;
+    float *q = s->sc.qfull + t * (int64_t)H * (n + r);
+    for (int h = 0; h < H; h++) {
+        const float *w = L->wkv_b + (int64_t)h * (n + v) * c;   /* n rows W_UK, v rows W_UV */
+        float *kh = k + h * (n + r), *vh = vv + h * v;
+        for (int i = 0; i < n + v; i++) {
+            float acc = 0;
+            for (int j = 0; j < c; j++)
+                acc += w[(int64_t)i * c + j] * kv[j];
+            if (i < n)
+                kh[i] = acc;
+            else
+                vh[i - n] = acc;
+        }
+        memcpy(kh + n, kv + c, (size_t)r * sizeof *kh);
+        kvx_rope_apply(q + h * (n + r) + n, cs, r, a->rope_kind);
+    }
+    kvx_kv_seq_write(f->seq[t], s->il, f->pos[t], k, vv);
 }
 
 /* o_h = W_UV^h õ_h (õ_h: the first c values of head h's attention output). */
@@ -582,6 +640,7 @@ static void row(const struct step *s, int64_t t)
                     a->norm_eps);
         break;
     case P_LATENT: latent_row(s, t); break;
+    case P_NAIVE: naive_row(s, t); break;
     case P_UV: uv_row(s, t); break;
     case P_FFN_NORM:
         kvx_add(x, xn, D);
@@ -656,6 +715,20 @@ static void attention_block(struct step *s)
         matmul(s, &L->wq_b, s->sc.cq, a->q_lora, s->sc.qfull, H * (a->nope + a->rope));
     } else {
         matmul(s, &L->wq, f->s->xn, D, s->sc.qfull, H * (a->nope + a->rope));
+    }
+    if (m->mla_mode == KVX_MLA_NAIVE) {
+        const int64_t qk = a->nope + a->rope;
+        matmul(s, &L->wkv_a, f->s->xn, D, s->sc.kva, a->kv_lora + a->rope);
+        run_rows(s, P_NAIVE);
+        const struct kvx_attn_batch nb = {
+            .n_tok = f->n_tok, .pos = f->pos, .seq = f->seq, .layer = s->il,
+            .n_head = (int32_t)H, .n_head_kv = (int32_t)H, .head_dim = (int32_t)qk,
+            .v_dim = a->v, .q = s->sc.qfull, .q_ld = H * qk, .out = s->sc.o, .out_ld = H * a->v,
+            .scale = a->scale,
+        };
+        kvx_attn_causal(f->tp, &nb, &f->s->attn_ws);
+        matmul(s, &L->wo, s->sc.o, H * a->v, f->s->xn, D);
+        return;
     }
     matmul(s, &L->wkv_a, f->s->xn, D, f->s->k, hd);
     run_rows(s, P_LATENT);
@@ -766,6 +839,39 @@ static void mla_forward(const struct kvx_model *m, struct kvx_forward *f)
     f->n_tok = n_tok;
 }
 
+/* Embeddings (+ lm_head unless tied), final norm; per layer the MLA projections and norms
+ * (q_a, q_a_layernorm, q_b or q_proj; kv_a_proj_with_mqa, kv_a_layernorm, kv_b, o), two
+ * norms, and the dense MLP or the MoE block (router, its score-correction bias, routed and
+ * shared experts; a token reads top_k routed experts).  The checkpoint's multi-token-
+ * prediction layer (num_nextn_predict_layers) is not part of the model HF runs: not counted. */
+static enum kvx_status mla_param_count(const struct kvx_model *m, struct kvx_param_count *out,
+                                       struct kvx_err *err)
+{
+    (void)err;
+    const struct kvx_hparams *hp = &m->hp;
+    const struct kvx_mla_hparams *a = &m->mla;
+    const double D = hp->n_embd, V = hp->n_vocab, H = hp->n_head, c = a->kv_lora;
+    const double qk = a->nope + a->rope;
+    double attn = a->q_lora ? D * a->q_lora + a->q_lora + a->q_lora * H * qk : D * H * qk;
+    attn += D * (c + a->rope) + c + c * H * (a->nope + a->v) + H * a->v * D + 2 * D;
+    const double expert = 3 * D * a->moe_ff;
+    /* a decoded token reads one embedding row but all of lm_head (or the tied table) */
+    double total = V * D * (hp->tie_embd ? 1 : 2) + D, active = V * D + D;
+    for (int il = 0; il < hp->n_layer; il++) {
+        if (il < a->n_dense) {
+            total += attn + 3 * D * hp->n_ff;
+            active += attn + 3 * D * hp->n_ff;
+            continue;
+        }
+        const double common = attn + D * a->n_expert + a->n_expert + a->n_shared * expert;
+        total += common + (double)a->n_expert * expert;
+        active += common + (double)a->top_k * expert;
+    }
+    out->total = total;
+    out->active = active;
+    return KVX_OK;
+}
+
 const struct kvx_arch kvx_arch_deepseek_v3 = {
     .name = "deepseek_v3",
     .hparams = mla_load_hparams,
@@ -773,4 +879,5 @@ const struct kvx_arch kvx_arch_deepseek_v3 = {
     .declare_cache = mla_declare_cache,
     .forward = mla_forward,
     .scratch_floats = mla_scratch_floats,
+    .param_count = mla_param_count,
 };

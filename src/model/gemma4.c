@@ -557,6 +557,46 @@ static void g4_declare_cache(const struct kvx_model *m, struct kvx_kv_layout *la
     }
 }
 
+/* Every tensor the forward pass reads (shared layers have no k/v/k_norm): the embedding (and
+ * lm_head unless tied), final norm, PLE tables; per layer q/o (+ k/v on owning layers, no v on
+ * K = V layers), q/k norms, four norms, layer_scalar, the GeGLU MLP, PLE gate/projection/norm,
+ * and the MoE router, experts and three extra norms.  Active: all of it but the two embedding
+ * tables (one row each per token; the main one counts when tied, as lm_head) and all but
+ * top_k of the experts. */
+static enum kvx_status g4_param_count(const struct kvx_model *m, struct kvx_param_count *out,
+                                      struct kvx_err *err)
+{
+    (void)err;
+    const struct g4 *g = m->arch_data;
+    const struct kvx_hparams *hp = &m->hp;
+    const double D = hp->n_embd, V = hp->n_vocab, H = hp->n_head, L = hp->n_layer, P = g->ple;
+    const double ple_tab = P > 0 ? (double)g->ple_vocab * L * P : 0;
+    const double ple_rest = P > 0 ? L * P * D + P : 0;
+    double total = V * D * (hp->tie_embd ? 1 : 2) + D + ple_tab + ple_rest;
+    double active = V * D + D + ple_rest;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const struct g4_layer *Lr = &g->layers[il];
+        const double hd = Lr->hd, kvd = (double)Lr->nkv * hd;
+        double n = 2 * H * hd * D + hd + 4 * D + 1 + 3 * D * Lr->ff;
+        if (Lr->donor < 0)
+            n += kvd * D * (Lr->k_eq_v ? 1 : 2) + hd;
+        if (P > 0)
+            n += 2 * P * D + D;
+        double experts = 0, used = 0;
+        if (g->moe) {
+            const double one = 3 * D * g->moe_ff;
+            n += 3 * D + (double)g->n_expert * D + D + g->n_expert;
+            experts = g->n_expert * one;
+            used = g->top_k * one;
+        }
+        total += n + experts;
+        active += n + used;
+    }
+    out->total = total;
+    out->active = active;
+    return KVX_OK;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Forward: per-token row steps and matmuls, each a parallel region over the engine's threads */
 
@@ -1013,6 +1053,7 @@ const struct kvx_arch kvx_arch_gemma4_text = {
     .declare_cache = g4_declare_cache,
     .forward = g4_forward,
     .scratch_floats = g4_scratch_floats,
+    .param_count = g4_param_count,
 };
 
 /* The multimodal checkpoints (Gemma4ForConditionalGeneration): the same text model. */
@@ -1023,4 +1064,5 @@ const struct kvx_arch kvx_arch_gemma4 = {
     .declare_cache = g4_declare_cache,
     .forward = g4_forward,
     .scratch_floats = g4_scratch_floats,
+    .param_count = g4_param_count,
 };

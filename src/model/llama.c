@@ -199,8 +199,13 @@ static enum kvx_status load_hparams_hf(struct kvx_model *m, struct kvx_err *err)
     if (mlp_bias)
         return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: mlp_bias true is not "
                            "supported");
-    struct kvx_hf_rope rope;
-    if ((st = kvx_hf_rope(c, hp->head_dim, &rope, err)))
+    struct kvx_hf_rope rope = {.theta = 10000.0f, .freq_scale = 1.0f, .n_rot = hp->head_dim};
+    st = kvx_hf_rope(c, hp->head_dim, &rope, err);
+    /* RoPE does not shape the cache: a config-only model (planned, not run) may use a RoPE
+     * type the forward pass does not implement (Llama 3.1's "llama3") */
+    if (st == KVX_ERR_UNSUPPORTED && m->config_only)
+        st = KVX_OK;
+    if (st)
         return st;
     hp->rope_theta = rope.theta;
     hp->rope_freq_scale = rope.freq_scale;
@@ -292,6 +297,10 @@ static enum kvx_status llama_load_weights(struct kvx_model *m, struct kvx_err *e
 {
     const bool hf = m->format == KVX_MODEL_SAFETENSORS;
     enum kvx_status st;
+    if (strcmp(m->arch_name, "qwen3_moe") == 0)
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: model_type 'qwen3_moe': the "
+                           "mixture-of-experts FFN is not implemented (its config can be "
+                           "planned and inspected without weights)");
     struct kvx_hparams *hp = &m->hp;
     const char *emb_name = hf ? "model.embed_tokens.weight" : "token_embd.weight";
     const char *out_name = hf ? "lm_head.weight" : "output.weight";
@@ -314,6 +323,83 @@ static enum kvx_status llama_load_weights(struct kvx_model *m, struct kvx_err *e
     for (int il = 0; il < hp->n_layer; il++)
         if ((st = load_layer(m, il, err)) != KVX_OK)
             return st;
+    return KVX_OK;
+}
+
+/* Qwen3-MoE FFN parameters of layer il (HF Qwen3MoeDecoderLayer: a sparse block when il is
+ * not in mlp_only_layers and (il + 1) % decoder_sparse_step == 0, else the dense MLP):
+ * router D x E and E experts of 3 D x moe_ff; a token reads the router and top_k experts. */
+struct moe_cfg {
+    int64_t n_expert, top_k, moe_ff, step;
+    const struct kvx_jv *only;     /* mlp_only_layers (a list of layer indices) or NULL */
+};
+
+static enum kvx_status moe_cfg_read(const struct kvx_model *m, struct moe_cfg *q,
+                                    struct kvx_err *err)
+{
+    const struct kvx_jv *c = m->config;
+    enum kvx_status st;
+    if ((st = kvx_hf_int(c, "num_experts", true, 0, 1, 1 << 16, &q->n_expert, err)) ||
+        (st = kvx_hf_int(c, "num_experts_per_tok", true, 0, 1, q->n_expert, &q->top_k, err)) ||
+        (st = kvx_hf_int(c, "moe_intermediate_size", true, 0, 1, 1 << 24, &q->moe_ff, err)) ||
+        (st = kvx_hf_int(c, "decoder_sparse_step", false, 1, 1, 4096, &q->step, err)))
+        return st;
+    q->only = kvx_jv_get(c, "mlp_only_layers");
+    if (q->only && q->only->type == KVX_JV_NULL)
+        q->only = NULL;
+    if (q->only && q->only->type != KVX_JV_ARRAY)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "config.json: key 'mlp_only_layers' is not a "
+                           "list");
+    return KVX_OK;
+}
+
+static bool moe_layer(const struct moe_cfg *q, int il)
+{
+    for (size_t i = 0; q->only && i < q->only->len; i++)
+        if (q->only->items[i].is_int && q->only->items[i].i == il)
+            return false;
+    return (il + 1) % q->step == 0;
+}
+
+/* Embeddings (+ lm_head unless tied), final norm; per layer q/k/v/o (+ biases, qk-norms as
+ * load_layer binds them), two norms, and the SwiGLU MLP (or Qwen3-MoE's experts). */
+static enum kvx_status llama_param_count(const struct kvx_model *m, struct kvx_param_count *out,
+                                         struct kvx_err *err)
+{
+    const struct kvx_hparams *hp = &m->hp;
+    const bool hf = m->format == KVX_MODEL_SAFETENSORS;
+    const bool qwen2 = strcmp(m->arch_name, "qwen2") == 0;
+    const bool moe = hf && strcmp(m->arch_name, "qwen3_moe") == 0;
+    const bool qk_norm = hf && (moe || strcmp(m->arch_name, "qwen3") == 0);
+    const double D = hp->n_embd, V = hp->n_vocab, F = hp->n_ff, hd = hp->head_dim;
+    const double nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
+    struct kvx_wtensor t;
+    const bool tied = hf ? hp->tie_embd : !kvx_model_find_tensor(m, "output.weight", &t);
+    double attn = D * nq + 2 * D * nkv + nq * D + 2 * D;   /* q, k, v, o; the two norms */
+    if (hf && (hp->attn_bias || qwen2))
+        attn += nq + 2 * nkv;
+    if (hf && hp->attn_bias && !qwen2)
+        attn += D;
+    if (qk_norm)
+        attn += 2 * hd;
+    struct moe_cfg q = {0};
+    enum kvx_status st;
+    if (moe && (st = moe_cfg_read(m, &q, err)) != KVX_OK)
+        return st;
+    /* a decoded token reads one embedding row but all of lm_head (or the tied table) */
+    double total = V * D * (tied ? 1 : 2) + D, active = V * D + D;
+    for (int il = 0; il < hp->n_layer; il++) {
+        if (moe && moe_layer(&q, il)) {
+            const double expert = 3 * D * (double)q.moe_ff;
+            total += attn + D * (double)q.n_expert + (double)q.n_expert * expert;
+            active += attn + D * (double)q.n_expert + (double)q.top_k * expert;
+        } else {
+            total += attn + 3 * D * F;
+            active += attn + 3 * D * F;
+        }
+    }
+    out->total = total;
+    out->active = active;
     return KVX_OK;
 }
 
@@ -622,4 +708,5 @@ const struct kvx_arch kvx_arch_llama = {
     .load_weights = llama_load_weights,
     .declare_cache = llama_declare_cache,
     .forward = llama_forward,
+    .param_count = llama_param_count,
 };

@@ -23,7 +23,7 @@ static const struct kvx_arch *const arch_table[] = {
 
 /* Families whose layout is the Llama one, with optional biases / qk-norm: GGUF names them by
  * general.architecture, Hugging Face by model_type. */
-static const char *const llama_like[] = {"mistral", "qwen2", "qwen3", NULL};
+static const char *const llama_like[] = {"mistral", "qwen2", "qwen3", "qwen3_moe", NULL};
 
 const struct kvx_arch *kvx_arch_find(const char *name)
 {
@@ -38,7 +38,8 @@ const struct kvx_arch *kvx_arch_find(const char *name)
 
 const char *kvx_arch_list(void)
 {
-    return "llama, mistral, qwen2, qwen3; deepseek_v3, gemma4_text, gemma4 (safetensors)";
+    return "llama, mistral, qwen2, qwen3, qwen3_moe (config only: planned, not run); "
+           "deepseek_v3, gemma4_text, gemma4 (safetensors)";
 }
 
 struct kvx_model_cfg kvx_model_cfg_default(void)
@@ -93,6 +94,32 @@ bool kvx_model_path_is_gguf(const char *path)
     return !has_suffix(path, ".safetensors") && !has_suffix(path, ".json");
 }
 
+static bool file_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+bool kvx_model_path_has_weights(const char *path)
+{
+    if (kvx_model_path_is_gguf(path) || has_suffix(path, ".safetensors") ||
+        has_suffix(path, ".safetensors.index.json"))
+        return true;
+    struct stat sb;
+    char dir[4096], p[4200];
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(dir, sizeof dir, "%s", path);
+    } else {
+        const char *slash = strrchr(path, '/');
+        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    }
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    if (file_exists(p))
+        return true;
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
+    return file_exists(p);
+}
+
 static enum kvx_status open_gguf(struct kvx_model *m, const char *path, struct kvx_err *err)
 {
     enum kvx_status st = kvx_gguf_open(path, &m->gguf, err);
@@ -120,6 +147,8 @@ static enum kvx_status open_safetensors(struct kvx_model *m, const char *path, b
     char *dir = m->dir;
     if (is_dir) {
         snprintf(dir, sizeof m->dir, "%s", path);
+        for (size_t l = strlen(dir); l > 1 && dir[l - 1] == '/'; l--)
+            dir[l - 1] = '\0';   /* "configs/x/" names the model x */
     } else {
         const char *slash = strrchr(path, '/');
         snprintf(dir, sizeof m->dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
@@ -186,6 +215,7 @@ enum kvx_status kvx_model_open(const struct kvx_model_cfg *cfg, struct kvx_model
         return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
     m->hp.bos_id = m->hp.eos_id = -1;
     m->config_only = cfg->config_only;
+    m->mla_mode = cfg->mla;
     enum kvx_status st = kvx_model_path_is_gguf(cfg->path)
                              ? open_gguf(m, cfg->path, err)
                              : open_safetensors(m, cfg->path, cfg->config_only, err);

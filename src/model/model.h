@@ -83,6 +83,13 @@ struct kvx_mla_layer {
     struct kvx_mat *experts;   /* MoE: n_expert x {gate, up, down}, owned */
 };
 
+/* Parameters of a model as its hyper-parameters define them (no weights needed). */
+struct kvx_param_count {
+    double total;              /* every parameter of the network the forward pass uses */
+    double active;             /* those one decoded token reads: MoE only the routed experts
+                                  it chooses; never the input embedding table (one row) */
+};
+
 struct kvx_arch {
     const char *name;                          /* general.architecture / model_type */
     enum kvx_status (*hparams)(struct kvx_model *m, struct kvx_err *err);
@@ -93,6 +100,19 @@ struct kvx_arch {
     /* Optional: floats of scratch the forward pass needs beyond the engine's standard buffers
      * for n_batch tokens (given it as kvx_forward_scratch.extra); NULL for none. */
     int64_t (*scratch_floats)(const struct kvx_model *m, int64_t n_batch);
+    /* Optional: count the parameters from the hyper-parameters alone (it runs on a config-only
+     * model; NULL: the planner falls back to the weights' own count, or cannot size weights
+     * from a bare config).  It must count every tensor of the checkpoint the forward pass
+     * uses — embeddings, a separate lm_head unless tied, every projection, norm weight and
+     * bias, routers and experts — and nothing it does not (FP8 block scales, multi-token-
+     * prediction layers HF does not instantiate), so that total equals the published count
+     * of the released model; active counts the weights one decoded token reads: lm_head
+     * but not the input embedding table (one row of it) unless the two are tied, and of the
+     * routed experts only the top_k a token chooses (plus the shared ones) — DeepSeek's
+     * "activated parameters" convention.
+     * Errors name the config.json key that was wrong. */
+    enum kvx_status (*param_count)(const struct kvx_model *m, struct kvx_param_count *out,
+                                   struct kvx_err *err);
 };
 
 enum kvx_model_format { KVX_MODEL_GGUF = 0, KVX_MODEL_SAFETENSORS };
@@ -122,6 +142,7 @@ struct kvx_model {
                                   free_arch_data at close, or owned through kvx_model_own) */
     void (*free_arch_data)(void *arch_data);
     bool config_only;          /* opened without weights (kvx_model_cfg.config_only) */
+    enum kvx_mla_mode mla_mode;                /* deepseek_v3: kvx_model_cfg.mla */
     void **owned;                              /* buffers converted at load (f32 vectors, ...) */
     int n_owned, cap_owned;
 };
@@ -168,6 +189,11 @@ enum kvx_status kvx_model_own(struct kvx_model *m, void *p, struct kvx_err *err)
 /* True when `path` is to be opened as GGUF: a file with the GGUF magic, or any path that is
  * neither a folder nor named *.safetensors / *.json (those are safetensors models). */
 bool kvx_model_path_is_gguf(const char *path);
+
+/* True when `path` names weights kvx can open: a GGUF file, a .safetensors file or index, or
+ * a folder / config.json next to model.safetensors or model.safetensors.index.json.  A bare
+ * config.json (or a folder holding only it) is opened with kvx_model_cfg.config_only. */
+bool kvx_model_path_has_weights(const char *path);
 
 /* The architecture for a GGUF general.architecture or a config.json model_type, or NULL. */
 const struct kvx_arch *kvx_arch_find(const char *name);

@@ -25,7 +25,7 @@ struct kvx_plan_cfg kvx_plan_cfg_default(void)
     c.concurrency = 1;
     c.tp = 1;
     c.util = 0.9;
-    c.bytes_per_param = 2.0;
+    c.bytes_per_param = 0;    /* the model's own dtype, else bf16 */
     return c;
 }
 
@@ -173,9 +173,12 @@ enum kvx_status kvx_plan_compute(const struct kvx_plan_kv *kv, const struct kvx_
     for (int k = 0; k < KVX_PLAN_LKIND_COUNT; k++)
         out->kind_per_token[k] = kvx_plan_kv_bytes_per_token_kind(kv, (enum kvx_plan_lkind)k);
     out->const_bytes = kvx_plan_kv_const_bytes(kv);
+    const double bpp = cfg->bytes_per_param > 0  ? cfg->bytes_per_param
+                       : kv->bytes_per_param > 0 ? kv->bytes_per_param
+                                                 : 2.0;
     out->weight_bytes = cfg->weight_bytes > 0    ? cfg->weight_bytes
                         : kv->weight_bytes > 0 ? (double)kv->weight_bytes
-                                               : kv->n_params * cfg->bytes_per_param;
+                                               : kv->n_params * bpp;
     out->weight_read_bytes = kv->n_params > 0 && kv->n_active > 0
                                  ? out->weight_bytes * (kv->n_active / kv->n_params)
                                  : out->weight_bytes;

@@ -14,6 +14,7 @@
 #include "engine/engine.h"
 #include "model/model.h"
 #include "util/err.h"
+#include "util/json.h"
 
 const char *kvx_plan_lkind_name(enum kvx_plan_lkind k)
 {
@@ -50,6 +51,7 @@ struct kvx_plan_kv_cfg kvx_plan_kv_cfg_default(void)
     kvx_plan_codec_parse("f16", &c.k);
     kvx_plan_codec_parse("f16", &c.v);
     c.page_tokens = kvx_engine_cfg_default().page_tokens;   /* what the engine would use */
+    c.mla = KVX_MLA_ABSORBED;
     return c;
 }
 
@@ -175,12 +177,61 @@ static enum kvx_plan_lkind kind_of_layout(enum kvx_kv_kind k)
     }
 }
 
-enum kvx_status kvx_plan_kv_from_gguf(const char *path, const struct kvx_plan_kv_cfg *cfg,
+/* Bytes per parameter of a config's weights: FP8 quantization_config 1, else torch_dtype (or
+ * transformers 5's "dtype"): bfloat16 / float16 2, float32 4; 0 when the config does not say. */
+static double config_dtype_bytes(const struct kvx_model *m)
+{
+    const struct kvx_jv *q = kvx_jv_get(m->config, "quantization_config");
+    const struct kvx_jv *qm = kvx_jv_get(q, "quant_method");
+    if (qm && qm->type == KVX_JV_STRING && strcmp(qm->str, "fp8") == 0)
+        return 1.0;
+    const struct kvx_jv *d = kvx_jv_get(m->config, "torch_dtype");
+    if (!d || d->type != KVX_JV_STRING)
+        d = kvx_jv_get(m->config, "dtype");
+    if (!d || d->type != KVX_JV_STRING)
+        return 0;
+    static const struct { const char *name; double bytes; } table[] = {
+        {"bfloat16", 2}, {"float16", 2}, {"float32", 4},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (strcmp(d->str, table[i].name) == 0)
+            return table[i].bytes;
+    return 0;
+}
+
+/* Parameters of a model: the arch's count from its hyper-parameters where it has one (the
+ * active share too), else the tensors' own count (all active). */
+static enum kvx_status count_params(const struct kvx_model *m, struct kvx_plan_kv *out,
+                                    struct kvx_err *err)
+{
+    struct kvx_model_info info;
+    kvx_model_get_info(m, &info);
+    out->n_params = out->n_active = (double)info.n_params;
+    out->weight_bytes = info.weight_bytes;
+    if (!m->arch->param_count)
+        return KVX_OK;
+    struct kvx_param_count pc = {0, 0};
+    enum kvx_status st = m->arch->param_count(m, &pc, err);
+    if (st != KVX_OK || pc.total <= 0)
+        return st;
+    if (m->config_only) {
+        out->n_params = pc.total;
+        out->n_active = pc.active;
+    } else {   /* the file's own count; the arch says which share a token reads */
+        out->n_active = out->n_params * (pc.active / pc.total);
+    }
+    return KVX_OK;
+}
+
+enum kvx_status kvx_plan_kv_from_path(const char *path, const struct kvx_plan_kv_cfg *cfg,
                                       struct kvx_plan_kv *out, struct kvx_err *err)
 {
     struct kvx_model_cfg mc = kvx_model_cfg_default();
     mc.path = path;
+    mc.config_only = !kvx_model_path_has_weights(path);
+    mc.mla = cfg->mla;
     struct kvx_model *m;
+    memset(out, 0, sizeof *out);
     enum kvx_status st = kvx_model_open(&mc, &m, err);
     if (st != KVX_OK)
         return st;
@@ -189,20 +240,23 @@ enum kvx_status kvx_plan_kv_from_gguf(const char *path, const struct kvx_plan_kv
         return st;
     }
     m->arch->declare_cache(m, &out->layout, cfg->k.native, cfg->v.native);   /* as the engine */
-    if ((st = kvx_kv_layout_validate(&out->layout, err)) != KVX_OK) {
+    if ((st = kvx_kv_layout_validate(&out->layout, err)) != KVX_OK ||
+        (st = count_params(m, out, err)) != KVX_OK) {
+        kvx_err_prefix(err, "%s", path);
         kvx_plan_kv_free(out);
         kvx_model_close(m);
         return st;
     }
     for (int32_t i = 0; i < out->layout.n_layer; i++)
         out->kind[i] = (uint8_t)kind_of_layout(out->layout.layers[i].kind);
-    struct kvx_model_info info;
-    kvx_model_get_info(m, &info);
     const char *base = strrchr(path, '/');
-    snprintf(out->name, sizeof out->name, "%s", info.name[0] ? info.name : base ? base + 1 : path);
-    out->n_params = out->n_active = (double)info.n_params;
-    out->weight_bytes = info.weight_bytes;
-    out->ctx_max = info.n_ctx_train;
+    snprintf(out->name, sizeof out->name, "%.63s", m->name[0] ? m->name : base ? base + 1 : path);
+    out->config_only = m->config_only;
+    if (m->config_only) {
+        out->weight_bytes = 0;
+        out->bytes_per_param = config_dtype_bytes(m);
+    }
+    out->ctx_max = m->hp.n_ctx_train;
     kvx_model_close(m);
     return KVX_OK;
 }

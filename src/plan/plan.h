@@ -92,22 +92,32 @@ struct kvx_plan_kv {
     uint8_t *kind;                   /* enum kvx_plan_lkind per layer, owned */
     struct kvx_plan_codec k, v;
     double n_params, n_active;
-    size_t weight_bytes;             /* GGUF: bytes of tensor data; presets: 0 (from a dtype) */
+    size_t weight_bytes;             /* a model with weights: bytes of tensor data; presets and
+                                        bare configs: 0 (n_params x bytes per parameter) */
+    double bytes_per_param;          /* a bare config's own weight dtype (torch_dtype; FP8
+                                        quantization_config: 1); 0: unknown */
+    bool config_only;                /* planned from config.json alone */
     int64_t ctx_max;
 };
 
 struct kvx_plan_kv_cfg {
     struct kvx_plan_codec k, v;
     int32_t page_tokens;
+    enum kvx_mla_mode mla;           /* deepseek_v3 models: the cache of this attention form */
 };
 struct kvx_plan_kv_cfg kvx_plan_kv_cfg_default(void);
 
 enum kvx_status kvx_plan_kv_from_model(const struct kvx_plan_model *pm,
                                        const struct kvx_plan_kv_cfg *cfg, struct kvx_plan_kv *out,
                                        struct kvx_err *err);
-/* Open a GGUF (weights mmap'd, nothing read) and declare its cache with the arch's own
- * declare_cache — the same call the engine makes. */
-enum kvx_status kvx_plan_kv_from_gguf(const char *path, const struct kvx_plan_kv_cfg *cfg,
+/* Open a model and declare its cache with the arch's own declare_cache — the same call the
+ * engine makes.  A GGUF file or a safetensors model (weights mmap'd, nothing read) opens as it
+ * runs: weight bytes are the tensors' own.  A bare config.json (or a folder holding no
+ * weights) opens config-only (kvx_model_cfg.config_only): parameters come from the arch's
+ * param_count (0 when it has none), weight bytes from them times a dtype (the config's own,
+ * or the plan's --weights-dtype / --weights-bytes).  A key the layout needs that the config
+ * lacks fails naming the key. */
+enum kvx_status kvx_plan_kv_from_path(const char *path, const struct kvx_plan_kv_cfg *cfg,
                                       struct kvx_plan_kv *out, struct kvx_err *err);
 void kvx_plan_kv_free(struct kvx_plan_kv *kv);
 
@@ -136,8 +146,10 @@ struct kvx_plan_cfg {
     int32_t gpus;              /* devices in all (a multiple of tp); 0 = tp */
     double util;               /* fraction of device memory usable (0, 1] */
     double reserve_bytes;      /* per replica: activations, workspace */
-    double weight_bytes;       /* > 0: overrides; else weights_per_param * params (or GGUF size) */
-    double bytes_per_param;    /* for presets; default 2 (bf16) */
+    double weight_bytes;       /* > 0: overrides; else the model's tensor bytes, or
+                                  params x bytes per parameter */
+    double bytes_per_param;    /* > 0: for presets and bare configs; 0 (default): a bare
+                                  config's own dtype, else 2 (bf16) */
     int64_t prefix_shared;     /* tokens of a prompt prefix every sequence shares (counted once) */
     double price_per_hour;     /* per device; 0 = no cost line */
 };

@@ -10,6 +10,14 @@ GGUF file.
       --tokens "1 2 3" > hf.json
   build/kvx logits -m DIR --tokens "1 2 3" --kv f32 --json > kvx.json
 
+The folder also gets a tokenizer.json rebuilt from the GGUF vocabulary and merges (byte-level
+BPE with the "smollm" pre-tokenizer: single digits, then GPT-2's byte-level split), so that kvx
+can read text with it too.  Without --tokens the script only converts.  One use: the same model
+with float32 weights runs its matmuls on float32 activations (the Q4_1 file quantizes them to 8
+bits), which isolates what a KV codec costs from activation rounding:
+
+  build/kvx eval kld -m DIR -f data/corpus/eval.txt -c 4096 --chunks 1 --kv q8
+
 Not run by the tests (it needs the model, torch and gguf-py); the README of tests/fixtures/arch
 records what it measured.
 """
@@ -53,6 +61,36 @@ def unpermute(w, n_head):
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def tokenizer_json(r):
+    """tokenizer.json (Hugging Face `tokenizers` format) from the GGUF's tokenizer.ggml.* keys."""
+    pre = field(r, "tokenizer.ggml.pre")
+    if field(r, "tokenizer.ggml.model") != "gpt2" or pre != "smollm":
+        raise SystemExit(f"tokenizer.json: only byte-level BPE with the 'smollm' pre-tokenizer "
+                         f"is rebuilt (this model: {pre})")
+    f = r.fields["tokenizer.ggml.tokens"]
+    tokens = [bytes(f.parts[i]).decode() for i in f.data]
+    f = r.fields["tokenizer.ggml.merges"]
+    merges = [bytes(f.parts[i]).decode().split(" ", 1) for i in f.data]
+    f = r.fields["tokenizer.ggml.token_type"]
+    types = [int(f.parts[i][0]) for i in f.data]
+    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True}
+             for i, (t, ty) in enumerate(zip(tokens, types)) if ty == 3]   # 3: control
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                  "use_regex": True}
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": True}, byte_level]},
+        "post_processor": None, "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": {t: i for i, t in enumerate(tokens)}, "merges": merges},
+    }
+
+
 def convert(path, out):
     r = GGUFReader(path)
     arch = field(r, "general.architecture")
@@ -92,16 +130,20 @@ def convert(path, out):
     save_file(sd, os.path.join(out, "model.safetensors"))
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
+    with open(os.path.join(out, "tokenizer.json"), "w") as f:
+        json.dump(tokenizer_json(r), f, ensure_ascii=False)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gguf", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--tokens", required=True)
+    ap.add_argument("--tokens")
     a = ap.parse_args()
     if not os.path.exists(os.path.join(a.out, "model.safetensors")):
         convert(a.gguf, a.out)
+    if not a.tokens:
+        return
     torch.set_num_threads(2)
     model = transformers.AutoModelForCausalLM.from_pretrained(
         a.out, dtype=torch.float32, attn_implementation="eager").eval()

@@ -1,0 +1,175 @@
+/* tests/test_plan_config: planning from a bare config.json (no weights) — released full-size
+ * configs in tests/fixtures/configs/ (sources: SOURCES.md there).
+ *
+ * For each: kvx opens it config-only (kvx_model_path_has_weights is false), the KV bytes per
+ * token at f16 equal the figure derived by hand below, the parameter count from the
+ * architecture's param_count is within 1% of the published one, and the weight dtype comes
+ * from the config.  The built-in presets (data/plan/models.tsv) that describe the same models
+ * must agree with them.  A config missing a key the layout needs fails naming the key. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model/model.h"
+#include "plan/plan.h"
+#include "test.h"
+
+#define PARAM_TOL 0.01   /* published counts are rounded (8.03B, 671B, ...): 1% */
+
+struct cfg_case {
+    const char *dir;           /* tests/fixtures/configs/<dir>/config.json */
+    const char *preset;        /* the data/plan/models.tsv row of the same model, or NULL */
+    size_t bytes_per_token;    /* f16 K and V; derivation beside each row */
+    double params;             /* published total */
+    double active;             /* published activated (MoE, DeepSeek convention), or 0 */
+    double dtype_bytes;        /* from torch_dtype / quantization_config */
+};
+
+/* Bytes per token = sum over layers of (K + V values per token) x 2 bytes:
+ *   GQA/MHA layer:    2 x n_kv_heads x head_dim x 2 B
+ *   MLA latent layer: (kv_lora_rank + qk_rope_head_dim) x 2 B  (kvx's absorbed cache) */
+static const struct cfg_case cases[] = {
+    /* 32 layers x 2 x 8 heads x 128 x 2 B = 131,072.  8.03B: model card (8,030,261,248) */
+    {"llama-3.1-8b", "llama-3.1-8b", 131072, 8.03e9, 0, 2},
+    /* 80 x 2 x 8 x 128 x 2 = 327,680.  70.6B: model card (HF: 70,553,706,496) */
+    {"llama-3.1-70b", "llama-3.1-70b", 327680, 70.6e9, 0, 2},
+    /* 36 x 2 x 8 x 128 x 2 = 147,456.  8.2B: Qwen3-8B model card ("Number of Parameters: 8.2B") */
+    {"qwen3-8b", "qwen3-8b", 147456, 8.2e9, 0, 2},
+    /* 48 x 2 x 4 x 128 x 2 = 98,304.  30.5B total: Qwen3-30B-A3B model card (its "3.3B
+     * activated" counts the input embedding table, which param_count's active does not:
+     * 3.042B + 151936 x 2048 = 3.353B; checked below) */
+    {"qwen3-30b-a3b", "qwen3-30b-a3b", 98304, 30.5e9, 0, 2},
+    /* 32 x 2 x 8 x 128 x 2 = 131,072 (kvx runs sliding_window 4096 as full attention capped at
+     * 4096 tokens: every layer FULL).  7.24B: Mistral 7B paper / model card (7,241,732,096) */
+    {"mistral-7b-v0.1", NULL, 131072, 7.24e9, 0, 2},
+    /* 61 x (512 + 64) x 2 = 70,272.  671B total, 36.6B activated including 0.9B lm_head:
+     * DeepSeek-V3 README_WEIGHTS.md (main model, MTP module excluded); FP8 weights: 1 B */
+    {"deepseek-v3", "deepseek-v3", 70272, 671e9, 36.6e9, 1},
+    /* 30 x 2 x 3 x 64 x 2 = 23,040.  134,515,008: docs/ARCHITECTURES.md E.2 (hub safetensors) */
+    {"smollm2-135m", "smollm2-135m", 23040, 134515008, 0, 2},
+};
+
+static void config_dir(const char *name, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%s", kvx_test_fixture("configs"), name);
+}
+
+static bool near_rel(double got, double want, double tol)
+{
+    return got >= want * (1 - tol) && got <= want * (1 + tol);
+}
+
+KVX_TEST(plan_config_released_models)
+{
+    struct kvx_plan_model *presets = NULL;
+    int32_t n_presets = 0;
+    struct kvx_err err = {0};
+    KVX_CHECK(kvx_plan_models_load("data/plan/models.tsv", &presets, &n_presets, &err) == KVX_OK);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const struct cfg_case *c = &cases[i];
+        char dir[512];
+        config_dir(c->dir, dir, sizeof dir);
+        KVX_CHECK(!kvx_model_path_has_weights(dir));
+        struct kvx_plan_kv_cfg kc = kvx_plan_kv_cfg_default();
+        struct kvx_plan_kv kv;
+        if (kvx_plan_kv_from_path(dir, &kc, &kv, &err) != KVX_OK) {
+            kvx_test_fail(__FILE__, __LINE__, "%s: %s", c->dir, err.msg);
+            continue;
+        }
+        KVX_CHECK(kv.config_only && strcmp(kv.name, c->dir) == 0);
+        KVX_CHECK_EQ_INT((long long)kvx_plan_kv_bytes_per_token(&kv), (long long)c->bytes_per_token);
+        KVX_CHECK_EQ_INT((long long)kvx_plan_kv_seq_bytes(&kv, 131072),
+                         (long long)(c->bytes_per_token * 131072));
+        if (!near_rel(kv.n_params, c->params, PARAM_TOL) ||
+            (c->active > 0 && !near_rel(kv.n_active, c->active, PARAM_TOL)))
+            kvx_test_fail(__FILE__, __LINE__, "%s: %.0f parameters (%.0f active), published "
+                          "%.4g (%.4g)", c->dir, kv.n_params, kv.n_active, c->params, c->active);
+        KVX_CHECK_NEAR(kv.bytes_per_param, c->dtype_bytes, 0);
+        const struct kvx_plan_model *pm;
+        if (c->preset && kvx_plan_model_find(presets, n_presets, c->preset, &pm, &err) == KVX_OK) {
+            struct kvx_plan_kv pk;
+            KVX_CHECK(kvx_plan_kv_from_model(pm, &kc, &pk, &err) == KVX_OK);
+            KVX_CHECK_EQ_INT((long long)kvx_plan_kv_bytes_per_token(&pk),
+                             (long long)c->bytes_per_token);
+            if (!near_rel(pk.n_params, kv.n_params, PARAM_TOL) ||
+                (pm->n_active > 0 && !near_rel(pk.n_active, kv.n_active, PARAM_TOL)))
+                kvx_test_fail(__FILE__, __LINE__, "preset %s: %.4g parameters (%.4g active), "
+                              "config %.4g (%.4g)", c->preset, pk.n_params, pk.n_active,
+                              kv.n_params, kv.n_active);
+            kvx_plan_kv_free(&pk);
+        } else if (c->preset) {
+            kvx_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        }
+        if (strcmp(c->dir, "qwen3-30b-a3b") == 0)   /* Qwen's convention: + the embedding */
+            KVX_CHECK(near_rel(kv.n_active + 151936.0 * 2048, 3.3e9, 0.02));
+        kvx_plan_kv_free(&kv);
+    }
+    free(presets);
+}
+
+/* MLA's naive form caches the multi-head-equivalent K and V:
+ * 61 layers x 128 heads x (128 + 64 + 128) x 2 B = 4,997,120 bytes per token. */
+KVX_TEST(plan_config_mla_naive_is_mha_equivalent)
+{
+    char dir[512];
+    config_dir("deepseek-v3", dir, sizeof dir);
+    struct kvx_plan_kv_cfg kc = kvx_plan_kv_cfg_default();
+    kc.mla = KVX_MLA_NAIVE;
+    struct kvx_plan_kv kv;
+    struct kvx_err err = {0};
+    KVX_CHECK(kvx_plan_kv_from_path(dir, &kc, &kv, &err) == KVX_OK);
+    KVX_CHECK_EQ_INT((long long)kvx_plan_kv_bytes_per_token(&kv), 4997120LL);
+    KVX_CHECK_EQ_INT((long long)kvx_plan_kv_bytes_per_token_kind(&kv, KVX_PLAN_LKIND_FULL),
+                     4997120LL);
+    kvx_plan_kv_free(&kv);
+}
+
+/* A copy of a fixture config with one key removed must fail, naming it. */
+static void expect_missing(const char *fixture, const char *key)
+{
+    char src[512], dir[] = "/tmp/kvx-cfg-XXXXXX", path[600], text[16384], out[16384];
+    config_dir(fixture, src, sizeof src);
+    strncat(src, "/config.json", sizeof src - strlen(src) - 1);
+    FILE *f = fopen(src, "rb");
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[n] = '\0';
+    char needle[96];
+    snprintf(needle, sizeof needle, "\"%s\":", key);
+    const char *at = strstr(text, needle), *eol = at ? strchr(at, '\n') : NULL;
+    KVX_CHECK(at && eol && mkdtemp(dir));
+    if (!at || !eol)
+        return;
+    /* drop the line "key": value, */
+    snprintf(out, sizeof out, "%.*s%s", (int)(at - text), text, eol + 1);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    f = fopen(path, "wb");
+    if (f) {
+        fputs(out, f);
+        fclose(f);
+    }
+    struct kvx_plan_kv_cfg kc = kvx_plan_kv_cfg_default();
+    struct kvx_plan_kv kv;
+    struct kvx_err err = {0};
+    const enum kvx_status st = kvx_plan_kv_from_path(dir, &kc, &kv, &err);
+    char want[128];
+    snprintf(want, sizeof want, "'%s' is missing", key);
+    if (st == KVX_OK || !strstr(err.msg, want))
+        kvx_test_fail(__FILE__, __LINE__, "%s without %s: status %d, '%s'", fixture, key, st,
+                      err.msg);
+    if (st == KVX_OK)
+        kvx_plan_kv_free(&kv);
+    unlink(path);
+    rmdir(dir);
+}
+
+KVX_TEST(plan_config_missing_key_named)
+{
+    expect_missing("llama-3.1-70b", "num_hidden_layers");
+    expect_missing("llama-3.1-70b", "hidden_size");
+    expect_missing("qwen3-30b-a3b", "num_experts");
+    expect_missing("deepseek-v3", "kv_lora_rank");
+    expect_missing("deepseek-v3", "qk_rope_head_dim");
+}
