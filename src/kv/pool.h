@@ -119,6 +119,18 @@ int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s);
 void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const float *k,
                       const float *v);
 
+/* COMPRESSED and HEAVY layers (kv/layout.h) store entries, not tokens: for them `pos` in
+ * kvx_kv_seq_write is an entry index (entry e pools tokens [e*ratio, (e+1)*ratio)), a view's
+ * slots are entries, and a sequence reserved for n tokens holds kvx_kv_layer_entries(n)
+ * of them.  Their per-sequence state block (kvx_kv_layer_state_bytes: codec state, the ring of
+ * the last `window` raw tokens, the compressor's pending and overlap state, at the offsets
+ * kv/layout gives) exists from the first reserve on, starts zeroed, and belongs to the model,
+ * which reads and writes it through kvx_kv_seq_state.  That state cannot be rewound:
+ * kvx_kv_seq_min_truncate is the length (a shorter truncation empties the sequence), and such
+ * layers take no part in prefix sharing (block pages, attach). */
+/* The state block of `layer` (NULL when the layer keeps none, or nothing is reserved yet). */
+uint8_t *kvx_kv_seq_state(struct kvx_kv_seq *s, int32_t layer);
+
 /* What attention needs to read one layer of one sequence (a SHARED layer resolves to the layer
  * it reads).  Valid until the sequence next changes. */
 struct kvx_kv_view {
