@@ -741,6 +741,8 @@ void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const fl
     }
 }
 
+struct kvx_kv_pool *kvx_kv_seq_pool(const struct kvx_kv_seq *s) { return s->pool; }
+
 uint8_t *kvx_kv_seq_state(struct kvx_kv_seq *s, int32_t layer)
 {
     const struct kvx_kv_layout *l = s->pool->layout;

@@ -130,6 +130,8 @@ void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const fl
  * layers take no part in prefix sharing (block pages, attach). */
 /* The state block of `layer` (NULL when the layer keeps none, or nothing is reserved yet). */
 uint8_t *kvx_kv_seq_state(struct kvx_kv_seq *s, int32_t layer);
+/* The pool a sequence belongs to. */
+struct kvx_kv_pool *kvx_kv_seq_pool(const struct kvx_kv_seq *s);
 
 /* What attention needs to read one layer of one sequence (a SHARED layer resolves to the layer
  * it reads).  Valid until the sequence next changes. */
