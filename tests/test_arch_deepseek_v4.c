@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "arch_fixture.h"
+#include "kv/codec.h"
 #include "kv/layout.h"
 #include "kvx.h"
 #include "model/model.h"
@@ -194,4 +195,57 @@ KVX_TEST(arch_deepseek_v4_config_errors)
     snprintf(p, sizeof p, "%s/model.safetensors", dir);
     unlink(p);
     rmdir(dir);
+}
+
+/* A compressed layer's window ring is rewritten in place: a K codec with per-sequence state
+ * (kivi2) is refused with a message naming the layer; bf16 and f16 caches run. */
+KVX_TEST(arch_deepseek_v4_codecs)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/deepseek_v4_mix", kvx_test_fixture("arch"));
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = p;
+    struct kvx_model *m = NULL;
+    KVX_CHECK(kvx_model_open(&mc, &m, NULL) == KVX_OK);
+    if (!m)
+        return;
+    const enum kvx_kv_codec codecs[] = {KVX_KV_CODEC_KIVI2, KVX_KV_CODEC_BF16, KVX_KV_CODEC_F16};
+    for (size_t i = 0; i < sizeof codecs / sizeof codecs[0]; i++) {
+        struct kvx_engine_cfg ec = kvx_engine_cfg_default();
+        ec.k_codec = ec.v_codec = codecs[i];
+        if (codecs[i] == KVX_KV_CODEC_KIVI2) {   /* the HCA layer only (the others: dims 16) */
+            ec.k_codec = ec.v_codec = KVX_KV_CODEC_F32;
+            ec.kv_layers = "2:kivi2";
+        }
+        ec.n_ctx = 64;
+        ec.n_threads = 1;
+        ec.page_tokens = 32;
+        struct kvx_engine *e = NULL;
+        struct kvx_err err = {0};
+        enum kvx_status st = kvx_engine_create(m, &ec, &e, &err);
+        if (codecs[i] == KVX_KV_CODEC_KIVI2) {
+            if (st != KVX_ERR_UNSUPPORTED || !strstr(err.msg, "layer 2 is a heavy layer"))
+                kvx_test_fail(__FILE__, __LINE__, "kivi2: status %d, '%s'", st, err.msg);
+            kvx_engine_destroy(e);
+            continue;
+        }
+        if (st != KVX_OK)
+            kvx_test_fail(__FILE__, __LINE__, "%s: %s", kvx_kv_codec_name(codecs[i]), err.msg);
+        struct kvx_session *s = NULL;
+        float *lg = malloc(256 * sizeof *lg);
+        int32_t toks[40];
+        for (int t = 0; t < 40; t++)
+            toks[t] = (t * 37 + 11) % 256;
+        KVX_CHECK(e && kvx_session_create(e, &s, &err) == KVX_OK);
+        if (s)
+            KVX_CHECK(kvx_session_feed(s, toks, 40, false, lg, &err) == KVX_OK);
+        bool finite = true;
+        for (int v = 0; v < 256; v++)
+            finite = finite && lg[v] == lg[v] && lg[v] < 1e30f && lg[v] > -1e30f;
+        KVX_CHECK(finite);
+        free(lg);
+        kvx_session_destroy(s);
+        kvx_engine_destroy(e);
+    }
+    kvx_model_close(m);
 }

@@ -207,6 +207,17 @@ enum kvx_status kvx_engine_create(const struct kvx_model *m, const struct kvx_en
                                        e->cfg.kivi_residual, err)) != KVX_OK ||
         (st = kvx_kv_layout_validate(&e->layout, err)) != KVX_OK)
         goto fail;
+    for (int32_t i = 0; i < e->layout.n_layer; i++) {
+        /* the window ring of a compressed layer is rewritten slot by slot, out of order */
+        const struct kvx_layer_cache *lc = &e->layout.layers[i];
+        if ((lc->kind == KVX_KV_KIND_COMPRESSED || lc->kind == KVX_KV_KIND_HEAVY) &&
+            kvx_kv_layer_k_state_bytes(&e->layout, i) > 0) {
+            st = kvx_err_set(err, KVX_ERR_UNSUPPORTED, "layer %d is a %s layer: its K codec "
+                             "'%s' keeps per-sequence state, which its window ring cannot use",
+                             (int)i, kvx_kv_kind_name(lc->kind), kvx_kv_codec_name(lc->k_codec));
+            goto fail;
+        }
+    }
     if (e->cfg.kv_budget_bytes == 0)
         e->cfg.kv_budget_bytes = default_budget(&e->layout, e->cfg.n_ctx);
     struct kvx_kv_pool_cfg pc = {.layout = &e->layout, .budget_bytes = e->cfg.kv_budget_bytes,

@@ -735,7 +735,7 @@ void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const fl
     for (int32_t h = 0; h < c->n_kv_heads; h++) {
         p->k_ops[layer]->k_put(k_base + (size_t)h * ks, kss ? k_state + (size_t)h * kss : NULL, &kf,
                                slot0, tok, k + (size_t)h * (size_t)c->k_dim);
-        if (c->kind != KVX_KV_KIND_LATENT)   /* a latent layer's V is its K */
+        if (c->kind != KVX_KV_KIND_LATENT && c->v_dim > 0)   /* latent: V is K; v_dim 0: none */
             p->v_ops[layer]->v_put(v_base + (size_t)h * vs, vss ? v_state + (size_t)h * vss : NULL, &vf,
                                slot0, tok, v + (size_t)h * (size_t)c->v_dim);
     }

@@ -107,7 +107,7 @@ int64_t kvx_kv_seq_reserved(const struct kvx_kv_seq *s);
 int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s);
 
 /* Store the K and V rows of position `pos` of `layer` (k: n_kv_heads*k_dim floats, v likewise;
- * v is not read for a LATENT layer and may be NULL there);
+ * v is not read for a LATENT layer or one with v_dim 0 and may be NULL there);
  * the position must be reserved.  Calls for one sequence must not run concurrently (codecs keep
  * per-sequence state and pack several tokens into shared bytes) and write positions in
  * increasing order (an earlier position is a rewrite: kv/codec.h).  For a SHARED layer this is
