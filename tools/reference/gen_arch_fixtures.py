@@ -34,11 +34,19 @@ def randomize(model, seed):
         for name, b in model.named_buffers():
             if "e_score_correction_bias" in name:   # MoE routing bias (a buffer, zeros)
                 b.copy_(0.1 * torch.randn(b.shape, generator=g))
+            elif "tid2eid" in name:   # DeepSeek-V4 hash routing table (zeros): distinct experts
+                n_exp = model.config.n_routed_experts
+                b.copy_(torch.stack([torch.randperm(n_exp, generator=g)[:b.shape[1]]
+                                     for _ in range(b.shape[0])]))
         for name, p in model.named_parameters():
             if "norm" in name:
                 v = 1.0 + 0.3 * torch.randn(p.shape, generator=g)
             elif name.endswith(".bias"):
                 v = 0.3 * torch.randn(p.shape, generator=g)
+            elif name.endswith((".sinks", ".position_bias", ".base", ".hc_base")):
+                v = 0.5 * torch.randn(p.shape, generator=g)    # DeepSeek-V4: zeros at init
+            elif name.endswith((".scale", ".hc_scale")):
+                v = 1.0 + 0.3 * torch.randn(p.shape, generator=g)   # DeepSeek-V4: ones
             else:
                 v = 0.15 * torch.randn(p.shape, generator=g)
             p.copy_(v)
@@ -112,6 +120,36 @@ CONFIGS = {
         rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                          "original_max_position_embeddings": 64, "mscale": 1.0,
                          "mscale_all_dim": 1.0, "beta_fast": 32, "beta_slow": 1}), {}),
+    # DeepSeek-V4, sliding-window layers only: K=V MQA with sinks, q low-rank + per-head norm,
+    # partial interleaved RoPE (last 8 of 32 dims), grouped output projection, mHC (4 streams),
+    # one hash-routed and one learned MoE layer (sqrtsoftplus, shared expert, swiglu_limit)
+    "deepseek_v4_swa": (transformers.DeepseekV4Config, transformers.DeepseekV4ForCausalLM, dict(
+        vocab_size=256, hidden_size=64, moe_intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, head_dim=32, q_lora_rank=32, partial_rotary_factor=0.25,
+        o_groups=2, o_lora_rank=16, sliding_window=8, n_routed_experts=4,
+        num_experts_per_tok=2, n_shared_experts=1, routed_scaling_factor=1.5, swiglu_limit=0.6,
+        layer_types=["sliding_attention"] * 2, mlp_layer_types=["hash_moe", "moe"],
+        hc_mult=4, hc_sinkhorn_iters=20, index_n_heads=2, index_head_dim=16, index_topk=3,
+        rms_norm_eps=1e-6, max_position_embeddings=256, tie_word_embeddings=False), {}),
+    # DeepSeek-V4 with every attention kind: SWA, CSA (4:1 overlapping compressor + lightning
+    # indexer keeping 3 entries of up to 14), HCA (8:1); window 8; YaRN on the compress rope.
+    # 16 indexer heads: a ReLU'd score is 0 only when every head's dot product is negative, and
+    # such ties would make the top-k choice depend on torch's tie-breaking
+    "deepseek_v4_mix": (transformers.DeepseekV4Config, transformers.DeepseekV4ForCausalLM, dict(
+        vocab_size=256, hidden_size=64, moe_intermediate_size=32, num_hidden_layers=4,
+        num_attention_heads=4, head_dim=32, q_lora_rank=32, partial_rotary_factor=0.25,
+        o_groups=2, o_lora_rank=16, sliding_window=8, n_routed_experts=4,
+        num_experts_per_tok=2, n_shared_experts=1, routed_scaling_factor=2.5, swiglu_limit=0.6,
+        layer_types=["sliding_attention", "compressed_sparse_attention",
+                     "heavily_compressed_attention", "compressed_sparse_attention"],
+        compress_rates={"compressed_sparse_attention": 4, "heavily_compressed_attention": 8},
+        mlp_layer_types=["hash_moe", "moe", "moe", "moe"], hc_mult=4, hc_sinkhorn_iters=20,
+        index_n_heads=16, index_head_dim=16, index_topk=3, compress_rope_theta=160000.0,
+        rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=256,
+        rope_parameters={"rope_type": "yarn", "factor": 4.0,
+                         "original_max_position_embeddings": 16, "beta_fast": 32,
+                         "beta_slow": 1},
+        tie_word_embeddings=False), {}),
 }
 
 
