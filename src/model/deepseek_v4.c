@@ -1077,6 +1077,39 @@ static void v4_forward(const struct kvx_model *m, struct kvx_forward *f)
     }
 }
 
+/* Parameters as v4_load binds them (the hash layers' tid2eid tables are token -> expert
+ * maps, not parameters; the multi-token-prediction layer is not counted).  A decoded token
+ * reads every layer's attention, compressors, mHC and router weights, its top_k routed
+ * experts and the shared ones, the output head and one embedding row. */
+static enum kvx_status v4_param_count(const struct kvx_model *m, struct kvx_param_count *out,
+                                      struct kvx_err *err)
+{
+    (void)err;
+    const struct v4 *a = m->arch_data;
+    const double D = a->D, H = a->H, hd = a->hd, n = a->n_hc, nm = (2 + n) * n;
+    const double ql = a->q_lora, cI = a->cI, V = m->hp.n_vocab;
+    const double expert = 3 * D * a->moe_ff;
+    double total = V * D * (m->hp.tie_embd ? 1 : 2) + D + n * D * n + n + 1;
+    double active = V * D + D + n * D * n + n + 1;
+    for (int il = 0; il < a->L; il++) {
+        double common = 2 * D + 2 * (n * D * nm + nm + 3);                 /* norms, mHC */
+        common += D * ql + ql + ql * H * hd + D * hd + hd;                   /* q, kv */
+        common += H * hd * a->olr + (double)a->og * a->olr * D + H;          /* o, sinks */
+        if (a->kinds[il] == V4_HCA)
+            common += 2 * D * hd + hd * a->ratio_hca + hd;
+        if (a->kinds[il] == V4_CSA)
+            common += 4 * D * hd + 2 * hd * a->ratio_csa + hd                /* compressor */
+                      + 4 * D * cI + 2 * cI * a->ratio_csa + cI              /* indexer's */
+                      + ql * a->HI * cI + D * a->HI;                         /* indexer */
+        common += D * a->E + (a->hash[il] ? 0 : a->E) + (a->n_shared ? expert : 0);
+        total += common + a->E * expert;
+        active += common + a->top_k * expert;
+    }
+    out->total = total;
+    out->active = active;
+    return KVX_OK;
+}
+
 const struct kvx_arch kvx_arch_deepseek_v4 = {
     .name = "deepseek_v4",
     .hparams = v4_hparams,
@@ -1084,4 +1117,5 @@ const struct kvx_arch kvx_arch_deepseek_v4 = {
     .declare_cache = v4_declare_cache,
     .forward = v4_forward,
     .scratch_floats = v4_scratch_floats,
+    .param_count = v4_param_count,
 };

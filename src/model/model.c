@@ -157,8 +157,9 @@ static enum kvx_status open_safetensors(struct kvx_model *m, const char *path, b
     /* config-only: any other *.json file (not a safetensors index) is the config itself
      * (released configs kept under their model's name) */
     const bool is_index = n >= 11 && strcmp(path + n - 11, ".index.json") == 0;
-    if (config_only && !is_dir && !is_config && !is_index && n >= 5 &&
-        strcmp(path + n - 5, ".json") == 0)
+    const bool named_config = config_only && !is_dir && !is_config && !is_index && n >= 5 &&
+                              strcmp(path + n - 5, ".json") == 0;
+    if (named_config)
         snprintf(cfg_path, sizeof cfg_path, "%s", path);
     enum kvx_status st = config_only ? KVX_OK : kvx_st_open(is_config ? dir : path, &m->st, err);
     if (st != KVX_OK)
@@ -175,6 +176,11 @@ static enum kvx_status open_safetensors(struct kvx_model *m, const char *path, b
     snprintf(m->arch_name, sizeof m->arch_name, "%.63s", type);
     const char *base = strrchr(dir, '/');
     snprintf(m->name, sizeof m->name, "%.255s", base && base[1] ? base + 1 : dir);
+    if (named_config) {   /* the file's name without .json */
+        const char *f = strrchr(path, '/');
+        f = f ? f + 1 : path;
+        snprintf(m->name, sizeof m->name, "%.*s", (int)(strlen(f) - 5 < 255 ? strlen(f) - 5 : 255), f);
+    }
     /* DeepSeek-style FP8 checkpoints: quantization_config.weight_block_size */
     m->fp8_block[0] = m->fp8_block[1] = 128;
     const struct kvx_jv *qc = kvx_jv_get(m->config, "quantization_config");
