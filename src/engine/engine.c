@@ -193,8 +193,17 @@ enum kvx_status kvx_engine_create(const struct kvx_model *m, const struct kvx_en
                                        e->cfg.kivi_residual, err)) != KVX_OK ||
         (st = kvx_kv_layout_validate(&e->layout, err)) != KVX_OK)
         goto fail;
-    if (e->cfg.kv_budget_bytes == 0)
-        e->cfg.kv_budget_bytes = kvx_kv_layout_seq_bytes(&e->layout, e->cfg.n_ctx);
+    if (e->cfg.kv_budget_bytes == 0) {
+        /* one session of n_ctx tokens; during a step of up to n_batch tokens a window layer
+         * holds the pages of its window and of the whole step (kv/pool.h) */
+        size_t b = kvx_kv_layout_seq_bytes(&e->layout, e->cfg.n_ctx);
+        const int64_t pt = e->layout.page_tokens;
+        const int64_t nb = e->cfg.n_batch < e->cfg.n_ctx ? e->cfg.n_batch : e->cfg.n_ctx;
+        for (int32_t i = 0; i < e->layout.n_layer; i++)
+            if (e->layout.layers[i].kind == KVX_KV_KIND_WINDOW)
+                b += kvx_kv_layer_page_bytes(&e->layout, i) * (size_t)((nb + pt - 1) / pt + 1);
+        e->cfg.kv_budget_bytes = b;
+    }
     struct kvx_kv_pool_cfg pc = {.layout = &e->layout, .budget_bytes = e->cfg.kv_budget_bytes,
                                  .isa = e->isa};
     if ((st = kvx_kv_pool_create(&pc, &e->pool, err)) != KVX_OK ||

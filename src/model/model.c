@@ -16,6 +16,7 @@
 static const struct kvx_arch *const arch_table[] = {
     &kvx_arch_llama,
     &kvx_arch_deepseek_v3,
+    &kvx_arch_laguna,
     NULL,
 };
 
@@ -36,7 +37,7 @@ const struct kvx_arch *kvx_arch_find(const char *name)
 
 const char *kvx_arch_list(void)
 {
-    return "llama, mistral, qwen2, qwen3; deepseek_v3 (safetensors, dense layers)";
+    return "llama, mistral, qwen2, qwen3; deepseek_v3, laguna (safetensors)";
 }
 
 struct kvx_model_cfg kvx_model_cfg_default(void)
@@ -105,7 +106,7 @@ static enum kvx_status open_gguf(struct kvx_model *m, const char *path, struct k
 }
 
 /* config.json next to the weights: `path` is the folder, config.json itself, a .safetensors
- * file or the index. */
+ * file or the index; for a config-only open also any other .json file holding the config. */
 static enum kvx_status open_safetensors(struct kvx_model *m, const char *path, bool config_only,
                                         struct kvx_err *err)
 {
@@ -124,6 +125,10 @@ static enum kvx_status open_safetensors(struct kvx_model *m, const char *path, b
     }
     char cfg_path[4200];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
+    /* config only: any other *.json file (not an index) is the config itself */
+    if (config_only && !is_dir && !is_config && n > 5 && strcmp(path + n - 5, ".json") == 0 &&
+        !(n > 11 && strcmp(path + n - 11, ".index.json") == 0))
+        snprintf(cfg_path, sizeof cfg_path, "%s", path);
     enum kvx_status st = config_only ? KVX_OK : kvx_st_open(is_config ? dir : path, &m->st, err);
     if (st != KVX_OK)
         return st;
