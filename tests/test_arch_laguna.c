@@ -77,6 +77,8 @@ KVX_TEST(arch_laguna_config_errors)
          KVX_ERR_FORMAT, "model.layers.0.self_attn.q_proj.weight"},
         {"\"gating\": true,", "\"gating\": \"per-element\",", KVX_ERR_FORMAT,
          "model.layers.0.self_attn.g_proj.weight"},
+        {"\"gating\": true,", "\"gating\": false,", KVX_ERR_FORMAT,
+         "model.layers.0.self_attn.g_proj.weight"},
         /* a tensor the config needs and the file lacks */
         {"    \"dense\"\n  ],", "    \"sparse\"\n  ],", KVX_ERR_FORMAT,
          "tensor 'model.layers.3.mlp.gate.weight' is missing"},

@@ -14,7 +14,8 @@
  *   cache[l][pos] = (k, v)      a FULL layer, or a WINDOW layer of sliding_window tokens
  *   o_h = softmax(q_h · K_g / sqrt(d)) V_g  over visible keys, g = h / (Hq_l / Hkv)
  *   o   = o ⊙ softplus(h Wg)   one gate per head (gating true / "per-head", broadcast over d)
- *                              or per element (gating "per-element")
+ *                              or per element (gating "per-element", or false as in
+ *                              transformers)
  *   x  += o Wo_l (+bo)
  *   h   = RMSNorm(x) * post_attention_layernorm
  *   x  += SwiGLU MLP(h)                                    mlp_layer_types[l] == "dense"
@@ -227,15 +228,17 @@ static enum kvx_status lag_config(struct kvx_model *m, struct lag *a, struct kvx
         return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: "
                            "moe_apply_router_weight_on_input true is not supported (transformers "
                            "refuses it too)");
-    /* gating: true / "per-head" (one gate per head) or "per-element" */
+    /* gating: true / "per-head" (one gate per head); "per-element" or false (transformers
+     * then also gates per element: g_proj has Hq d outputs) */
     const struct kvx_jv *g = kvx_jv_get(c, "gating");
     a->gate_per_head = true;
-    if (g && g->type == KVX_JV_STRING && strcmp(g->str, "per-element") == 0)
+    if (g && ((g->type == KVX_JV_STRING && strcmp(g->str, "per-element") == 0) ||
+              (g->type == KVX_JV_BOOL && !g->b)))
         a->gate_per_head = false;
-    else if (g && !(g->type == KVX_JV_BOOL && g->b) &&
+    else if (g && g->type != KVX_JV_NULL && !(g->type == KVX_JV_BOOL && g->b) &&
              !(g->type == KVX_JV_STRING && strcmp(g->str, "per-head") == 0))
         return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: key 'gating' must be true, "
-                           "\"per-head\" or \"per-element\"");
+                           "false, \"per-head\" or \"per-element\"");
     a->n_layer = (int32_t)layers;
     a->head_dim = (int32_t)hd;
     a->n_head_kv = (int32_t)kv;
