@@ -88,6 +88,7 @@ KVX_TEST(arch_laguna_config_errors)
         {"\"use_cache\": true,\n  \"vocab_size\": 256", "\"use_cache\": true", KVX_ERR_FORMAT,
          "'vocab_size' is missing"},
         {"\"num_key_value_heads\": 2,", "", KVX_ERR_FORMAT, "'num_key_value_heads' is missing"},
+        {"\"head_dim\": 16,", "", KVX_ERR_FORMAT, "'head_dim' is missing"},
         {"\"num_experts\": 4,", "", KVX_ERR_FORMAT, "'num_experts' is missing"},
         {"\"num_attention_heads_per_layer\": [\n    4,", "\"num_attention_heads_per_layer\": [\n    3,",
          KVX_ERR_FORMAT, "layer 0 has 3 query heads"},

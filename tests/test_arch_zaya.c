@@ -159,6 +159,7 @@ KVX_TEST(arch_zaya_config_errors)
          "tensor 'lm_head.weight' is missing"},
         /* missing and unsupported keys */
         {"\"cca_time1\": 2,", "", KVX_ERR_FORMAT, "'cca_time1' is missing"},
+        {"\"head_dim\": 16,", "", KVX_ERR_FORMAT, "'head_dim' is missing"},
         {"\"router_hidden_size\": 16,", "", KVX_ERR_FORMAT, "'router_hidden_size' is missing"},
         {"\"num_experts_per_tok\": 1,", "\"num_experts_per_tok\": 2,", KVX_ERR_UNSUPPORTED,
          "num_experts_per_tok"},

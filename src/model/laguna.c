@@ -81,16 +81,22 @@ static void lag_free(void *p)
 /* ------------------------------------------------------------------------------------------ */
 /* Hyper-parameters */
 
-/* YaRN (transformers' _compute_yarn_parameters, truncated correction range): inv[i] =
+/* YaRN (transformers' _compute_yarn_parameters): inv[i] =
  * θ^(-2i/R) blended between extrapolation (weight 1 - ramp_i) and interpolation (/factor, weight
  * ramp_i), ramp_i = clamp((i - low) / (high - low), 0, 1),
- * low = max(floor(R ln(L0 / (β_fast 2π)) / (2 ln θ)), 0), high = min(ceil(... β_slow ...), R-1). */
+ * low = max(floor(R ln(L0 / (β_fast 2π)) / (2 ln θ)), 0), high = min(ceil(... β_slow ...), R-1)
+ * (floor and ceil unless rope_parameters.truncate is false; transformers reads that key at the
+ * top of rope_parameters, not in a layer type's entry). */
 static void yarn_inv(float *inv, int32_t R, double theta, double factor, double orig,
-                     double beta_fast, double beta_slow)
+                     double beta_fast, double beta_slow, bool truncate)
 {
     const double pi = 3.14159265358979323846;
-    double low = floor(R * log(orig / (beta_fast * 2 * pi)) / (2 * log(theta)));
-    double high = ceil(R * log(orig / (beta_slow * 2 * pi)) / (2 * log(theta)));
+    double low = R * log(orig / (beta_fast * 2 * pi)) / (2 * log(theta));
+    double high = R * log(orig / (beta_slow * 2 * pi)) / (2 * log(theta));
+    if (truncate) {
+        low = floor(low);
+        high = ceil(high);
+    }
     low = low > 0 ? low : 0;
     high = high < R - 1 ? high : R - 1;
     if (low == high)
@@ -166,7 +172,10 @@ static enum kvx_status lag_rope_params(const struct kvx_jv *c, const char *type,
     if (kvx_jv_get(rp, "mscale") || kvx_jv_get(rp, "mscale_all_dim"))
         return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: rope_parameters.%s: yarn "
                            "mscale / mscale_all_dim are not supported for laguna", type);
-    yarn_inv(r->inv, r->n_rot, theta, factor, orig, bf, bs);
+    bool truncate = true;
+    if ((st = kvx_hf_bool(top, "truncate", true, &truncate, err)))
+        return kvx_err_prefix(err, "rope_parameters"), st;
+    yarn_inv(r->inv, r->n_rot, theta, factor, orig, bf, bs, truncate);
     r->attn_factor = (float)(af != 0 ? af : factor <= 1 ? 1.0 : 0.1 * log(factor) + 1.0);
     return KVX_OK;
 }
@@ -204,7 +213,8 @@ static enum kvx_status lag_config(struct kvx_model *m, struct lag *a, struct kvx
         (st = kvx_hf_int(c, "num_hidden_layers", true, 0, 1, 4096, &layers, err)) ||
         (st = kvx_hf_int(c, "num_attention_heads", true, 0, 1, 4096, &heads, err)) ||
         (st = kvx_hf_int(c, "num_key_value_heads", true, 0, 1, 4096, &kv, err)) ||
-        (st = kvx_hf_int(c, "head_dim", false, embd / heads, 2, 4096, &hd, err)) ||
+        /* head_dim: required (transformers would take its class default, 128) */
+        (st = kvx_hf_int(c, "head_dim", true, 0, 2, 4096, &hd, err)) ||
         (st = kvx_hf_int(c, "intermediate_size", false, 8192, 1, 1 << 24, &ff, err)) ||
         (st = kvx_hf_int(c, "vocab_size", true, 0, 1, INT32_MAX, &vocab, err)) ||
         (st = kvx_hf_int(c, "max_position_embeddings", false, 131072, 1, (int64_t)1 << 30, &ctx,

@@ -143,7 +143,8 @@ static enum kvx_status zaya_config(struct kvx_model *m, struct zaya *a, struct k
         (st = kvx_hf_int(c, "num_hidden_layers", true, 0, 1, 4096, &layers, err)) ||
         (st = kvx_hf_int(c, "num_attention_heads", true, 0, 1, 4096, &heads, err)) ||
         (st = kvx_hf_int(c, "num_key_value_heads", true, 0, 1, 4096, &kv, err)) ||
-        (st = kvx_hf_int(c, "head_dim", false, embd / heads, 2, 4096, &hd, err)) ||
+        /* head_dim: required (transformers would take its class default, 128) */
+        (st = kvx_hf_int(c, "head_dim", true, 0, 2, 4096, &hd, err)) ||
         (st = kvx_hf_int(c, "vocab_size", true, 0, 1, INT32_MAX, &vocab, err)) ||
         (st = kvx_hf_int(c, "max_position_embeddings", false, 131072, 1, (int64_t)1 << 30, &ctx,
                          err)) ||
