@@ -378,6 +378,12 @@ char *kvx_engine_kv_report(const struct kvx_engine *e)
         "%.2f MiB budget)\n", st.bytes_per_token, (long long)st.tokens_cached,
         (long long)st.pages_used, st.bytes_used, (double)st.bytes_used / 1048576.0,
         (double)st.budget_bytes / 1048576.0);
+    size_t model_state = 0;
+    for (int32_t i = 0; i < l->n_layer; i++)
+        model_state += kvx_kv_layer_model_state_bytes(l, i);
+    if (kvx_kv_layout_state_bytes(l))
+        OUT("state per sequence, whatever its length: %zu bytes (%zu of them the model's own)\n",
+            kvx_kv_layout_state_bytes(l), model_state);
     if (e->prefix)
         OUT("prefix cache: %lld blocks, %zu bytes (%zu used by no session); %lld tokens reused, "
             "%zu bytes shared\n", (long long)st.prefix_blocks, st.prefix_bytes,

@@ -378,7 +378,18 @@ int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s)
         if (need > min_keep)
             min_keep = need;
     }
+    if (kvx_kv_layout_has_model_state(l) && s->len > min_keep)
+        min_keep = s->len;   /* the model state describes the last token only */
     return s->compact_len > min_keep ? s->compact_len : min_keep;
+}
+
+float *kvx_kv_seq_model_state(struct kvx_kv_seq *s, int32_t layer)
+{
+    const struct kvx_kv_layout *l = s->pool->layout;
+    if (layer < 0 || layer >= l->n_layer || !kvx_kv_layer_model_state_bytes(l, layer) ||
+        !s->tables[layer].state)
+        return NULL;
+    return (float *)(s->tables[layer].state + kvx_kv_layer_model_state_offset(l, layer));
 }
 
 static void heads_state_truncate(struct kvx_kv_seq *s, int32_t layer, int32_t h0, int32_t h1,
@@ -1339,6 +1350,9 @@ static enum kvx_status attach_validate(const struct kvx_kv_seq *s, int64_t first
         if (l->layers[i].kind == KVX_KV_KIND_WINDOW || pooled_kind(l->layers[i].kind))
             return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv attach: layer %d is a window or compressed layer; "
                                "prefix sharing needs layers that keep every token", (int)i);
+    if (kvx_kv_layout_has_model_state(l))
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv attach: the layout keeps model state per "
+                           "sequence, which attached pages cannot restore");
     if (first < 0 || n_blocks < 1 || n_blocks > INT32_MAX || first > INT32_MAX - n_blocks ||
         first * pt > s->len || n_tokens <= s->len || n_tokens <= (first + n_blocks - 1) * pt ||
         n_tokens > (first + n_blocks) * pt)

@@ -100,6 +100,13 @@ void kvx_kv_seq_set_len(struct kvx_kv_seq *s, int64_t n_tokens);
  * would see cannot serve n_keep: when 0 < n_keep < kvx_kv_seq_min_truncate(s) the sequence is
  * emptied instead (length 0, every page released) and the caller must recompute it. */
 void kvx_kv_seq_truncate(struct kvx_kv_seq *s, int64_t n_keep);
+/* The model's own per-sequence state of `layer` (kvx_layer_cache.state_floats f32 values; zero
+ * in a new or emptied sequence, copied by fork), or NULL when the layer declares none or the
+ * sequence holds nothing reserved yet.  The model reads and updates it during a step; the pool
+ * never interprets it.  Since it describes the sequence's last token, a sequence with model
+ * state is emptied by any truncation below its length (kvx_kv_seq_min_truncate = length) and
+ * cannot attach prefix pages. */
+float *kvx_kv_seq_model_state(struct kvx_kv_seq *s, int32_t layer);
 /* Positions [0, n) for which pages exist (>= kvx_kv_seq_len). */
 int64_t kvx_kv_seq_reserved(const struct kvx_kv_seq *s);
 /* The smallest n_keep > 0 that kvx_kv_seq_truncate keeps as asked: 1 when no window layer has

@@ -17,6 +17,8 @@ static const struct kvx_arch *const arch_table[] = {
     &kvx_arch_llama,
     &kvx_arch_deepseek_v3,
     &kvx_arch_deepseek_v4,
+    &kvx_arch_laguna,
+    &kvx_arch_zaya,
     NULL,
 };
 
@@ -38,7 +40,7 @@ const struct kvx_arch *kvx_arch_find(const char *name)
 const char *kvx_arch_list(void)
 {
     return "llama, mistral, qwen2, qwen3, qwen3_moe (config only: planned, not run); "
-           "deepseek_v3, deepseek_v4 (safetensors)";
+           "deepseek_v3, deepseek_v4, laguna, zaya (safetensors)";
 }
 
 struct kvx_model_cfg kvx_model_cfg_default(void)

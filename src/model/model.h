@@ -203,5 +203,7 @@ const char *kvx_arch_list(void);
 extern const struct kvx_arch kvx_arch_llama;
 extern const struct kvx_arch kvx_arch_deepseek_v3;
 extern const struct kvx_arch kvx_arch_deepseek_v4;
+extern const struct kvx_arch kvx_arch_laguna;
+extern const struct kvx_arch kvx_arch_zaya;
 
 #endif

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tiny random Hugging Face models and their reference logits, for tests/test_arch_llama.c.
+"""Tiny random Hugging Face models and their reference logits, for tests/test_arch_*.c.
 
 For each configuration below: build the model with `transformers` (float32, eager attention),
 give every parameter random values (including those that initialize to constants: norm weights,
@@ -38,8 +38,10 @@ def randomize(model, seed):
                 n_exp = model.config.n_routed_experts
                 b.copy_(torch.stack([torch.randperm(n_exp, generator=g)[:b.shape[1]]
                                      for _ in range(b.shape[0])]))
+            if "balancing_biases" in name:          # ZAYA router biases (skip class: -1)
+                b.copy_(b + 0.1 * torch.randn(b.shape, generator=g))
         for name, p in model.named_parameters():
-            if "norm" in name:
+            if "norm" in name or name.endswith("_scale"):   # incl. ZAYA qk_norm.temp, scales
                 v = 1.0 + 0.3 * torch.randn(p.shape, generator=g)
             elif name.endswith(".bias"):
                 v = 0.3 * torch.randn(p.shape, generator=g)
@@ -150,6 +152,72 @@ CONFIGS = {
                          "original_max_position_embeddings": 16, "beta_fast": 32,
                          "beta_slow": 1},
         tie_word_embeddings=False), {}),
+    # Laguna: per-layer query heads (4 on the global layer, 8 on sliding ones), window 8 (the
+    # 56 tokens cross it), YaRN on half the dims of the global layer with an explicit
+    # attention_factor, default RoPE on all dims of sliding layers, softplus per-head gate,
+    # sigmoid-routed MoE (top 2 of 4, scaled 2.5, + shared expert) on two layers
+    "laguna_swa": (transformers.LagunaConfig, transformers.LagunaForCausalLM, dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, num_attention_heads_per_layer=[4, 8, 8, 8],
+        head_dim=16, layer_types=["full_attention", "sliding_attention", "sliding_attention",
+                                  "sliding_attention"],
+        sliding_window=8, mlp_layer_types=["dense", "sparse", "sparse", "dense"], num_experts=4,
+        num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32,
+        moe_routed_scaling_factor=2.5, max_position_embeddings=256, rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        rope_parameters={"full_attention": {"rope_type": "yarn", "rope_theta": 500000.0,
+                                            "factor": 32.0, "original_max_position_embeddings": 64,
+                                            "beta_fast": 64.0, "beta_slow": 1.0,
+                                            "attention_factor": 1.3465735902799727,
+                                            "partial_rotary_factor": 0.5},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0,
+                                               "partial_rotary_factor": 1.0}}), {}),
+    # Laguna: sliding layers first and last (window 5, different head counts 2 and 4), a global
+    # layer with 6 heads, per-element gate, attention biases, router softcapping, top 3 of 6,
+    # tied embeddings, YaRN without attention_factor (0.1 ln(factor) + 1) on sliding layers
+    "laguna_mix": (transformers.LagunaConfig, transformers.LagunaForCausalLM, dict(
+        vocab_size=288, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+        num_attention_heads=6, num_key_value_heads=2, num_attention_heads_per_layer=[2, 6, 4],
+        head_dim=16, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        sliding_window=5, mlp_layer_types=["sparse", "dense", "sparse"], num_experts=6,
+        num_experts_per_tok=3, moe_intermediate_size=32, shared_expert_intermediate_size=64,
+        moe_routed_scaling_factor=1.0, moe_router_logit_softcapping=2.0, gating="per-element",
+        attention_bias=True, max_position_embeddings=256, rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 500000.0,
+                                            "partial_rotary_factor": 0.5},
+                         "sliding_attention": {"rope_type": "yarn", "rope_theta": 10000.0,
+                                               "factor": 4.0,
+                                               "original_max_position_embeddings": 32}}), {}),
+    # ZAYA1 compressed convolutional attention: 4 query heads, 2 KV heads (value head 0 from
+    # the current token, head 1 from the previous), depthwise + grouped causal convolutions of
+    # width 2, top-1 MoE with a skip expert and the EDA router
+    "zaya_cca": (transformers.ZayaConfig, transformers.ZayaForCausalLM, dict(
+        vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, moe_intermediate_size=32, num_experts=4,
+        num_experts_per_tok=1, router_hidden_size=16, cca_time0=2, cca_time1=2,
+        max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=True), {}),
+    # ZAYA: 8 query heads on 4 KV heads (values: 2 heads current, 2 previous), head_dim 16,
+    # convolutions of width 3 and 2 (3 frames of state), 3 layers, separate lm_head, other RoPE
+    "zaya_cca3": (transformers.ZayaConfig, transformers.ZayaForCausalLM, dict(
+        vocab_size=320, hidden_size=64, num_hidden_layers=3, num_attention_heads=8,
+        num_key_value_heads=4, head_dim=16, moe_intermediate_size=32, num_experts=3,
+        num_experts_per_tok=1, router_hidden_size=32, cca_time0=3, cca_time1=2,
+        max_position_embeddings=256, rms_norm_eps=1e-6, tie_word_embeddings=False,
+        rope_parameters={"hybrid": {"rope_type": "default", "rope_theta": 100000.0,
+                                    "partial_rotary_factor": 0.5}}), {}),
+    # ZAYA with a sliding-window layer (hybrid_sliding, window 6: the 56 tokens cross it)
+    # before a global one, other RoPE bases per layer type
+    "zaya_swa": (transformers.ZayaConfig, transformers.ZayaForCausalLM, dict(
+        vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, moe_intermediate_size=32, num_experts=2,
+        num_experts_per_tok=1, router_hidden_size=16, cca_time0=2, cca_time1=2,
+        layer_types=["hybrid_sliding", "hybrid"], sliding_window=6,
+        max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        rope_parameters={"hybrid": {"rope_type": "default", "rope_theta": 500000.0,
+                                    "partial_rotary_factor": 0.5},
+                         "hybrid_sliding": {"rope_type": "default", "rope_theta": 10000.0,
+                                            "partial_rotary_factor": 1.0}}), {}),
 }
 
 
