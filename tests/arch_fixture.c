@@ -123,7 +123,8 @@ void kvx_test_arch_fixture_cfg(const char *name, const struct kvx_model_cfg *bas
     if (!pre || !dec || !e || kvx_session_create(e, &s, &err) != KVX_OK)
         goto out;
     /* prefill: all T tokens in one call */
-    KVX_CHECK(kvx_session_feed(s, r.tokens, T, true, pre, &err) == KVX_OK);
+    if (kvx_session_feed(s, r.tokens, T, true, pre, &err) != KVX_OK)
+        kvx_test_fail(__FILE__, __LINE__, "%s: prefill: %s", name, err.msg);
     double d_pre = max_diff(pre, r.prefill, T * V);
     /* decode: P tokens, then one at a time, in a fresh sequence */
     KVX_CHECK(kvx_session_truncate(s, 0, &err) == KVX_OK);

@@ -108,6 +108,48 @@ KVX_TEST(plan_config_released_models)
     free(presets);
 }
 
+/* DeepSeek V4's released configs (single files): KV bytes per token at bf16 = 21 CSA x
+ * (512 + 128) x 2 / 4 + 20 HCA x 512 x 2 / 128 = 6,880 (Flash), 30 x 320 + 31 x 8 = 9,848
+ * (Pro), plus constants: a window ring of 128 x 512 x 2 = 131,072 B per layer and the
+ * compressors' pending state.  Parameters:
+ * the model cards' 284B total / 13B activated (Flash) and 1.6T / 49B (Pro), rounded figures:
+ * within 3%.  9,848 B x 2^20 tokens = 9.62 GiB is the figure DeepSeek quotes for V4-Pro's
+ * bf16 cache at 1M tokens. */
+KVX_TEST(plan_config_deepseek_v4_released)
+{
+    const struct {
+        const char *file, *name;
+        size_t bpt;
+        int layers;
+        double params, active;
+    } v4[] = {{"DeepSeek-V4-Flash.json", "DeepSeek-V4-Flash", 6880, 43, 284e9, 13e9},
+              {"DeepSeek-V4-Pro.json", "DeepSeek-V4-Pro", 9848, 61, 1.6e12, 49e9}};
+    struct kvx_err err = {0};
+    for (size_t i = 0; i < 2; i++) {
+        char path[512];
+        config_dir(v4[i].file, path, sizeof path);
+        struct kvx_plan_kv_cfg kc = kvx_plan_kv_cfg_default();
+        struct kvx_plan_kv kv;
+        if (kvx_plan_kv_from_path(path, &kc, &kv, &err) != KVX_OK) {
+            kvx_test_fail(__FILE__, __LINE__, "%s: %s", v4[i].file, err.msg);
+            continue;
+        }
+        KVX_CHECK(kv.config_only && strcmp(kv.name, v4[i].name) == 0);
+        KVX_CHECK_EQ_INT((long long)kvx_plan_kv_bytes_per_token(&kv), (long long)v4[i].bpt);
+        /* growth is exactly bytes/token (2^19 is a multiple of both ratios); the constant part
+         * (window rings, compressor state) holds at least the rings */
+        KVX_CHECK_EQ_INT((long long)(kvx_plan_kv_seq_bytes(&kv, 1 << 20) - kvx_plan_kv_seq_bytes(&kv, 1 << 19)),
+                         (long long)(v4[i].bpt << 19));
+        KVX_CHECK(kvx_plan_kv_seq_bytes(&kv, 1 << 20) - v4[i].bpt * (1u << 20) >=
+                  (size_t)v4[i].layers * 131072);
+        if (!near_rel(kv.n_params, v4[i].params, 0.03) || !near_rel(kv.n_active, v4[i].active, 0.03))
+            kvx_test_fail(__FILE__, __LINE__, "%s: %.4g parameters (%.4g active), published "
+                          "%.4g (%.4g)", v4[i].file, kv.n_params, kv.n_active, v4[i].params,
+                          v4[i].active);
+        kvx_plan_kv_free(&kv);
+    }
+}
+
 /* MLA's naive form caches the multi-head-equivalent K and V:
  * 61 layers x 128 heads x (128 + 64 + 128) x 2 B = 4,997,120 bytes per token. */
 KVX_TEST(plan_config_mla_naive_is_mha_equivalent)

@@ -120,19 +120,6 @@ static enum kvx_status evict_create(struct kvx_engine *e, struct kvx_err *err)
     return KVX_OK;
 }
 
-/* During a step that writes positions [L, L + n) a window layer holds the pages overlapping
- * [L - window + 1, L + n) (kv/pool.h), up to ceil(n / page) + 2 more than the window alone:
- * the default budget leaves that room for one chunk of n_batch tokens in every window layer. */
-static size_t window_chunk_slack(const struct kvx_kv_layout *l, int64_t n_batch)
-{
-    const int64_t pages = (n_batch + l->page_tokens - 1) / l->page_tokens + 2;
-    size_t b = 0;
-    for (int32_t i = 0; i < l->n_layer; i++)
-        if (l->layers[i].kind == KVX_KV_KIND_WINDOW)
-            b += (size_t)pages * kvx_kv_layer_page_bytes(l, i);
-    return b;
-}
-
 /* One allocation for every scratch buffer of a step of n_batch tokens. */
 static enum kvx_status alloc_scratch(struct kvx_engine *e, struct kvx_err *err)
 {
@@ -182,6 +169,20 @@ static enum kvx_status alloc_scratch(struct kvx_engine *e, struct kvx_err *err)
     return KVX_OK;
 }
 
+/* The default KV budget: one sequence of n_ctx tokens.  A feed reserves all its tokens before
+ * it runs and a window layer drops pages only at the next reserve, so during a long feed a
+ * window layer holds pages for every token of it: window layers are budgeted as full ones. */
+static size_t default_budget(const struct kvx_kv_layout *l, int64_t n_ctx)
+{
+    size_t bytes = kvx_kv_layout_seq_bytes(l, n_ctx);
+    const int64_t full = (n_ctx + l->page_tokens - 1) / l->page_tokens;
+    for (int32_t i = 0; i < l->n_layer; i++)
+        if (l->layers[i].kind == KVX_KV_KIND_WINDOW)
+            bytes += (size_t)(full - kvx_kv_layer_pages(l, i, n_ctx)) *
+                     kvx_kv_layer_page_bytes(l, i);
+    return bytes;
+}
+
 enum kvx_status kvx_engine_create(const struct kvx_model *m, const struct kvx_engine_cfg *cfg,
                                   struct kvx_engine **out, struct kvx_err *err)
 {
@@ -206,9 +207,19 @@ enum kvx_status kvx_engine_create(const struct kvx_model *m, const struct kvx_en
                                        e->cfg.kivi_residual, err)) != KVX_OK ||
         (st = kvx_kv_layout_validate(&e->layout, err)) != KVX_OK)
         goto fail;
+    for (int32_t i = 0; i < e->layout.n_layer; i++) {
+        /* the window ring of a compressed layer is rewritten slot by slot, out of order */
+        const struct kvx_layer_cache *lc = &e->layout.layers[i];
+        if ((lc->kind == KVX_KV_KIND_COMPRESSED || lc->kind == KVX_KV_KIND_HEAVY) &&
+            kvx_kv_layer_k_state_bytes(&e->layout, i) > 0) {
+            st = kvx_err_set(err, KVX_ERR_UNSUPPORTED, "layer %d is a %s layer: its K codec "
+                             "'%s' keeps per-sequence state, which its window ring cannot use",
+                             (int)i, kvx_kv_kind_name(lc->kind), kvx_kv_codec_name(lc->k_codec));
+            goto fail;
+        }
+    }
     if (e->cfg.kv_budget_bytes == 0)
-        e->cfg.kv_budget_bytes = kvx_kv_layout_seq_bytes(&e->layout, e->cfg.n_ctx) +
-                                 window_chunk_slack(&e->layout, e->cfg.n_batch);
+        e->cfg.kv_budget_bytes = default_budget(&e->layout, e->cfg.n_ctx);
     struct kvx_kv_pool_cfg pc = {.layout = &e->layout, .budget_bytes = e->cfg.kv_budget_bytes,
                                  .isa = e->isa};
     if ((st = kvx_kv_pool_create(&pc, &e->pool, err)) != KVX_OK ||
@@ -367,6 +378,12 @@ char *kvx_engine_kv_report(const struct kvx_engine *e)
         "%.2f MiB budget)\n", st.bytes_per_token, (long long)st.tokens_cached,
         (long long)st.pages_used, st.bytes_used, (double)st.bytes_used / 1048576.0,
         (double)st.budget_bytes / 1048576.0);
+    size_t model_state = 0;
+    for (int32_t i = 0; i < l->n_layer; i++)
+        model_state += kvx_kv_layer_model_state_bytes(l, i);
+    if (kvx_kv_layout_state_bytes(l))
+        OUT("state per sequence, whatever its length: %zu bytes (%zu of them the model's own)\n",
+            kvx_kv_layout_state_bytes(l), model_state);
     if (e->prefix)
         OUT("prefix cache: %lld blocks, %zu bytes (%zu used by no session); %lld tokens reused, "
             "%zu bytes shared\n", (long long)st.prefix_blocks, st.prefix_bytes,

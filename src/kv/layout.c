@@ -135,6 +135,11 @@ enum kvx_status kvx_kv_layout_validate(const struct kvx_kv_layout *l, struct kvx
             enum kvx_status st = validate_owner(c, i, l->page_tokens, err);
             if (st != KVX_OK)
                 return st;
+            if (c->state_floats < 0 || c->state_floats > (1 << 26) ||
+                (c->state_floats && c->kind != KVX_KV_KIND_FULL && c->kind != KVX_KV_KIND_WINDOW))
+                return kvx_err_set(err, KVX_ERR_INVALID_ARG, "kv layout: layer %d: state_floats "
+                                   "%d (FULL and WINDOW layers only, at most 2^26)", (int)i,
+                                   (int)c->state_floats);
             break;
         }
         case KVX_KV_KIND_SHARED:
@@ -260,10 +265,31 @@ size_t kvx_kv_layer_compressor_state_bytes(const struct kvx_kv_layout *l, int32_
     return align_up(floats * sizeof(float), KVX_KV_PAGE_ALIGN);
 }
 
-size_t kvx_kv_layer_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
+size_t kvx_kv_layer_model_state_offset(const struct kvx_kv_layout *l, int32_t layer)
 {
     return kvx_kv_layer_compressor_state_offset(l, layer) +
            kvx_kv_layer_compressor_state_bytes(l, layer);
+}
+
+size_t kvx_kv_layer_model_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
+{
+    const struct kvx_layer_cache *c = owner(l, layer);
+    if (!c || c->state_floats <= 0)
+        return 0;
+    return align_up((size_t)c->state_floats * sizeof(float), KVX_KV_PAGE_ALIGN);
+}
+
+bool kvx_kv_layout_has_model_state(const struct kvx_kv_layout *l)
+{
+    for (int32_t i = 0; i < l->n_layer; i++)
+        if (kvx_kv_layer_model_state_bytes(l, i))
+            return true;
+    return false;
+}
+
+size_t kvx_kv_layer_state_bytes(const struct kvx_kv_layout *l, int32_t layer)
+{
+    return kvx_kv_layer_model_state_offset(l, layer) + kvx_kv_layer_model_state_bytes(l, layer);
 }
 
 int64_t kvx_kv_layer_entries(const struct kvx_kv_layout *l, int32_t layer, int64_t n_tokens)

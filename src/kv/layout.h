@@ -63,6 +63,9 @@ struct kvx_layer_cache {
     int32_t shared_from;      /* SHARED: the layer whose cache is read */
     enum kvx_kv_codec k_codec, v_codec;
     int32_t group, residual;  /* kivi2 parameters (kv/codec.h); ignored by other codecs */
+    int32_t state_floats;     /* FULL, WINDOW: f32 values of the model's own per-sequence
+                               * state (e.g. ZAYA's convolution frames and delayed value),
+                               * zero in a new sequence, see kvx_kv_seq_model_state */
 };
 
 struct kvx_kv_layout {
@@ -104,6 +107,13 @@ struct kvx_kv_fmt kvx_kv_layer_v_fmt(const struct kvx_kv_layout *l, int32_t laye
 size_t kvx_kv_layer_k_state_bytes(const struct kvx_kv_layout *l, int32_t layer);
 size_t kvx_kv_layer_v_state_bytes(const struct kvx_kv_layout *l, int32_t layer);
 size_t kvx_kv_layer_state_bytes(const struct kvx_kv_layout *l, int32_t layer);
+/* The model's own state (state_floats f32 values) follows the compressor state in the layer's
+ * state block, rounded up to KVX_KV_PAGE_ALIGN; 0 bytes when the layer declares none. */
+size_t kvx_kv_layer_model_state_offset(const struct kvx_kv_layout *l, int32_t layer);
+size_t kvx_kv_layer_model_state_bytes(const struct kvx_kv_layout *l, int32_t layer);
+/* True when some layer keeps model state: such a sequence cannot be cut back to a shorter
+ * length (kvx_kv_seq_min_truncate is its length) nor share prefix pages. */
+bool kvx_kv_layout_has_model_state(const struct kvx_kv_layout *l);
 /* COMPRESSED / HEAVY layers also keep, per sequence, after the codec state in the same block:
  * the ring of the last `window` raw tokens (K codec, window rounded up to 16 tokens) and the
  * compressor state in f32: HEAVY (ratio-1) pending tokens x (value + gate) x k_dim; COMPRESSED

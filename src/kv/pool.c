@@ -351,12 +351,26 @@ static int64_t table_first_needed(const struct kvx_kv_seq *s, int32_t layer, int
     return kvx_kv_layer_first_pos(l, layer, len) / l->page_tokens;
 }
 
+static bool pooled_kind(enum kvx_kv_kind k)
+{
+    return k == KVX_KV_KIND_COMPRESSED || k == KVX_KV_KIND_HEAVY;
+}
+
+/* Table entries (pages) `layer` needs for `slots` slots: one entry per slot, or per `ratio`
+ * tokens for COMPRESSED / HEAVY layers (kvx_kv_layer_entries). */
+static int64_t pages_for(const struct kvx_kv_layout *l, int32_t layer, int64_t slots)
+{
+    return (kvx_kv_layer_entries(l, layer, slots) + l->page_tokens - 1) / l->page_tokens;
+}
+
 int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s)
 {
     const struct kvx_kv_layout *l = s->pool->layout;
     int64_t min_keep = 1;
     for (int32_t i = 0; i < l->n_layer; i++) {
         const struct kvx_kv_table *t = &s->tables[i];
+        if (pooled_kind(l->layers[i].kind) && s->len > min_keep)
+            min_keep = s->len; /* the compressor state cannot be rewound */
         if (l->layers[i].kind != KVX_KV_KIND_WINDOW || t->first == 0)
             continue;
         /* first_pos(n) = n - w + 1 >= first * page_tokens */
@@ -364,7 +378,18 @@ int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s)
         if (need > min_keep)
             min_keep = need;
     }
+    if (kvx_kv_layout_has_model_state(l) && s->len > min_keep)
+        min_keep = s->len;   /* the model state describes the last token only */
     return s->compact_len > min_keep ? s->compact_len : min_keep;
+}
+
+float *kvx_kv_seq_model_state(struct kvx_kv_seq *s, int32_t layer)
+{
+    const struct kvx_kv_layout *l = s->pool->layout;
+    if (layer < 0 || layer >= l->n_layer || !kvx_kv_layer_model_state_bytes(l, layer) ||
+        !s->tables[layer].state)
+        return NULL;
+    return (float *)(s->tables[layer].state + kvx_kv_layer_model_state_offset(l, layer));
 }
 
 static void heads_state_truncate(struct kvx_kv_seq *s, int32_t layer, int32_t h0, int32_t h1,
@@ -415,7 +440,7 @@ void kvx_kv_seq_truncate(struct kvx_kv_seq *s, int64_t n_keep)
         struct kvx_kv_table *t = &s->tables[i];
         if (n_keep == 0)
             t->shift = 0;
-        int64_t end = (n_keep - t->shift + l->page_tokens - 1) / l->page_tokens;
+        int64_t end = pages_for(l, i, n_keep - t->shift);
         for (int64_t k = end; k < t->n; k++) {
             if (t->ids[k] >= 0)
                 kvx_kv_page_unref(p, t->ids[k]);
@@ -568,8 +593,26 @@ static void cow_commit(struct kvx_kv_seq *s, int32_t layer, int64_t k0)
 /* Table entries `layer` needs to hold positions [0, target): its slots are shifted. */
 static int64_t table_end(const struct kvx_kv_seq *s, int32_t layer, int64_t target)
 {
-    const int64_t pt = s->pool->layout->page_tokens;
-    return (target - s->tables[layer].shift + pt - 1) / pt;
+    return pages_for(s->pool->layout, layer, target - s->tables[layer].shift);
+}
+
+/* The first table entry a write from position `len` on touches. */
+static int64_t write_entry0(const struct kvx_kv_seq *s, int32_t layer, int64_t len)
+{
+    const struct kvx_kv_layout *l = s->pool->layout;
+    int64_t e = pooled_kind(l->layers[layer].kind) ? kvx_kv_layer_entries(l, layer, len) : len;
+    return e / l->page_tokens;
+}
+
+/* A sequence reserved up to `target` holds the codec state page of `layer` (COMPRESSED and
+ * HEAVY layers: their window ring and compressor state, from the first token on). */
+static bool state_needed(const struct kvx_kv_seq *s, int32_t layer, int64_t target)
+{
+    const struct kvx_kv_pool *p = s->pool;
+    if (p->state_class[layer] < 0)
+        return false;
+    return pooled_kind(p->layout->layers[layer].kind) ? target > 0
+                                                       : table_end(s, layer, target) > 0;
 }
 
 /* Count, per class, the pages reserving positions [0, target) needs and the pages the window
@@ -594,8 +637,8 @@ static size_t reserve_plan(const struct kvx_kv_seq *s, int64_t target, int64_t *
         int64_t lo = t->n > first ? t->n : first;
         if (end > lo)
             p->plan_need[c] += end - lo;
-        p->plan_need[c] += cow_count(s, i, s->len / l->page_tokens);
-        if (p->state_class[i] >= 0 && t->state_id < 0 && end > 0)
+        p->plan_need[c] += cow_count(s, i, write_entry0(s, i, s->len));
+        if (state_needed(s, i, target) && t->state_id < 0)
             p->plan_need[p->state_class[i]]++;
     }
     return plan_bytes(p, NULL, new_descs);
@@ -628,8 +671,8 @@ static void reserve_commit_table(struct kvx_kv_seq *s, int32_t layer, int64_t ta
     }
     if (end > t->n)
         t->n = end;
-    cow_commit(s, layer, s->len / p->layout->page_tokens);
-    if (p->state_class[layer] >= 0 && t->state_id < 0 && end > 0) {
+    cow_commit(s, layer, write_entry0(s, layer, s->len));
+    if (state_needed(s, layer, target) && t->state_id < 0) {
         int32_t id = page_alloc(p, p->state_class[layer]);
         t->state_id = id;
         t->state = p->base + p->pages[id].offset;
@@ -703,10 +746,20 @@ void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const fl
     for (int32_t h = 0; h < c->n_kv_heads; h++) {
         p->k_ops[layer]->k_put(k_base + (size_t)h * ks, kss ? k_state + (size_t)h * kss : NULL, &kf,
                                slot0, tok, k + (size_t)h * (size_t)c->k_dim);
-        if (c->kind != KVX_KV_KIND_LATENT)   /* a latent layer's V is its K */
+        if (c->kind != KVX_KV_KIND_LATENT && c->v_dim > 0)   /* latent: V is K; v_dim 0: none */
             p->v_ops[layer]->v_put(v_base + (size_t)h * vs, vss ? v_state + (size_t)h * vss : NULL, &vf,
                                slot0, tok, v + (size_t)h * (size_t)c->v_dim);
     }
+}
+
+struct kvx_kv_pool *kvx_kv_seq_pool(const struct kvx_kv_seq *s) { return s->pool; }
+
+uint8_t *kvx_kv_seq_state(struct kvx_kv_seq *s, int32_t layer)
+{
+    const struct kvx_kv_layout *l = s->pool->layout;
+    if (layer < 0 || layer >= l->n_layer)
+        return NULL;
+    return s->tables[layer].state;
 }
 
 void kvx_kv_seq_view(const struct kvx_kv_seq *s, int32_t layer, struct kvx_kv_view *out)
@@ -1040,7 +1093,7 @@ static enum kvx_status check_table(const struct kvx_kv_seq *s, int32_t layer, in
           "layer %d: shift %lld (length %lld, compacted at %lld)", (int)layer,
           (long long)t->shift, (long long)s->len, (long long)s->compact_len);
     const int64_t slots = s->reserved - t->shift;
-    CHECK(t->n == (slots + pt - 1) / pt, "layer %d: %lld table entries for %lld slots",
+    CHECK(t->n == pages_for(l, layer, slots), "layer %d: %lld table entries for %lld slots",
           (int)layer, (long long)t->n, (long long)slots);
     int64_t first = table_first_needed(s, layer, s->floor_len);
     CHECK(t->first == first,
@@ -1075,7 +1128,7 @@ static enum kvx_status check_table(const struct kvx_kv_seq *s, int32_t layer, in
         CHECK(t->state_id == -1 && !t->state, "layer %d: state page %d without need", (int)layer,
               (int)t->state_id);
     }
-    if (l->layers[layer].kind == KVX_KV_KIND_FULL || l->layers[layer].kind == KVX_KV_KIND_LATENT)
+    if (l->layers[layer].kind != KVX_KV_KIND_WINDOW)
         CHECK(t->n == kvx_kv_layer_pages(l, layer, slots), "layer %d: %lld pages, layout says %lld",
               (int)layer, (long long)t->n, (long long)kvx_kv_layer_pages(l, layer, slots));
     return KVX_OK;
@@ -1221,11 +1274,12 @@ enum kvx_status kvx_kv_seq_fork(struct kvx_kv_seq *src, struct kvx_kv_seq **dst,
     enum kvx_status st = kvx_kv_seq_create(p, &d, err);
     if (st != KVX_OK)
         return st;
-    const int64_t len = src->len, end = (len + l->page_tokens - 1) / l->page_tokens;
+    const int64_t len = src->len;
     plan_clear(p);
     for (int32_t i = 0; i < l->n_layer; i++) {
         if (p->layer_class[i] < 0)
             continue;
+        const int64_t end = pages_for(l, i, len);
         if (table_grow(&d->tables[i], end) != KVX_OK) {
             kvx_kv_seq_destroy(d);
             return kvx_err_set(err, KVX_ERR_NOMEM, "kv fork: no memory for a page table of %lld "
@@ -1245,6 +1299,7 @@ enum kvx_status kvx_kv_seq_fork(struct kvx_kv_seq *src, struct kvx_kv_seq **dst,
             continue;
         const struct kvx_kv_table *ts = &src->tables[i];
         struct kvx_kv_table *td = &d->tables[i];
+        const int64_t end = pages_for(l, i, len);
         for (int64_t k = 0; k < end; k++) {
             td->ids[k] = ts->ids[k];
             td->ptrs[k] = ts->ptrs[k];
@@ -1275,8 +1330,8 @@ bool kvx_kv_seq_block_pages(const struct kvx_kv_seq *s, int64_t b, int32_t *ids)
         if (p->layer_class[i] < 0)
             continue;
         const struct kvx_kv_table *t = &s->tables[i];
-        if (b >= t->n || t->ids[b] < 0)
-            return false;
+        if (b >= t->n || t->ids[b] < 0 || pooled_kind(p->layout->layers[i].kind))
+            return false; /* a block of entries does not hold one block of tokens */
         ids[j++] = t->ids[b];
     }
     return true;
@@ -1292,9 +1347,12 @@ static enum kvx_status attach_validate(const struct kvx_kv_seq *s, int64_t first
     if (s->unshareable)
         return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv attach: the sequence is marked unshareable");
     for (int32_t i = 0; i < l->n_layer; i++)
-        if (l->layers[i].kind == KVX_KV_KIND_WINDOW)
-            return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv attach: layer %d is a window layer; "
+        if (l->layers[i].kind == KVX_KV_KIND_WINDOW || pooled_kind(l->layers[i].kind))
+            return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv attach: layer %d is a window or compressed layer; "
                                "prefix sharing needs layers that keep every token", (int)i);
+    if (kvx_kv_layout_has_model_state(l))
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "kv attach: the layout keeps model state per "
+                           "sequence, which attached pages cannot restore");
     if (first < 0 || n_blocks < 1 || n_blocks > INT32_MAX || first > INT32_MAX - n_blocks ||
         first * pt > s->len || n_tokens <= s->len || n_tokens <= (first + n_blocks - 1) * pt ||
         n_tokens > (first + n_blocks) * pt)

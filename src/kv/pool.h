@@ -100,6 +100,13 @@ void kvx_kv_seq_set_len(struct kvx_kv_seq *s, int64_t n_tokens);
  * would see cannot serve n_keep: when 0 < n_keep < kvx_kv_seq_min_truncate(s) the sequence is
  * emptied instead (length 0, every page released) and the caller must recompute it. */
 void kvx_kv_seq_truncate(struct kvx_kv_seq *s, int64_t n_keep);
+/* The model's own per-sequence state of `layer` (kvx_layer_cache.state_floats f32 values; zero
+ * in a new or emptied sequence, copied by fork), or NULL when the layer declares none or the
+ * sequence holds nothing reserved yet.  The model reads and updates it during a step; the pool
+ * never interprets it.  Since it describes the sequence's last token, a sequence with model
+ * state is emptied by any truncation below its length (kvx_kv_seq_min_truncate = length) and
+ * cannot attach prefix pages. */
+float *kvx_kv_seq_model_state(struct kvx_kv_seq *s, int32_t layer);
 /* Positions [0, n) for which pages exist (>= kvx_kv_seq_len). */
 int64_t kvx_kv_seq_reserved(const struct kvx_kv_seq *s);
 /* The smallest n_keep > 0 that kvx_kv_seq_truncate keeps as asked: 1 when no window layer has
@@ -107,7 +114,7 @@ int64_t kvx_kv_seq_reserved(const struct kvx_kv_seq *s);
 int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s);
 
 /* Store the K and V rows of position `pos` of `layer` (k: n_kv_heads*k_dim floats, v likewise;
- * v is not read for a LATENT layer and may be NULL there);
+ * v is not read for a LATENT layer or one with v_dim 0 and may be NULL there);
  * the position must be reserved.  Calls for one sequence must not run concurrently (codecs keep
  * per-sequence state and pack several tokens into shared bytes) and write positions in
  * increasing order (an earlier position is a rewrite: kv/codec.h).  For a SHARED layer this is
@@ -118,6 +125,20 @@ int64_t kvx_kv_seq_min_truncate(const struct kvx_kv_seq *s);
  * error and does nothing. */
 void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const float *k,
                       const float *v);
+
+/* COMPRESSED and HEAVY layers (kv/layout.h) store entries, not tokens: for them `pos` in
+ * kvx_kv_seq_write is an entry index (entry e pools tokens [e*ratio, (e+1)*ratio)), a view's
+ * slots are entries, and a sequence reserved for n tokens holds kvx_kv_layer_entries(n)
+ * of them.  Their per-sequence state block (kvx_kv_layer_state_bytes: codec state, the ring of
+ * the last `window` raw tokens, the compressor's pending and overlap state, at the offsets
+ * kv/layout gives) exists from the first reserve on, starts zeroed, and belongs to the model,
+ * which reads and writes it through kvx_kv_seq_state.  That state cannot be rewound:
+ * kvx_kv_seq_min_truncate is the length (a shorter truncation empties the sequence), and such
+ * layers take no part in prefix sharing (block pages, attach). */
+/* The state block of `layer` (NULL when the layer keeps none, or nothing is reserved yet). */
+uint8_t *kvx_kv_seq_state(struct kvx_kv_seq *s, int32_t layer);
+/* The pool a sequence belongs to. */
+struct kvx_kv_pool *kvx_kv_seq_pool(const struct kvx_kv_seq *s);
 
 /* What attention needs to read one layer of one sequence (a SHARED layer resolves to the layer
  * it reads).  Valid until the sequence next changes. */

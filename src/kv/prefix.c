@@ -237,7 +237,8 @@ bool kvx_kv_prefix_supported(const struct kvx_kv_layout *l)
 {
     bool owns = false;
     for (int32_t i = 0; i < l->n_layer; i++) {
-        if (l->layers[i].kind == KVX_KV_KIND_WINDOW)
+        if (l->layers[i].kind == KVX_KV_KIND_WINDOW || l->layers[i].kind == KVX_KV_KIND_COMPRESSED ||
+            l->layers[i].kind == KVX_KV_KIND_HEAVY || l->layers[i].state_floats > 0)
             return false;
         owns = owns || kvx_kv_layer_owns(&l->layers[i]);
     }

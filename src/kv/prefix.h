@@ -34,7 +34,8 @@
 
 struct kvx_kv_prefix;
 
-/* True when the layout can share prefixes (it has owning layers and no window layer). */
+/* True when the layout can share prefixes (it has owning layers, no window layer and no layer
+ * keeping model state). */
 bool kvx_kv_prefix_supported(const struct kvx_kv_layout *l);
 /* An empty tree over the pool's pages, registered as a holder of the pool.
  * KVX_ERR_UNSUPPORTED for a layout kvx_kv_prefix_supported refuses (naming the layer). */

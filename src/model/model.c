@@ -16,6 +16,9 @@
 static const struct kvx_arch *const arch_table[] = {
     &kvx_arch_llama,
     &kvx_arch_deepseek_v3,
+    &kvx_arch_deepseek_v4,
+    &kvx_arch_laguna,
+    &kvx_arch_zaya,
     &kvx_arch_gemma4_text,
     &kvx_arch_gemma4,
     NULL,
@@ -39,7 +42,7 @@ const struct kvx_arch *kvx_arch_find(const char *name)
 const char *kvx_arch_list(void)
 {
     return "llama, mistral, qwen2, qwen3, qwen3_moe (config only: planned, not run); "
-           "deepseek_v3, gemma4_text, gemma4 (safetensors)";
+           "deepseek_v3, deepseek_v4, laguna, zaya, gemma4_text, gemma4 (safetensors)";
 }
 
 struct kvx_model_cfg kvx_model_cfg_default(void)
@@ -134,7 +137,7 @@ static enum kvx_status open_gguf(struct kvx_model *m, const char *path, struct k
 }
 
 /* config.json next to the weights: `path` is the folder, config.json itself, a .safetensors
- * file or the index. */
+ * file or the index; config-only, also any other <name>.json config file. */
 static enum kvx_status open_safetensors(struct kvx_model *m, const char *path, bool config_only,
                                         struct kvx_err *err)
 {
@@ -155,6 +158,13 @@ static enum kvx_status open_safetensors(struct kvx_model *m, const char *path, b
     }
     char cfg_path[4200];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
+    /* config-only: any other *.json file (not a safetensors index) is the config itself
+     * (released configs kept under their model's name) */
+    const bool is_index = n >= 11 && strcmp(path + n - 11, ".index.json") == 0;
+    const bool named_config = config_only && !is_dir && !is_config && !is_index && n >= 5 &&
+                              strcmp(path + n - 5, ".json") == 0;
+    if (named_config)
+        snprintf(cfg_path, sizeof cfg_path, "%s", path);
     enum kvx_status st = config_only ? KVX_OK : kvx_st_open(is_config ? dir : path, &m->st, err);
     if (st != KVX_OK)
         return st;
@@ -170,6 +180,11 @@ static enum kvx_status open_safetensors(struct kvx_model *m, const char *path, b
     snprintf(m->arch_name, sizeof m->arch_name, "%.63s", type);
     const char *base = strrchr(dir, '/');
     snprintf(m->name, sizeof m->name, "%.255s", base && base[1] ? base + 1 : dir);
+    if (named_config) {   /* the file's name without .json */
+        const char *f = strrchr(path, '/');
+        f = f ? f + 1 : path;
+        snprintf(m->name, sizeof m->name, "%.*s", (int)(strlen(f) - 5 < 255 ? strlen(f) - 5 : 255), f);
+    }
     /* DeepSeek-style FP8 checkpoints: quantization_config.weight_block_size */
     m->fp8_block[0] = m->fp8_block[1] = 128;
     const struct kvx_jv *qc = kvx_jv_get(m->config, "quantization_config");

@@ -202,6 +202,9 @@ const char *kvx_arch_list(void);
 
 extern const struct kvx_arch kvx_arch_llama;
 extern const struct kvx_arch kvx_arch_deepseek_v3;
+extern const struct kvx_arch kvx_arch_deepseek_v4;
+extern const struct kvx_arch kvx_arch_laguna;
+extern const struct kvx_arch kvx_arch_zaya;
 extern const struct kvx_arch kvx_arch_gemma4_text;   /* model/gemma4.c */
 extern const struct kvx_arch kvx_arch_gemma4;        /* its multimodal checkpoints */
 

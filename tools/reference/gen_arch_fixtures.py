@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tiny random Hugging Face models and their reference logits, for tests/test_arch_llama.c.
+"""Tiny random Hugging Face models and their reference logits, for tests/test_arch_*.c.
 
 For each configuration below: build the model with `transformers` (float32, eager attention),
 give every parameter random values (including those that initialize to constants: norm weights,
@@ -34,13 +34,24 @@ def randomize(model, seed):
         for name, b in model.named_buffers():
             if "e_score_correction_bias" in name:   # MoE routing bias (a buffer, zeros)
                 b.copy_(0.1 * torch.randn(b.shape, generator=g))
+            elif "tid2eid" in name:   # DeepSeek-V4 hash routing table (zeros): distinct experts
+                n_exp = model.config.n_routed_experts
+                b.copy_(torch.stack([torch.randperm(n_exp, generator=g)[:b.shape[1]]
+                                     for _ in range(b.shape[0])]))
             elif name.endswith("layer_scalar"):     # Gemma 4 per-layer output scale (ones)
                 b.copy_(1.0 + 0.3 * torch.randn(b.shape, generator=g))
+            if "balancing_biases" in name:          # ZAYA router biases (skip class: -1)
+                b.copy_(b + 0.1 * torch.randn(b.shape, generator=g))
         for name, p in model.named_parameters():
-            if "norm" in name or name.endswith(("router.scale", "per_expert_scale")):
+            # incl. ZAYA qk_norm.temp and scales, Gemma 4 router.scale / per_expert_scale
+            if "norm" in name or name.endswith(("_scale", "router.scale")):
                 v = 1.0 + 0.3 * torch.randn(p.shape, generator=g)
             elif name.endswith(".bias"):
                 v = 0.3 * torch.randn(p.shape, generator=g)
+            elif name.endswith((".sinks", ".position_bias", ".base", ".hc_base")):
+                v = 0.5 * torch.randn(p.shape, generator=g)    # DeepSeek-V4: zeros at init
+            elif name.endswith((".scale", ".hc_scale")):
+                v = 1.0 + 0.3 * torch.randn(p.shape, generator=g)   # DeepSeek-V4: ones
             else:
                 v = 0.15 * torch.randn(p.shape, generator=g)
             p.copy_(v)
@@ -114,6 +125,102 @@ CONFIGS = {
         rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                          "original_max_position_embeddings": 64, "mscale": 1.0,
                          "mscale_all_dim": 1.0, "beta_fast": 32, "beta_slow": 1}), {}),
+    # DeepSeek-V4, sliding-window layers only: K=V MQA with sinks, q low-rank + per-head norm,
+    # partial interleaved RoPE (last 8 of 32 dims), grouped output projection, mHC (4 streams),
+    # one hash-routed and one learned MoE layer (sqrtsoftplus, shared expert, swiglu_limit)
+    "deepseek_v4_swa": (transformers.DeepseekV4Config, transformers.DeepseekV4ForCausalLM, dict(
+        vocab_size=256, hidden_size=64, moe_intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, head_dim=32, q_lora_rank=32, partial_rotary_factor=0.25,
+        o_groups=2, o_lora_rank=16, sliding_window=8, n_routed_experts=4,
+        num_experts_per_tok=2, n_shared_experts=1, routed_scaling_factor=1.5, swiglu_limit=0.6,
+        layer_types=["sliding_attention"] * 2, mlp_layer_types=["hash_moe", "moe"],
+        hc_mult=4, hc_sinkhorn_iters=20, index_n_heads=2, index_head_dim=16, index_topk=3,
+        rms_norm_eps=1e-6, max_position_embeddings=256, tie_word_embeddings=False), {}),
+    # DeepSeek-V4 with every attention kind: SWA, CSA (4:1 overlapping compressor + lightning
+    # indexer keeping 3 entries of up to 14), HCA (8:1); window 8; YaRN on the compress rope.
+    # 16 indexer heads: a ReLU'd score is 0 only when every head's dot product is negative, and
+    # such ties would make the top-k choice depend on torch's tie-breaking
+    "deepseek_v4_mix": (transformers.DeepseekV4Config, transformers.DeepseekV4ForCausalLM, dict(
+        vocab_size=256, hidden_size=64, moe_intermediate_size=32, num_hidden_layers=4,
+        num_attention_heads=4, head_dim=32, q_lora_rank=32, partial_rotary_factor=0.25,
+        o_groups=2, o_lora_rank=16, sliding_window=8, n_routed_experts=4,
+        num_experts_per_tok=2, n_shared_experts=1, routed_scaling_factor=2.5, swiglu_limit=0.6,
+        layer_types=["sliding_attention", "compressed_sparse_attention",
+                     "heavily_compressed_attention", "compressed_sparse_attention"],
+        compress_rates={"compressed_sparse_attention": 4, "heavily_compressed_attention": 8},
+        mlp_layer_types=["hash_moe", "moe", "moe", "moe"], hc_mult=4, hc_sinkhorn_iters=20,
+        index_n_heads=16, index_head_dim=16, index_topk=3, compress_rope_theta=160000.0,
+        rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=256,
+        rope_parameters={"rope_type": "yarn", "factor": 4.0,
+                         "original_max_position_embeddings": 16, "beta_fast": 32,
+                         "beta_slow": 1},
+        tie_word_embeddings=False), {}),
+    # Laguna: per-layer query heads (4 on the global layer, 8 on sliding ones), window 8 (the
+    # 56 tokens cross it), YaRN on half the dims of the global layer with an explicit
+    # attention_factor, default RoPE on all dims of sliding layers, softplus per-head gate,
+    # sigmoid-routed MoE (top 2 of 4, scaled 2.5, + shared expert) on two layers
+    "laguna_swa": (transformers.LagunaConfig, transformers.LagunaForCausalLM, dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, num_attention_heads_per_layer=[4, 8, 8, 8],
+        head_dim=16, layer_types=["full_attention", "sliding_attention", "sliding_attention",
+                                  "sliding_attention"],
+        sliding_window=8, mlp_layer_types=["dense", "sparse", "sparse", "dense"], num_experts=4,
+        num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32,
+        moe_routed_scaling_factor=2.5, max_position_embeddings=256, rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        rope_parameters={"full_attention": {"rope_type": "yarn", "rope_theta": 500000.0,
+                                            "factor": 32.0, "original_max_position_embeddings": 64,
+                                            "beta_fast": 64.0, "beta_slow": 1.0,
+                                            "attention_factor": 1.3465735902799727,
+                                            "partial_rotary_factor": 0.5},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0,
+                                               "partial_rotary_factor": 1.0}}), {}),
+    # Laguna: sliding layers first and last (window 5, different head counts 2 and 4), a global
+    # layer with 6 heads, per-element gate, attention biases, router softcapping, top 3 of 6,
+    # tied embeddings, YaRN without attention_factor (0.1 ln(factor) + 1) on sliding layers
+    "laguna_mix": (transformers.LagunaConfig, transformers.LagunaForCausalLM, dict(
+        vocab_size=288, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+        num_attention_heads=6, num_key_value_heads=2, num_attention_heads_per_layer=[2, 6, 4],
+        head_dim=16, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        sliding_window=5, mlp_layer_types=["sparse", "dense", "sparse"], num_experts=6,
+        num_experts_per_tok=3, moe_intermediate_size=32, shared_expert_intermediate_size=64,
+        moe_routed_scaling_factor=1.0, moe_router_logit_softcapping=2.0, gating="per-element",
+        attention_bias=True, max_position_embeddings=256, rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 500000.0,
+                                            "partial_rotary_factor": 0.5},
+                         "sliding_attention": {"rope_type": "yarn", "rope_theta": 10000.0,
+                                               "factor": 4.0,
+                                               "original_max_position_embeddings": 32}}), {}),
+    # ZAYA1 compressed convolutional attention: 4 query heads, 2 KV heads (value head 0 from
+    # the current token, head 1 from the previous), depthwise + grouped causal convolutions of
+    # width 2, top-1 MoE with a skip expert and the EDA router
+    "zaya_cca": (transformers.ZayaConfig, transformers.ZayaForCausalLM, dict(
+        vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, moe_intermediate_size=32, num_experts=4,
+        num_experts_per_tok=1, router_hidden_size=16, cca_time0=2, cca_time1=2,
+        max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=True), {}),
+    # ZAYA: 8 query heads on 4 KV heads (values: 2 heads current, 2 previous), head_dim 16,
+    # convolutions of width 3 and 2 (3 frames of state), 3 layers, separate lm_head, other RoPE
+    "zaya_cca3": (transformers.ZayaConfig, transformers.ZayaForCausalLM, dict(
+        vocab_size=320, hidden_size=64, num_hidden_layers=3, num_attention_heads=8,
+        num_key_value_heads=4, head_dim=16, moe_intermediate_size=32, num_experts=3,
+        num_experts_per_tok=1, router_hidden_size=32, cca_time0=3, cca_time1=2,
+        max_position_embeddings=256, rms_norm_eps=1e-6, tie_word_embeddings=False,
+        rope_parameters={"hybrid": {"rope_type": "default", "rope_theta": 100000.0,
+                                    "partial_rotary_factor": 0.5}}), {}),
+    # ZAYA with a sliding-window layer (hybrid_sliding, window 6: the 56 tokens cross it)
+    # before a global one, other RoPE bases per layer type
+    "zaya_swa": (transformers.ZayaConfig, transformers.ZayaForCausalLM, dict(
+        vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, moe_intermediate_size=32, num_experts=2,
+        num_experts_per_tok=1, router_hidden_size=16, cca_time0=2, cca_time1=2,
+        layer_types=["hybrid_sliding", "hybrid"], sliding_window=6,
+        max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        rope_parameters={"hybrid": {"rope_type": "default", "rope_theta": 500000.0,
+                                    "partial_rotary_factor": 0.5},
+                         "hybrid_sliding": {"rope_type": "default", "rope_theta": 10000.0,
+                                            "partial_rotary_factor": 1.0}}), {}),
 }
 
 
