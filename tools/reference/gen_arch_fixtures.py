@@ -102,6 +102,16 @@ CONFIGS = {
         rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                          "original_max_position_embeddings": 64, "mscale": 1.0,
                          "mscale_all_dim": 1.0, "beta_fast": 32, "beta_slow": 1}), {}),
+    # DeepSeek-V3 MLA whose cached vector [latent | rope key] is 56 + 8 = 64 wide, so that the
+    # quantizing KV codecs (groups of 32 values) can store it: the q8-latent test
+    "deepseek_v3_wide": (transformers.DeepseekV3Config, transformers.DeepseekV3ForCausalLM, dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=32,
+        kv_lora_rank=56, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
+        n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
+        first_k_dense_replace=2, rope_interleave=True, max_position_embeddings=256,
+        rms_norm_eps=1e-6, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}), {}),
     # DeepSeek-V3 with a plain q_proj (q_lora_rank null), default RoPE in half-split order
     # (rope_interleave false), tied embeddings
     "deepseek_v3_qproj": (transformers.DeepseekV3Config, transformers.DeepseekV3ForCausalLM, dict(
