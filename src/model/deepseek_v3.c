@@ -45,6 +45,7 @@
 #include "engine/forward.h"
 #include "model/hf_config.h"
 #include "model/model.h"
+#include "model/steps.h"
 #include "util/err.h"
 #include "util/json.h"
 
@@ -262,26 +263,6 @@ static enum kvx_status mla_hparams(struct kvx_model *m, struct kvx_err *err)
     return mla_rope(m, err);
 }
 
-/* Bind a matrix and convert it to f32 rows owned by the model. */
-static enum kvx_status bind_f32_mat(struct kvx_model *m, const char *name, int64_t n_in,
-                                    int64_t n_out, const float **out, struct kvx_err *err)
-{
-    struct kvx_mat w;
-    enum kvx_status st = kvx_model_bind_mat(m, name, n_in, n_out, true, &w, err);
-    if (st != KVX_OK)
-        return st;
-    float *f = malloc((size_t)(n_in * n_out) * sizeof *f);
-    if (!f)
-        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
-    const struct kvx_quant_kernels *k = kvx_quant_kernels((enum kvx_dtype)w.type, KVX_ISA_SCALAR);
-    for (int64_t r = 0; r < n_out; r++)
-        k->to_float(w.data + (size_t)r * w.row_bytes, f + r * n_in, n_in);
-    if ((st = kvx_model_own(m, f, err)) != KVX_OK)
-        return st;
-    *out = f;
-    return KVX_OK;
-}
-
 /* The routed experts and the router of a MoE layer; the shared experts go in w_gate/up/down. */
 static enum kvx_status mla_moe_layer(struct kvx_model *m, int il, struct kvx_mla_layer *L,
                                      struct kvx_err *err)
@@ -295,7 +276,7 @@ static enum kvx_status mla_moe_layer(struct kvx_model *m, int il, struct kvx_mla
         return ex ? st : kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
     L->experts = ex;
     snprintf(n, sizeof n, "model.layers.%d.mlp.gate.weight", il);
-    if ((st = bind_f32_mat(m, n, D, E, &L->router, err)))
+    if ((st = kvx_model_bind_mat_f32(m, n, D, E, &L->router, err)))
         return st;
     snprintf(n, sizeof n, "model.layers.%d.mlp.gate.e_score_correction_bias", il);
     if ((st = kvx_model_bind_vec(m, n, E, true, &L->router_bias, err)))
@@ -336,7 +317,7 @@ static enum kvx_status mla_layer(struct kvx_model *m, int il, struct kvx_err *er
         (st = kvx_model_bind_vec(m, NAME("post_attention_layernorm.weight"), D, true, &L->ffn_norm, err)) ||
         (st = kvx_model_bind_mat(m, NAME("self_attn.kv_a_proj_with_mqa.weight"), D, a->kv_lora + a->rope, true, &L->wkv_a, err)) ||
         (st = kvx_model_bind_vec(m, NAME("self_attn.kv_a_layernorm.weight"), a->kv_lora, true, &L->kv_a_norm, err)) ||
-        (st = bind_f32_mat(m, NAME("self_attn.kv_b_proj.weight"), a->kv_lora, H * (a->nope + a->v), &L->wkv_b, err)) ||
+        (st = kvx_model_bind_mat_f32(m, NAME("self_attn.kv_b_proj.weight"), a->kv_lora, H * (a->nope + a->v), &L->wkv_b, err)) ||
         (st = kvx_model_bind_mat(m, NAME("self_attn.o_proj.weight"), H * a->v, D, true, &L->wo, err)))
         return st;
     if (a->q_lora)
@@ -471,9 +452,6 @@ struct step {
     enum phase phase;
     bool add_ffn;              /* P_ATTN_NORM: x += the previous layer's FFN output first */
     int64_t ff;                /* P_SWIGLU / P_MOE_SWIGLU: width of the rows */
-    struct kvx_matmul_job job;
-    const float *mm_in;
-    int64_t mm_in_ld;
 };
 
 /* One token of the latent attention input: normalise ĉ, rotate k_rot and q_rot, write the
@@ -657,48 +635,12 @@ static void row(const struct step *s, int64_t t)
     }
 }
 
-static void step_rows(void *ctx, int ith, int nth)
-{
-    struct step *s = ctx;
-    int64_t b, e;
-    kvx_split_range(s->f->n_tok, 1, ith, nth, &b, &e);
-    for (int64_t t = b; t < e; t++)
-        row(s, t);
-}
+static void row_fn(void *ctx, int64_t t) { row(ctx, t); }
 
 static void run_rows(struct step *s, enum phase p)
 {
     s->phase = p;
-    kvx_threadpool_run(s->f->tp, step_rows, s);
-}
-
-static void step_quantize(void *ctx, int ith, int nth)
-{
-    struct step *s = ctx;
-    int64_t b, e;
-    kvx_split_range(s->f->n_tok, 1, ith, nth, &b, &e);
-    kvx_matmul_quantize_rows(s->job.w[0], s->f->isa, s->mm_in, s->mm_in_ld, b, e, s->f->s->xq,
-                             s->f->s->xq_stride);
-}
-
-static void step_matmul(void *ctx, int ith, int nth)
-{
-    kvx_matmul_part(&((struct step *)ctx)->job, ith, nth);
-}
-
-/* y = in W for every token of the batch (in: n_in floats per token, stride ld_in). */
-static void matmul(struct step *s, const struct kvx_mat *w, const float *in, int64_t ld_in,
-                   float *y, int64_t ldy)
-{
-    struct kvx_forward *f = s->f;
-    s->job = (struct kvx_matmul_job){
-        .n_mats = 1, .w = {w}, .y = {y}, .ldy = {ldy}, .xq = {f->s->xq},
-        .xq_stride = {f->s->xq_stride}, .n_tok = f->n_tok, .isa = f->isa,
-    };
-    s->mm_in = in;
-    s->mm_in_ld = ld_in;
-    kvx_threadpool_run(f->tp, step_quantize, s);
-    kvx_threadpool_run(f->tp, step_matmul, s);
+    kvx_step_rows(s->f, row_fn, s);
 }
 
 static void attention_block(struct step *s)
@@ -710,15 +652,15 @@ static void attention_block(struct step *s)
     const int64_t D = m->hp.n_embd, H = m->hp.n_head, hd = m->hp.head_dim;
     run_rows(s, P_ATTN_NORM);
     if (a->q_lora) {
-        matmul(s, &L->wq_a, f->s->xn, D, s->sc.cq, a->q_lora);
+        kvx_step_matmul(s->f, &L->wq_a, f->s->xn, D, s->sc.cq, a->q_lora);
         run_rows(s, P_QA_NORM);
-        matmul(s, &L->wq_b, s->sc.cq, a->q_lora, s->sc.qfull, H * (a->nope + a->rope));
+        kvx_step_matmul(s->f, &L->wq_b, s->sc.cq, a->q_lora, s->sc.qfull, H * (a->nope + a->rope));
     } else {
-        matmul(s, &L->wq, f->s->xn, D, s->sc.qfull, H * (a->nope + a->rope));
+        kvx_step_matmul(s->f, &L->wq, f->s->xn, D, s->sc.qfull, H * (a->nope + a->rope));
     }
     if (m->mla_mode == KVX_MLA_NAIVE) {
         const int64_t qk = a->nope + a->rope;
-        matmul(s, &L->wkv_a, f->s->xn, D, s->sc.kva, a->kv_lora + a->rope);
+        kvx_step_matmul(s->f, &L->wkv_a, f->s->xn, D, s->sc.kva, a->kv_lora + a->rope);
         run_rows(s, P_NAIVE);
         const struct kvx_attn_batch nb = {
             .n_tok = f->n_tok, .pos = f->pos, .seq = f->seq, .layer = s->il,
@@ -727,10 +669,10 @@ static void attention_block(struct step *s)
             .scale = a->scale,
         };
         kvx_attn_causal(f->tp, &nb, &f->s->attn_ws);
-        matmul(s, &L->wo, s->sc.o, H * a->v, f->s->xn, D);
+        kvx_step_matmul(s->f, &L->wo, s->sc.o, H * a->v, f->s->xn, D);
         return;
     }
-    matmul(s, &L->wkv_a, f->s->xn, D, f->s->k, hd);
+    kvx_step_matmul(s->f, &L->wkv_a, f->s->xn, D, f->s->k, hd);
     run_rows(s, P_LATENT);
     const struct kvx_attn_batch ab = {
         .n_tok = f->n_tok, .pos = f->pos, .seq = f->seq, .layer = s->il,
@@ -739,7 +681,7 @@ static void attention_block(struct step *s)
     };
     kvx_attn_causal(f->tp, &ab, &f->s->attn_ws);
     run_rows(s, P_UV);
-    matmul(s, &L->wo, s->sc.o, H * a->v, f->s->xn, D);
+    kvx_step_matmul(s->f, &L->wo, s->sc.o, H * a->v, f->s->xn, D);
 }
 
 /* SwiGLU MLP of the rows in xn into `out` (the dense MLP, or the shared experts), through the
@@ -748,11 +690,11 @@ static void mlp(struct step *s, const struct kvx_mat *wg, const struct kvx_mat *
                 const struct kvx_mat *wd, float *g, float *u, enum phase act, float *out)
 {
     const int64_t D = s->m->hp.n_embd, F = wg->n_out;
-    matmul(s, wg, s->f->s->xn, D, g, F);
-    matmul(s, wu, s->f->s->xn, D, u, F);
+    kvx_step_matmul(s->f, wg, s->f->s->xn, D, g, F);
+    kvx_step_matmul(s->f, wu, s->f->s->xn, D, u, F);
     s->ff = F;
     run_rows(s, act);
-    matmul(s, wd, g, F, out, D);
+    kvx_step_matmul(s->f, wd, g, F, out, D);
 }
 
 /* The routed experts: each expert runs once over the tokens that chose it, and adds its
@@ -777,11 +719,11 @@ static void routed_experts(struct step *s)
             continue;
         const struct kvx_mat *w = &s->L->experts[3 * e];
         f->n_tok = n;
-        matmul(s, &w[0], s->sc.moe_x, D, s->sc.moe_g, a->moe_ff);
-        matmul(s, &w[1], s->sc.moe_x, D, s->sc.moe_u, a->moe_ff);
+        kvx_step_matmul(s->f, &w[0], s->sc.moe_x, D, s->sc.moe_g, a->moe_ff);
+        kvx_step_matmul(s->f, &w[1], s->sc.moe_x, D, s->sc.moe_u, a->moe_ff);
         s->ff = a->moe_ff;
         run_rows(s, P_MOE_SWIGLU);
-        matmul(s, &w[2], s->sc.moe_g, a->moe_ff, s->sc.moe_y, D);
+        kvx_step_matmul(s->f, &w[2], s->sc.moe_g, a->moe_ff, s->sc.moe_y, D);
         f->n_tok = n_tok;
         for (int64_t j = 0; j < n; j++) {
             const int64_t t = s->sc.list_t[j];
@@ -835,7 +777,7 @@ static void mla_forward(const struct kvx_model *m, struct kvx_forward *f)
         return;
     const int64_t n_tok = f->n_tok;
     f->n_tok = n_out;
-    matmul(&s, &m->output, f->s->xn, D, f->logits, m->hp.n_vocab);
+    kvx_step_matmul(f, &m->output, f->s->xn, D, f->logits, m->hp.n_vocab);
     f->n_tok = n_tok;
 }
 

@@ -54,6 +54,7 @@
 #include "engine/forward.h"
 #include "model/hf_config.h"
 #include "model/model.h"
+#include "model/steps.h"
 #include "ops/f16.h"
 #include "util/err.h"
 #include "util/json.h"
@@ -401,52 +402,21 @@ static enum kvx_status g4_hparams(struct kvx_model *m, struct kvx_err *err)
 /* ------------------------------------------------------------------------------------------ */
 /* Weights */
 
-/* A matrix converted to f32 rows owned by the model (the router: read per token). */
-static enum kvx_status bind_f32(struct kvx_model *m, const char *name, int64_t n_in,
-                                int64_t n_out, const float **out, struct kvx_err *err)
-{
-    struct kvx_mat w;
-    enum kvx_status st = kvx_model_bind_mat(m, name, n_in, n_out, true, &w, err);
-    if (st != KVX_OK)
-        return st;
-    float *f = malloc((size_t)(n_in * n_out) * sizeof *f);
-    if (!f)
-        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
-    const struct kvx_quant_kernels *k = kvx_quant_kernels((enum kvx_dtype)w.type, KVX_ISA_SCALAR);
-    for (int64_t r = 0; r < n_out; r++)
-        k->to_float(w.data + (size_t)r * w.row_bytes, f + r * n_in, n_in);
-    if ((st = kvx_model_own(m, f, err)) != KVX_OK)
-        return st;
-    *out = f;
-    return KVX_OK;
-}
-
 /* A 3-D expert tensor [E, n_out, n_in] as E matrices of [n_in, n_out] into its data. */
 static enum kvx_status bind_experts(struct kvx_model *m, const char *name, int64_t E,
                                     int64_t n_in, int64_t n_out, struct kvx_mat **out,
                                     struct kvx_err *err)
 {
     struct kvx_wtensor t;
-    if (!kvx_model_find_tensor(m, name, &t))
-        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is missing", name);
-    if (t.n_dims != 3 || t.ne[0] != n_in || t.ne[1] != n_out || t.ne[2] != E)
-        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' has shape [%lld, %lld, %lld] (%u "
-                           "dims) but config.json implies [%lld, %lld, %lld]", name,
-                           (long long)t.ne[2], (long long)t.ne[1], (long long)t.ne[0], t.n_dims,
-                           (long long)E, (long long)n_out, (long long)n_in);
-    if (t.type != KVX_DTYPE_F32 && t.type != KVX_DTYPE_F16 && t.type != KVX_DTYPE_BF16)
-        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "tensor '%s' has type %s: expert weights "
-                           "must be F32, F16 or BF16", name,
-                           t.st ? kvx_st_dtype_name(t.st->dtype) : "other");
+    size_t row_bytes;
+    enum kvx_status st = kvx_model_bind_stack(m, name, E, n_out, n_in, &t, &row_bytes, err);
+    if (st != KVX_OK)
+        return st;
     struct kvx_mat *w = calloc((size_t)E, sizeof *w);
-    enum kvx_status st;
     if (!w || (st = kvx_model_own(m, w, err)) != KVX_OK)
         return w ? st : kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
-    const size_t per = t.nbytes / (size_t)E;
     for (int64_t e = 0; e < E; e++)
-        w[e] = (struct kvx_mat){.type = t.type, .n_in = n_in, .n_out = n_out,
-                                .row_bytes = per / (size_t)n_out,
-                                .data = (const uint8_t *)t.data + (size_t)e * per};
+        w[e] = kvx_model_stack_mat(&t, row_bytes, e * n_out, n_in, n_out);
     *out = w;
     return KVX_OK;
 }
@@ -488,7 +458,7 @@ static enum kvx_status g4_layer_weights(struct kvx_model *m, struct g4 *g, int i
         ((st = kvx_model_bind_vec(m, NAME("post_feedforward_layernorm_1.weight"), D, true, &L->post_ff_norm1, err)) ||
          (st = kvx_model_bind_vec(m, NAME("post_feedforward_layernorm_2.weight"), D, true, &L->post_ff_norm2, err)) ||
          (st = kvx_model_bind_vec(m, NAME("pre_feedforward_layernorm_2.weight"), D, true, &L->pre_ff_norm2, err)) ||
-         (st = bind_f32(m, NAME("router.proj.weight"), D, E, &L->router, err)) ||
+         (st = kvx_model_bind_mat_f32(m, NAME("router.proj.weight"), D, E, &L->router, err)) ||
          (st = kvx_model_bind_vec(m, NAME("router.scale"), D, true, &L->router_scale, err)) ||
          (st = kvx_model_bind_vec(m, NAME("router.per_expert_scale"), E, true, &L->expert_scale, err)) ||
          (st = bind_experts(m, NAME("experts.gate_up_proj"), E, D, 2 * Im, &L->gate_up, err)) ||
@@ -657,9 +627,6 @@ struct step {
     struct g4_scratch sc;
     int il;
     enum phase phase;
-    struct kvx_matmul_job job;
-    const float *mm_in;
-    int64_t mm_in_ld;
 };
 
 /* gelu with the tanh approximation: 0.5 z (1 + tanh(√(2/π) (z + 0.044715 z³))). */
@@ -866,63 +833,12 @@ static void row(const struct step *s, int64_t t)
     }
 }
 
-static void step_rows(void *ctx, int ith, int nth)
-{
-    struct step *s = ctx;
-    int64_t b, e;
-    kvx_split_range(s->f->n_tok, 1, ith, nth, &b, &e);
-    for (int64_t t = b; t < e; t++)
-        row(s, t);
-}
+static void row_fn(void *ctx, int64_t t) { row(ctx, t); }
 
 static void run_rows(struct step *s, enum phase p)
 {
     s->phase = p;
-    kvx_threadpool_run(s->f->tp, step_rows, s);
-}
-
-/* Store k and v in the cache, every token of a sequence by the same thread, in batch order
- * (codecs with per-sequence state need slot order: see model/llama.c). */
-static void step_store(void *ctx, int ith, int nth)
-{
-    struct step *s = ctx;
-    struct kvx_forward *f = s->f;
-    const int64_t kvd = (int64_t)s->L->nkv * s->L->hd;
-    for (int64_t t = 0; t < f->n_tok; t++) {
-        uint64_t h = (uint64_t)(uintptr_t)f->seq[t] * 0x9e3779b97f4a7c15ull;
-        if ((int)((h >> 32) % (uint64_t)nth) != ith)
-            continue;
-        kvx_kv_seq_write(f->seq[t], s->il, f->pos[t], s->sc.k + t * kvd, s->sc.v + t * kvd);
-    }
-}
-
-static void step_quantize(void *ctx, int ith, int nth)
-{
-    struct step *s = ctx;
-    int64_t b, e;
-    kvx_split_range(s->f->n_tok, 1, ith, nth, &b, &e);
-    kvx_matmul_quantize_rows(s->job.w[0], s->f->isa, s->mm_in, s->mm_in_ld, b, e, s->f->s->xq,
-                             s->f->s->xq_stride);
-}
-
-static void step_matmul(void *ctx, int ith, int nth)
-{
-    kvx_matmul_part(&((struct step *)ctx)->job, ith, nth);
-}
-
-/* y = in W for every token of the batch (in: n_in floats per token, stride ld_in). */
-static void matmul(struct step *s, const struct kvx_mat *w, const float *in, int64_t ld_in,
-                   float *y, int64_t ldy)
-{
-    struct kvx_forward *f = s->f;
-    s->job = (struct kvx_matmul_job){
-        .n_mats = 1, .w = {w}, .y = {y}, .ldy = {ldy}, .xq = {f->s->xq},
-        .xq_stride = {f->s->xq_stride}, .n_tok = f->n_tok, .isa = f->isa,
-    };
-    s->mm_in = in;
-    s->mm_in_ld = ld_in;
-    kvx_threadpool_run(f->tp, step_quantize, s);
-    kvx_threadpool_run(f->tp, step_matmul, s);
+    kvx_step_rows(s->f, row_fn, s);
 }
 
 static void attention_block(struct step *s)
@@ -933,15 +849,15 @@ static void attention_block(struct step *s)
     const int64_t D = m->hp.n_embd, nq = (int64_t)m->hp.n_head * L->hd,
                   kvd = (int64_t)L->nkv * L->hd;
     run_rows(s, P_IN_NORM);
-    matmul(s, &L->wq, f->s->xn, D, f->s->q, nq);
+    kvx_step_matmul(s->f, &L->wq, f->s->xn, D, f->s->q, nq);
     if (L->donor < 0) {
-        matmul(s, &L->wk, f->s->xn, D, s->sc.k, kvd);
+        kvx_step_matmul(s->f, &L->wk, f->s->xn, D, s->sc.k, kvd);
         if (!L->k_eq_v)
-            matmul(s, &L->wv, f->s->xn, D, s->sc.v, kvd);
+            kvx_step_matmul(s->f, &L->wv, f->s->xn, D, s->sc.v, kvd);
     }
     run_rows(s, P_QK);
     if (L->donor < 0)
-        kvx_threadpool_run(f->tp, step_store, s);
+        kvx_step_store_kv(f, s->il, s->sc.k, s->sc.v, kvd);
     const struct kvx_attn_batch ab = {
         .n_tok = f->n_tok, .pos = f->pos, .seq = f->seq, .layer = s->il,
         .n_head = m->hp.n_head, .n_head_kv = L->nkv, .head_dim = L->hd,
@@ -949,7 +865,7 @@ static void attention_block(struct step *s)
         .acc = f->acc,
     };
     kvx_attn_causal(f->tp, &ab, &f->s->attn_ws);
-    matmul(s, &L->wo, f->s->attn, nq, f->s->xn, D);
+    kvx_step_matmul(s->f, &L->wo, f->s->attn, nq, f->s->xn, D);
     run_rows(s, P_POST_ATTN);
 }
 
@@ -977,9 +893,9 @@ static void moe_block(struct step *s)
         if (n == 0)
             continue;
         f->n_tok = n;
-        matmul(s, &s->L->gate_up[e], s->sc.moe_x, D, s->sc.moe_gu, 2 * Im);
+        kvx_step_matmul(s->f, &s->L->gate_up[e], s->sc.moe_x, D, s->sc.moe_gu, 2 * Im);
         run_rows(s, P_MOE_ACT);
-        matmul(s, &s->L->down[e], s->sc.moe_g, Im, s->sc.moe_y, D);
+        kvx_step_matmul(s->f, &s->L->down[e], s->sc.moe_g, Im, s->sc.moe_y, D);
         f->n_tok = n_tok;
         for (int64_t j = 0; j < n; j++) {
             const int64_t t = s->sc.list_t[j];
@@ -998,18 +914,18 @@ static void ffn_block(struct step *s)
     const struct g4_layer *L = s->L;
     struct kvx_forward *f = s->f;
     const int64_t D = s->m->hp.n_embd, F = s->m->hp.n_ff;
-    matmul(s, &L->w_gate, f->s->xn, D, f->s->gate, F);
-    matmul(s, &L->w_up, f->s->xn, D, f->s->up, F);
+    kvx_step_matmul(s->f, &L->w_gate, f->s->xn, D, f->s->gate, F);
+    kvx_step_matmul(s->f, &L->w_up, f->s->xn, D, f->s->up, F);
     run_rows(s, P_GEGLU);
-    matmul(s, &L->w_down, f->s->gate, F, f->s->xn, D);
+    kvx_step_matmul(s->f, &L->w_down, f->s->gate, F, f->s->xn, D);
     if (s->g->moe)
         moe_block(s);
     run_rows(s, P_POST_FF);
     if (!s->g->ple)
         return;
-    matmul(s, &L->ple_gate, f->s->x, D, s->sc.ple_g, s->g->ple);
+    kvx_step_matmul(s->f, &L->ple_gate, f->s->x, D, s->sc.ple_g, s->g->ple);
     run_rows(s, P_PLE_GATE);
-    matmul(s, &L->ple_proj, s->sc.ple_g, s->g->ple, f->s->xn, D);
+    kvx_step_matmul(s->f, &L->ple_proj, s->sc.ple_g, s->g->ple, f->s->xn, D);
     run_rows(s, P_PLE_OUT);
 }
 
@@ -1021,7 +937,7 @@ static void g4_forward(const struct kvx_model *m, struct kvx_forward *f)
     run_rows(&s, P_EMBED);
     const int64_t D = m->hp.n_embd;
     if (g->ple) {   /* the projection part of the per-layer inputs */
-        matmul(&s, &g->ple_model_proj, f->s->x, D, s.sc.ple_proj, (int64_t)m->hp.n_layer * g->ple);
+        kvx_step_matmul(f, &g->ple_model_proj, f->s->x, D, s.sc.ple_proj, (int64_t)m->hp.n_layer * g->ple);
         run_rows(&s, P_PLE);
     }
     for (int il = 0; il < m->hp.n_layer; il++) {
@@ -1040,7 +956,7 @@ static void g4_forward(const struct kvx_model *m, struct kvx_forward *f)
         return;
     const int64_t n_tok = f->n_tok;
     f->n_tok = n_out;
-    matmul(&s, &m->output, f->s->xn, D, f->logits, m->hp.n_vocab);
+    kvx_step_matmul(f, &m->output, f->s->xn, D, f->logits, m->hp.n_vocab);
     if (g->softcap > 0)
         run_rows(&s, P_SOFTCAP);
     f->n_tok = n_tok;

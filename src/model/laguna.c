@@ -35,6 +35,7 @@
 #include "engine/forward.h"
 #include "model/hf_config.h"
 #include "model/model.h"
+#include "model/steps.h"
 #include "util/err.h"
 #include "util/json.h"
 
@@ -355,54 +356,6 @@ static enum kvx_status lag_hparams(struct kvx_model *m, struct kvx_err *err)
 /* ------------------------------------------------------------------------------------------ */
 /* Weights */
 
-static enum kvx_status bind_f32_mat(struct kvx_model *m, const char *name, int64_t n_in,
-                                    int64_t n_out, const float **out, struct kvx_err *err)
-{
-    struct kvx_mat w;
-    enum kvx_status st = kvx_model_bind_mat(m, name, n_in, n_out, true, &w, err);
-    if (st != KVX_OK)
-        return st;
-    float *f = malloc((size_t)(n_in * n_out) * sizeof *f);
-    if (!f)
-        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
-    const struct kvx_quant_kernels *k = kvx_quant_kernels((enum kvx_dtype)w.type, KVX_ISA_SCALAR);
-    for (int64_t r = 0; r < n_out; r++)
-        k->to_float(w.data + (size_t)r * w.row_bytes, f + r * n_in, n_in);
-    if ((st = kvx_model_own(m, f, err)) != KVX_OK)
-        return st;
-    *out = f;
-    return KVX_OK;
-}
-
-/* A stacked expert tensor [E, rows, n_in] (safetensors order): checks the shape and a dtype
- * the kernels read directly, and gives its base and bytes per row. */
-static enum kvx_status bind_stack(const struct kvx_model *m, const char *name, int64_t E,
-                                  int64_t rows, int64_t n_in, struct kvx_wtensor *t,
-                                  size_t *row_bytes, struct kvx_err *err)
-{
-    if (!kvx_model_find_tensor(m, name, t))
-        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is missing", name);
-    if (t->n_dims != 3 || t->ne[0] != n_in || t->ne[1] != rows || t->ne[2] != E)
-        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' has shape [%lld, %lld, %lld] (%u "
-                           "dims), config.json implies [%lld, %lld, %lld]", name,
-                           (long long)(t->n_dims > 2 ? t->ne[2] : 0),
-                           (long long)(t->n_dims > 1 ? t->ne[1] : 0), (long long)t->ne[0],
-                           t->n_dims, (long long)E, (long long)rows, (long long)n_in);
-    if (t->type != KVX_DTYPE_F32 && t->type != KVX_DTYPE_F16 && t->type != KVX_DTYPE_BF16)
-        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "tensor '%s': stacked experts are read in "
-                           "F32, F16 or BF16 only", name);
-    *row_bytes = t->nbytes / (size_t)(E * rows);
-    return KVX_OK;
-}
-
-static struct kvx_mat slice(const struct kvx_wtensor *t, size_t row_bytes, int64_t first_row,
-                            int64_t n_in, int64_t n_out)
-{
-    return (struct kvx_mat){.type = t->type, .n_in = n_in, .n_out = n_out,
-                            .row_bytes = row_bytes,
-                            .data = (const uint8_t *)t->data + (size_t)first_row * row_bytes};
-}
-
 /* Router, routed experts and the shared expert.  Checkpoints (and transformers'
  * save_pretrained) store one tensor per expert, "mlp.experts.E.{gate,up,down}_proj.weight",
  * with the routing bias at "mlp.experts.e_score_correction_bias" and the shared expert at
@@ -426,7 +379,7 @@ static enum kvx_status lag_moe_layer(struct kvx_model *m, const struct lag *a, i
     snprintf(sg, sizeof sg, "%s.gate_proj.weight", sh);
     snprintf(su, sizeof su, "%s.up_proj.weight", sh);
     snprintf(sd, sizeof sd, "%s.down_proj.weight", sh);
-    if ((st = bind_f32_mat(m, NAME("gate.weight"), D, E, &L->router, err)) ||
+    if ((st = kvx_model_bind_mat_f32(m, NAME("gate.weight"), D, E, &L->router, err)) ||
         (st = kvx_model_bind_vec(m, NAME(bias), E, true, &L->router_bias, err)) ||
         (st = kvx_model_bind_mat(m, NAME(sg), D, S, true, &L->w_gate, err)) ||
         (st = kvx_model_bind_mat(m, NAME(su), D, S, true, &L->w_up, err)) ||
@@ -439,13 +392,13 @@ static enum kvx_status lag_moe_layer(struct kvx_model *m, const struct lag *a, i
     if (stacked) {
         struct kvx_wtensor gu, dn;
         size_t gu_rb, dn_rb;
-        if ((st = bind_stack(m, NAME("experts.gate_up_proj"), E, 2 * F, D, &gu, &gu_rb, err)) ||
-            (st = bind_stack(m, NAME("experts.down_proj"), E, D, F, &dn, &dn_rb, err)))
+        if ((st = kvx_model_bind_stack(m, NAME("experts.gate_up_proj"), E, 2 * F, D, &gu, &gu_rb, err)) ||
+            (st = kvx_model_bind_stack(m, NAME("experts.down_proj"), E, D, F, &dn, &dn_rb, err)))
             return st;
         for (int64_t e = 0; e < E; e++) {
-            ex[3 * e] = slice(&gu, gu_rb, e * 2 * F, D, F);
-            ex[3 * e + 1] = slice(&gu, gu_rb, e * 2 * F + F, D, F);
-            ex[3 * e + 2] = slice(&dn, dn_rb, e * D, F, D);
+            ex[3 * e] = kvx_model_stack_mat(&gu, gu_rb, e * 2 * F, D, F);
+            ex[3 * e + 1] = kvx_model_stack_mat(&gu, gu_rb, e * 2 * F + F, D, F);
+            ex[3 * e + 2] = kvx_model_stack_mat(&dn, dn_rb, e * D, F, D);
         }
         return KVX_OK;
     }
@@ -588,9 +541,6 @@ struct step {
     enum phase phase;
     bool add_ffn;              /* P_ATTN_NORM: x += the previous layer's FFN output first */
     int64_t ff;                /* P_SWIGLU: width */
-    struct kvx_matmul_job job;
-    const float *mm_in;
-    int64_t mm_in_ld;
 };
 
 /* softplus(z) = ln(1 + e^z), linear above 20 (torch's threshold). */
@@ -708,63 +658,12 @@ static void row(const struct step *s, int64_t t)
     }
 }
 
-static void step_rows(void *ctx, int ith, int nth)
-{
-    struct step *s = ctx;
-    int64_t b, e;
-    kvx_split_range(s->f->n_tok, 1, ith, nth, &b, &e);
-    for (int64_t t = b; t < e; t++)
-        row(s, t);
-}
+static void row_fn(void *ctx, int64_t t) { row(ctx, t); }
 
 static void run_rows(struct step *s, enum phase p)
 {
     s->phase = p;
-    kvx_threadpool_run(s->f->tp, step_rows, s);
-}
-
-/* Store k and v: every token of a sequence by the same thread, in batch order (codecs keep
- * per-sequence state and pack tokens into shared bytes). */
-static void step_store(void *ctx, int ith, int nth)
-{
-    struct step *s = ctx;
-    struct kvx_forward *f = s->f;
-    const int64_t nkv = (int64_t)s->a->n_head_kv * s->a->head_dim;
-    for (int64_t t = 0; t < f->n_tok; t++) {
-        uint64_t h = (uint64_t)(uintptr_t)f->seq[t] * 0x9e3779b97f4a7c15ull;
-        if ((int)((h >> 32) % (uint64_t)nth) != ith)
-            continue;
-        kvx_kv_seq_write(f->seq[t], s->il, f->pos[t], f->s->k + t * nkv, f->s->v + t * nkv);
-    }
-}
-
-static void step_quantize(void *ctx, int ith, int nth)
-{
-    struct step *s = ctx;
-    int64_t b, e;
-    kvx_split_range(s->f->n_tok, 1, ith, nth, &b, &e);
-    kvx_matmul_quantize_rows(s->job.w[0], s->f->isa, s->mm_in, s->mm_in_ld, b, e, s->f->s->xq,
-                             s->f->s->xq_stride);
-}
-
-static void step_matmul(void *ctx, int ith, int nth)
-{
-    kvx_matmul_part(&((struct step *)ctx)->job, ith, nth);
-}
-
-/* y = in W for every token of the batch (in: n_in floats per token, stride ld_in). */
-static void matmul(struct step *s, const struct kvx_mat *w, const float *in, int64_t ld_in,
-                   float *y, int64_t ldy)
-{
-    struct kvx_forward *f = s->f;
-    s->job = (struct kvx_matmul_job){
-        .n_mats = 1, .w = {w}, .y = {y}, .ldy = {ldy}, .xq = {f->s->xq},
-        .xq_stride = {f->s->xq_stride}, .n_tok = f->n_tok, .isa = f->isa,
-    };
-    s->mm_in = in;
-    s->mm_in_ld = ld_in;
-    kvx_threadpool_run(f->tp, step_quantize, s);
-    kvx_threadpool_run(f->tp, step_matmul, s);
+    kvx_step_rows(s->f, row_fn, s);
 }
 
 static void attention_block(struct step *s)
@@ -775,12 +674,12 @@ static void attention_block(struct step *s)
     const int64_t D = s->m->hp.n_embd, hd = a->head_dim, nq = (int64_t)L->n_head * hd;
     const int64_t nkv = (int64_t)a->n_head_kv * hd;
     run_rows(s, P_ATTN_NORM);
-    matmul(s, &L->wq, f->s->xn, D, f->s->q, nq);
-    matmul(s, &L->wk, f->s->xn, D, f->s->k, nkv);
-    matmul(s, &L->wv, f->s->xn, D, f->s->v, nkv);
-    matmul(s, &L->wg, f->s->xn, D, s->sc.gate, L->wg.n_out);
+    kvx_step_matmul(s->f, &L->wq, f->s->xn, D, f->s->q, nq);
+    kvx_step_matmul(s->f, &L->wk, f->s->xn, D, f->s->k, nkv);
+    kvx_step_matmul(s->f, &L->wv, f->s->xn, D, f->s->v, nkv);
+    kvx_step_matmul(s->f, &L->wg, f->s->xn, D, s->sc.gate, L->wg.n_out);
     run_rows(s, P_QK);
-    kvx_threadpool_run(f->tp, step_store, s);
+    kvx_step_store_kv(f, s->il, f->s->k, f->s->v, nkv);
     const struct kvx_attn_batch ab = {
         .n_tok = f->n_tok, .pos = f->pos, .seq = f->seq, .layer = s->il,
         .n_head = L->n_head, .n_head_kv = a->n_head_kv, .head_dim = (int32_t)hd,
@@ -789,7 +688,7 @@ static void attention_block(struct step *s)
     };
     kvx_attn_causal(f->tp, &ab, &f->s->attn_ws);
     run_rows(s, P_GATE);
-    matmul(s, &L->wo, f->s->attn, nq, f->s->xn, D);
+    kvx_step_matmul(s->f, &L->wo, f->s->attn, nq, f->s->xn, D);
     if (L->bo)
         run_rows(s, P_OBIAS);
 }
@@ -799,11 +698,11 @@ static void mlp(struct step *s, const struct kvx_mat *wg, const struct kvx_mat *
                 const struct kvx_mat *wd, const float *in, float *out)
 {
     const int64_t D = s->m->hp.n_embd, F = wg->n_out;
-    matmul(s, wg, in, D, s->f->s->gate, F);
-    matmul(s, wu, in, D, s->f->s->up, F);
+    kvx_step_matmul(s->f, wg, in, D, s->f->s->gate, F);
+    kvx_step_matmul(s->f, wu, in, D, s->f->s->up, F);
     s->ff = F;
     run_rows(s, P_SWIGLU);
-    matmul(s, wd, s->f->s->gate, F, out, D);
+    kvx_step_matmul(s->f, wd, s->f->s->gate, F, out, D);
 }
 
 /* The routed experts: each expert runs once over the tokens that chose it and adds its
@@ -877,7 +776,7 @@ static void lag_forward(const struct kvx_model *m, struct kvx_forward *f)
         return;
     const int64_t n_tok = f->n_tok;
     f->n_tok = n_out;
-    matmul(&s, &m->output, f->s->xn, D, f->logits, m->hp.n_vocab);
+    kvx_step_matmul(f, &m->output, f->s->xn, D, f->logits, m->hp.n_vocab);
     f->n_tok = n_tok;
 }
 

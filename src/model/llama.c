@@ -28,6 +28,7 @@
 #include "engine/forward.h"
 #include "model/hf_config.h"
 #include "model/model.h"
+#include "model/steps.h"
 #include "util/err.h"
 #include "util/json.h"
 
@@ -517,23 +518,6 @@ static void step_qk_rope(void *ctx, int ith, int nth)
     }
 }
 
-/* Store k and v in the cache.  Every token of a sequence is written by the same thread, in
- * batch order: codecs keep per-sequence state that puts update in slot order (kivi2), and
- * packed codecs share bytes between the tokens of a tile (rot3/rot4). */
-static void step_store(void *ctx, int ith, int nth)
-{
-    struct step *s = ctx;
-    const struct kvx_hparams *hp = &s->m->hp;
-    struct kvx_forward *f = s->f;
-    const int64_t nkv = (int64_t)hp->n_head_kv * hp->head_dim;
-    for (int64_t t = 0; t < f->n_tok; t++) { /* the sequence's thread: a hash of its address */
-        uint64_t h = (uint64_t)(uintptr_t)f->seq[t] * 0x9e3779b97f4a7c15ull;
-        if ((int)((h >> 32) % (uint64_t)nth) != ith)
-            continue;
-        kvx_kv_seq_write(f->seq[t], s->il, f->pos[t], f->s->k + t * nkv, f->s->v + t * nkv);
-    }
-}
-
 /* xn += bo per token (the attention output bias, when the model has one). */
 static void step_out_bias(void *ctx, int ith, int nth)
 {
@@ -612,7 +596,7 @@ static void attention_block(struct step *s)
     const int64_t ldy[3] = {nq, nkv, nkv};
     run_matmuls(s, 3, w, y, ldy, step_norm);
     kvx_threadpool_run(f->tp, step_qk_rope, s);
-    kvx_threadpool_run(f->tp, step_store, s);
+    kvx_step_store_kv(f, s->il, f->s->k, f->s->v, nkv);
     const struct kvx_attn_batch ab = {
         .n_tok = f->n_tok, .pos = f->pos, .seq = f->seq, .layer = s->il,
         .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim,

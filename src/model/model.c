@@ -292,6 +292,53 @@ void kvx_model_close(struct kvx_model *m)
     free(m);
 }
 
+enum kvx_status kvx_model_bind_mat_f32(struct kvx_model *m, const char *name, int64_t n_in,
+                                       int64_t n_out, const float **out, struct kvx_err *err)
+{
+    struct kvx_mat w;
+    enum kvx_status st = kvx_model_bind_mat(m, name, n_in, n_out, true, &w, err);
+    if (st != KVX_OK)
+        return st;
+    float *f = malloc((size_t)(n_in * n_out) * sizeof *f);
+    if (!f)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
+    const struct kvx_quant_kernels *k = kvx_quant_kernels((enum kvx_dtype)w.type, KVX_ISA_SCALAR);
+    for (int64_t r = 0; r < n_out; r++)
+        k->to_float(w.data + (size_t)r * w.row_bytes, f + r * n_in, n_in);
+    if ((st = kvx_model_own(m, f, err)) != KVX_OK)
+        return st;
+    *out = f;
+    return KVX_OK;
+}
+
+enum kvx_status kvx_model_bind_stack(const struct kvx_model *m, const char *name, int64_t E,
+                                     int64_t rows, int64_t n_in, struct kvx_wtensor *t,
+                                     size_t *row_bytes, struct kvx_err *err)
+{
+    if (!kvx_model_find_tensor(m, name, t))
+        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is missing", name);
+    if (t->n_dims != 3 || t->ne[0] != n_in || t->ne[1] != rows || t->ne[2] != E)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' has shape [%lld, %lld, %lld] (%u "
+                           "dims), config.json implies [%lld, %lld, %lld]", name,
+                           (long long)(t->n_dims > 2 ? t->ne[2] : 0),
+                           (long long)(t->n_dims > 1 ? t->ne[1] : 0), (long long)t->ne[0],
+                           t->n_dims, (long long)E, (long long)rows, (long long)n_in);
+    if (t->type != KVX_DTYPE_F32 && t->type != KVX_DTYPE_F16 && t->type != KVX_DTYPE_BF16)
+        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "tensor '%s' has type %s: stacked "
+                           "expert weights are read in F32, F16 or BF16 only", name,
+                           t->st ? kvx_st_dtype_name(t->st->dtype) : "other");
+    *row_bytes = t->nbytes / (size_t)(E * rows);
+    return KVX_OK;
+}
+
+struct kvx_mat kvx_model_stack_mat(const struct kvx_wtensor *t, size_t row_bytes,
+                                   int64_t first_row, int64_t n_in, int64_t n_out)
+{
+    return (struct kvx_mat){.type = t->type, .n_in = n_in, .n_out = n_out,
+                            .row_bytes = row_bytes,
+                            .data = (const uint8_t *)t->data + (size_t)first_row * row_bytes};
+}
+
 enum kvx_status kvx_model_own(struct kvx_model *m, void *p, struct kvx_err *err)
 {
     if (m->n_owned == m->cap_owned) {

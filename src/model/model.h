@@ -183,6 +183,21 @@ enum kvx_status kvx_model_bind_mat(struct kvx_model *m, const char *name, int64_
 enum kvx_status kvx_model_bind_vec(struct kvx_model *m, const char *name, int64_t n,
                                    bool required, const float **out, struct kvx_err *err);
 
+/* A 2-D weight of shape [n_in, n_out] (as kvx_model_bind_mat) converted to f32 rows owned by the
+ * model: for weights a forward pass reads as floats (routers, small projections). */
+enum kvx_status kvx_model_bind_mat_f32(struct kvx_model *m, const char *name, int64_t n_in,
+                                       int64_t n_out, const float **out, struct kvx_err *err);
+
+/* A stacked tensor of E matrices, safetensors shape [E, rows, n_in] (mixture-of-experts
+ * weights), in F32, F16 or BF16: checks the shape and type, gives the tensor and the bytes of
+ * one row; kvx_model_stack_mat then presents rows [first_row, first_row + n_out) of the stack
+ * as one [n_in, n_out] matrix (expert e's rows start at e * rows). */
+enum kvx_status kvx_model_bind_stack(const struct kvx_model *m, const char *name, int64_t E,
+                                     int64_t rows, int64_t n_in, struct kvx_wtensor *t,
+                                     size_t *row_bytes, struct kvx_err *err);
+struct kvx_mat kvx_model_stack_mat(const struct kvx_wtensor *t, size_t row_bytes,
+                                   int64_t first_row, int64_t n_in, int64_t n_out);
+
 /* Keep a malloc'd buffer until the model is closed (freed here on failure). */
 enum kvx_status kvx_model_own(struct kvx_model *m, void *p, struct kvx_err *err);
 

@@ -44,6 +44,7 @@
 #include "engine/forward.h"
 #include "model/hf_config.h"
 #include "model/model.h"
+#include "model/steps.h"
 #include "util/err.h"
 #include "util/json.h"
 
@@ -278,26 +279,6 @@ static enum kvx_status bind_f32(struct kvx_model *m, const char *name, int n_dim
     return st;
 }
 
-/* A stacked expert tensor [E, rows, n_in]: its base and bytes per row. */
-static enum kvx_status bind_stack(const struct kvx_model *m, const char *name, int64_t E,
-                                  int64_t rows, int64_t n_in, struct kvx_wtensor *t,
-                                  size_t *row_bytes, struct kvx_err *err)
-{
-    if (!kvx_model_find_tensor(m, name, t))
-        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is missing", name);
-    if (t->n_dims != 3 || t->ne[0] != n_in || t->ne[1] != rows || t->ne[2] != E)
-        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' has shape [%lld, %lld, %lld] (%u "
-                           "dims), config.json implies [%lld, %lld, %lld]", name,
-                           (long long)(t->n_dims > 2 ? t->ne[2] : 0),
-                           (long long)(t->n_dims > 1 ? t->ne[1] : 0), (long long)t->ne[0],
-                           t->n_dims, (long long)E, (long long)rows, (long long)n_in);
-    if (t->type != KVX_DTYPE_F32 && t->type != KVX_DTYPE_F16 && t->type != KVX_DTYPE_BF16)
-        return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "tensor '%s': stacked experts are read in "
-                           "F32, F16 or BF16 only", name);
-    *row_bytes = t->nbytes / (size_t)(E * rows);
-    return KVX_OK;
-}
-
 static enum kvx_status zaya_layer_weights(struct kvx_model *m, struct zaya *a, int il,
                                           struct kvx_err *err)
 {
@@ -343,8 +324,8 @@ static enum kvx_status zaya_layer_weights(struct kvx_model *m, struct zaya *a, i
         return st;
     struct kvx_wtensor gu, dn;
     size_t gu_rb, dn_rb;
-    if ((st = bind_stack(m, NAME("mlp.experts.gate_up_proj"), E, 2 * F, D, &gu, &gu_rb, err)) ||
-        (st = bind_stack(m, NAME("mlp.experts.down_proj"), E, D, F, &dn, &dn_rb, err)))
+    if ((st = kvx_model_bind_stack(m, NAME("mlp.experts.gate_up_proj"), E, 2 * F, D, &gu, &gu_rb, err)) ||
+        (st = kvx_model_bind_stack(m, NAME("mlp.experts.down_proj"), E, D, F, &dn, &dn_rb, err)))
         return st;
 #undef VEC
 #undef NAME
@@ -463,9 +444,6 @@ struct step {
     int il;
     enum phase phase;
     int64_t ff;
-    struct kvx_matmul_job job;
-    const float *mm_in;
-    int64_t mm_in_ld;
 };
 
 /* y = W x + b for a row-major f32 W [n_out, n_in] (b may be NULL). */
@@ -563,19 +541,12 @@ static void row(const struct step *s, int64_t t)
     }
 }
 
-static void step_rows(void *ctx, int ith, int nth)
-{
-    struct step *s = ctx;
-    int64_t b, e;
-    kvx_split_range(s->f->n_tok, 1, ith, nth, &b, &e);
-    for (int64_t t = b; t < e; t++)
-        row(s, t);
-}
+static void row_fn(void *ctx, int64_t t) { row(ctx, t); }
 
 static void run_rows(struct step *s, enum phase p)
 {
     s->phase = p;
-    kvx_threadpool_run(s->f->tp, step_rows, s);
+    kvx_step_rows(s->f, row_fn, s);
 }
 
 /* The convolutions, residual paths, values, QK norm and RoPE of token t, from and into the
@@ -670,34 +641,6 @@ static void step_cca(void *ctx, int ith, int nth)
     }
 }
 
-static void step_quantize(void *ctx, int ith, int nth)
-{
-    struct step *s = ctx;
-    int64_t b, e;
-    kvx_split_range(s->f->n_tok, 1, ith, nth, &b, &e);
-    kvx_matmul_quantize_rows(s->job.w[0], s->f->isa, s->mm_in, s->mm_in_ld, b, e, s->f->s->xq,
-                             s->f->s->xq_stride);
-}
-
-static void step_matmul(void *ctx, int ith, int nth)
-{
-    kvx_matmul_part(&((struct step *)ctx)->job, ith, nth);
-}
-
-static void matmul(struct step *s, const struct kvx_mat *w, const float *in, int64_t ld_in,
-                   float *y, int64_t ldy)
-{
-    struct kvx_forward *f = s->f;
-    s->job = (struct kvx_matmul_job){
-        .n_mats = 1, .w = {w}, .y = {y}, .ldy = {ldy}, .xq = {f->s->xq},
-        .xq_stride = {f->s->xq_stride}, .n_tok = f->n_tok, .isa = f->isa,
-    };
-    s->mm_in = in;
-    s->mm_in_ld = ld_in;
-    kvx_threadpool_run(f->tp, step_quantize, s);
-    kvx_threadpool_run(f->tp, step_matmul, s);
-}
-
 static void attention_block(struct step *s)
 {
     const struct zaya *a = s->a;
@@ -706,10 +649,10 @@ static void attention_block(struct step *s)
     const int64_t D = s->m->hp.n_embd, d = a->head_dim, C = a->n_ch;
     const int64_t nq = (int64_t)a->n_head * d, nkv = (int64_t)a->n_head_kv * d;
     run_rows(s, P_ATTN_NORM);
-    matmul(s, &L->wq, f->s->xn, D, s->sc.u, C);
-    matmul(s, &L->wk, f->s->xn, D, s->sc.u + nq, C);
-    matmul(s, &L->wvc, f->s->xn, D, f->s->v, nkv);
-    matmul(s, &L->wvd, f->s->xn, D, s->sc.vd, nkv / 2);
+    kvx_step_matmul(s->f, &L->wq, f->s->xn, D, s->sc.u, C);
+    kvx_step_matmul(s->f, &L->wk, f->s->xn, D, s->sc.u + nq, C);
+    kvx_step_matmul(s->f, &L->wvc, f->s->xn, D, f->s->v, nkv);
+    kvx_step_matmul(s->f, &L->wvd, f->s->xn, D, s->sc.vd, nkv / 2);
     kvx_threadpool_run(f->tp, step_cca, s);
     const struct kvx_attn_batch ab = {
         .n_tok = f->n_tok, .pos = f->pos, .seq = f->seq, .layer = s->il,
@@ -718,7 +661,7 @@ static void attention_block(struct step *s)
         .scale = 1.0f / sqrtf((float)d), .acc = f->acc,
     };
     kvx_attn_causal(f->tp, &ab, &f->s->attn_ws);
-    matmul(s, &L->wo, f->s->attn, nq, s->sc.h, D);
+    kvx_step_matmul(s->f, &L->wo, f->s->attn, nq, s->sc.h, D);
     run_rows(s, P_ATTN_RESID);
 }
 
@@ -742,11 +685,11 @@ static void moe_block(struct step *s)
             continue;
         const struct kvx_mat *w = &s->L->experts[3 * e];
         f->n_tok = n;
-        matmul(s, &w[0], s->sc.moe_x, D, f->s->gate, F);
-        matmul(s, &w[1], s->sc.moe_x, D, f->s->up, F);
+        kvx_step_matmul(s->f, &w[0], s->sc.moe_x, D, f->s->gate, F);
+        kvx_step_matmul(s->f, &w[1], s->sc.moe_x, D, f->s->up, F);
         s->ff = F;
         run_rows(s, P_SWIGLU);
-        matmul(s, &w[2], f->s->gate, F, s->sc.moe_y, D);
+        kvx_step_matmul(s->f, &w[2], f->s->gate, F, s->sc.moe_y, D);
         f->n_tok = n_tok;
         for (int64_t j = 0; j < n; j++) {
             const int64_t t = s->sc.list_t[j];
@@ -781,7 +724,7 @@ static void zaya_forward(const struct kvx_model *m, struct kvx_forward *f)
         return;
     const int64_t n_tok = f->n_tok;
     f->n_tok = n_out;
-    matmul(&s, &m->output, f->s->xn, D, f->logits, m->hp.n_vocab);
+    kvx_step_matmul(f, &m->output, f->s->xn, D, f->logits, m->hp.n_vocab);
     f->n_tok = n_tok;
 }
 

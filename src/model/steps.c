@@ -1,0 +1,93 @@
+/* model/steps: see steps.h. */
+#include "model/steps.h"
+
+#include <stdatomic.h>
+
+#include "kv/pool.h"
+#include "util/threadpool.h"
+
+struct rows_step {
+    const struct kvx_forward *f;
+    kvx_row_fn fn;
+    void *ctx;
+};
+
+static void rows_part(void *ctx, int ith, int nth)
+{
+    const struct rows_step *s = ctx;
+    int64_t b, e;
+    kvx_split_range(s->f->n_tok, 1, ith, nth, &b, &e);
+    for (int64_t t = b; t < e; t++)
+        s->fn(s->ctx, t);
+}
+
+void kvx_step_rows(struct kvx_forward *f, kvx_row_fn fn, void *ctx)
+{
+    struct rows_step s = {.f = f, .fn = fn, .ctx = ctx};
+    kvx_threadpool_run(f->tp, rows_part, &s);
+}
+
+struct matmul_step {
+    struct kvx_forward *f;
+    struct kvx_matmul_job job;
+    const float *x;
+    int64_t ldx;
+};
+
+static void quantize_part(void *ctx, int ith, int nth)
+{
+    struct matmul_step *s = ctx;
+    int64_t b, e;
+    kvx_split_range(s->f->n_tok, 1, ith, nth, &b, &e);
+    kvx_matmul_quantize_rows(s->job.w[0], s->f->isa, s->x, s->ldx, b, e, s->f->s->xq,
+                             s->f->s->xq_stride);
+}
+
+static void matmul_part(void *ctx, int ith, int nth)
+{
+    kvx_matmul_part(&((struct matmul_step *)ctx)->job, ith, nth);
+}
+
+void kvx_step_matmul(struct kvx_forward *f, const struct kvx_mat *w, const float *x, int64_t ldx,
+                     float *y, int64_t ldy)
+{
+    struct matmul_step s = {.f = f, .x = x, .ldx = ldx};
+    s.job.n_mats = 1;
+    s.job.w[0] = w;
+    s.job.y[0] = y;
+    s.job.ldy[0] = ldy;
+    s.job.xq[0] = f->s->xq;
+    s.job.xq_stride[0] = f->s->xq_stride;
+    s.job.n_tok = f->n_tok;
+    s.job.isa = f->isa;
+    atomic_init(&s.job.next, 0);
+    kvx_threadpool_run(f->tp, quantize_part, &s);
+    kvx_threadpool_run(f->tp, matmul_part, &s);
+}
+
+struct store_step {
+    struct kvx_forward *f;
+    int32_t layer;
+    const float *k, *v;
+    int64_t ld;
+};
+
+static void store_part(void *ctx, int ith, int nth)
+{
+    const struct store_step *s = ctx;
+    const struct kvx_forward *f = s->f;
+    for (int64_t t = 0; t < f->n_tok; t++) {   /* the sequence's thread: a hash of its address */
+        const uint64_t h = (uint64_t)(uintptr_t)f->seq[t] * 0x9e3779b97f4a7c15ull;
+        if ((int)((h >> 32) % (uint64_t)nth) != ith)
+            continue;
+        kvx_kv_seq_write(f->seq[t], s->layer, f->pos[t], s->k + t * s->ld,
+                         s->v ? s->v + t * s->ld : NULL);
+    }
+}
+
+void kvx_step_store_kv(struct kvx_forward *f, int32_t layer, const float *k, const float *v,
+                       int64_t ld)
+{
+    struct store_step s = {.f = f, .layer = layer, .k = k, .v = v, .ld = ld};
+    kvx_threadpool_run(f->tp, store_part, &s);
+}

@@ -1,0 +1,34 @@
+/* model/steps: parallel steps that the forward passes of several architectures share, each
+ * one or two regions over the engine's threads (engine/forward.h).
+ *
+ *   kvx_step_rows      call fn(ctx, t) for every token t of the batch, the tokens split into
+ *                      contiguous ranges, one per thread (per-token work: norms, RoPE, ...).
+ *   kvx_step_matmul    y_t = x_t W for every token t of the batch: the input rows are first
+ *                      quantized to W's vec-dot type into the engine's xq buffer (one region),
+ *                      then W's rows are split across the threads (ops/matmul.h).
+ *   kvx_step_store_kv  write every token's K and V rows into its sequence's cache in `layer`.
+ *                      All tokens of one sequence go to the same thread, in batch order:
+ *                      codecs keep per-sequence state that puts update in slot order (kivi)
+ *                      and packed codecs share bytes between the tokens of a tile (rot3/rot4).
+ *
+ * model/llama.c keeps its own fused steps (norm + quantize, several matrices per job). */
+#ifndef KVX_MODEL_STEPS_H
+#define KVX_MODEL_STEPS_H
+
+#include <stdint.h>
+
+#include "engine/forward.h"
+#include "ops/matmul.h"
+
+typedef void (*kvx_row_fn)(void *ctx, int64_t t);
+void kvx_step_rows(struct kvx_forward *f, kvx_row_fn fn, void *ctx);
+
+/* x: n_in floats per token, ldx apart; y: n_out floats per token, ldy apart. */
+void kvx_step_matmul(struct kvx_forward *f, const struct kvx_mat *w, const float *x, int64_t ldx,
+                     float *y, int64_t ldy);
+
+/* k, v: rows of `ld` floats per token (the layer's n_kv_heads x head dim). */
+void kvx_step_store_kv(struct kvx_forward *f, int32_t layer, const float *k, const float *v,
+                       int64_t ld);
+
+#endif
