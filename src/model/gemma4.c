@@ -946,20 +946,12 @@ static void g4_forward(const struct kvx_model *m, struct kvx_forward *f)
         attention_block(&s);
         ffn_block(&s);
     }
-    int64_t n_out = 0;
-    for (int64_t t = 0; t < f->n_tok; t++)
-        if (f->want_logits[t]) {
-            kvx_rmsnorm(f->s->xn + n_out * D, f->s->x + t * D, m->output_norm, D, m->hp.norm_eps);
-            n_out++;
-        }
-    if (n_out == 0)
-        return;
-    const int64_t n_tok = f->n_tok;
-    f->n_tok = n_out;
-    kvx_step_matmul(f, &m->output, f->s->xn, D, f->logits, m->hp.n_vocab);
-    if (g->softcap > 0)
+    const int64_t n_out = kvx_step_logits(m, f), n_tok = f->n_tok;
+    if (n_out > 0 && g->softcap > 0) {   /* on the n_out logits rows */
+        f->n_tok = n_out;
         run_rows(&s, P_SOFTCAP);
-    f->n_tok = n_tok;
+        f->n_tok = n_tok;
+    }
 }
 
 const struct kvx_arch kvx_arch_gemma4_text = {

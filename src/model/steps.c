@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 
 #include "kv/pool.h"
+#include "ops/ops.h"
 #include "util/threadpool.h"
 
 struct rows_step {
@@ -63,6 +64,24 @@ void kvx_step_matmul(struct kvx_forward *f, const struct kvx_mat *w, const float
     atomic_init(&s.job.next, 0);
     kvx_threadpool_run(f->tp, quantize_part, &s);
     kvx_threadpool_run(f->tp, matmul_part, &s);
+}
+
+int64_t kvx_step_logits(const struct kvx_model *m, struct kvx_forward *f)
+{
+    const int64_t D = m->hp.n_embd;
+    int64_t n_out = 0;
+    for (int64_t t = 0; t < f->n_tok; t++)
+        if (f->want_logits[t]) {
+            kvx_rmsnorm(f->s->xn + n_out * D, f->s->x + t * D, m->output_norm, D, m->hp.norm_eps);
+            n_out++;
+        }
+    if (n_out == 0)
+        return 0;
+    const int64_t n_tok = f->n_tok;
+    f->n_tok = n_out;
+    kvx_step_matmul(f, &m->output, f->s->xn, D, f->logits, m->hp.n_vocab);
+    f->n_tok = n_tok;
+    return n_out;
 }
 
 struct store_step {

@@ -6,6 +6,8 @@
  *   kvx_step_matmul    y_t = x_t W for every token t of the batch: the input rows are first
  *                      quantized to W's vec-dot type into the engine's xq buffer (one region),
  *                      then W's rows are split across the threads (ops/matmul.h).
+ *   kvx_step_logits    the output head: RMSNorm (m->output_norm) of the rows of x whose logits
+ *                      are wanted, then logits = those rows times m->output.
  *   kvx_step_store_kv  write every token's K and V rows into its sequence's cache in `layer`.
  *                      All tokens of one sequence go to the same thread, in batch order:
  *                      codecs keep per-sequence state that puts update in slot order (kivi)
@@ -18,6 +20,7 @@
 #include <stdint.h>
 
 #include "engine/forward.h"
+#include "model/model.h"
 #include "ops/matmul.h"
 
 typedef void (*kvx_row_fn)(void *ctx, int64_t t);
@@ -26,6 +29,10 @@ void kvx_step_rows(struct kvx_forward *f, kvx_row_fn fn, void *ctx);
 /* x: n_in floats per token, ldx apart; y: n_out floats per token, ldy apart. */
 void kvx_step_matmul(struct kvx_forward *f, const struct kvx_mat *w, const float *x, int64_t ldx,
                      float *y, int64_t ldy);
+
+/* Norms the wanted rows of f->s->x into f->s->xn and writes their logits (in token order) to
+ * f->logits; returns how many rows it wrote. */
+int64_t kvx_step_logits(const struct kvx_model *m, struct kvx_forward *f);
 
 /* k, v: rows of `ld` floats per token (the layer's n_kv_heads x head dim). */
 void kvx_step_store_kv(struct kvx_forward *f, int32_t layer, const float *k, const float *v,

@@ -713,19 +713,7 @@ static void zaya_forward(const struct kvx_model *m, struct kvx_forward *f)
         attention_block(&s);
         moe_block(&s);
     }
-    const int64_t D = m->hp.n_embd;
-    int64_t n_out = 0;
-    for (int64_t t = 0; t < f->n_tok; t++)
-        if (f->want_logits[t]) {
-            kvx_rmsnorm(f->s->xn + n_out * D, f->s->x + t * D, m->output_norm, D, m->hp.norm_eps);
-            n_out++;
-        }
-    if (n_out == 0)
-        return;
-    const int64_t n_tok = f->n_tok;
-    f->n_tok = n_out;
-    kvx_step_matmul(f, &m->output, f->s->xn, D, f->logits, m->hp.n_vocab);
-    f->n_tok = n_tok;
+    kvx_step_logits(m, f);
 }
 
 const struct kvx_arch kvx_arch_zaya = {
