@@ -259,10 +259,13 @@ KVX_TEST(kv_lowbit_sizes_and_bits)
     KVX_CHECK(strcmp(kvx_kv_codec_name(KVX_KV_CODEC_KIVI4), "kivi4") == 0);
     const struct kvx_kv_codec_ops *kivi = kvx_kv_codec_kivi2(KVX_ISA_SCALAR);
     struct kvx_kv_fmt f = kvx_kv_fmt_make(KVX_KV_CODEC_KIVI2, pt, dim, 32, 128);
-    KVX_CHECK_EQ_INT(kivi->k_state_bytes(&f), KVX_KV_STATE_HDR + 32 * 64 * 2);
+    KVX_CHECK_EQ_INT(kivi->k_state_bytes(&f), KVX_KV_STATE_HDR + (32 + 128) * 64 * 2);
     KVX_CHECK_EQ_INT(kivi->v_state_bytes(&f), KVX_KV_STATE_HDR + 128 * 64 * 2);
     f.residual = 0;
     KVX_CHECK_EQ_INT(kivi->v_state_bytes(&f), 0);
+    KVX_CHECK_EQ_INT(kivi->k_state_bytes(&f), KVX_KV_STATE_HDR + 32 * 64 * 2);
+    f.residual = 40; /* the K ring rounds R up to whole groups */
+    KVX_CHECK_EQ_INT(kivi->k_state_bytes(&f), KVX_KV_STATE_HDR + (32 + 64) * 64 * 2);
     /* constraints */
     struct kvx_err err = {0};
     KVX_CHECK(kvx_kv_codec_check(KVX_KV_CODEC_ROT4, 256, 4096, 0, 0, &err) == KVX_OK);
@@ -310,7 +313,8 @@ KVX_TEST(kv_lowbit_kivi_error_bounds)
             cut_get(&c, t, k, v);
             for (int32_t d = 0; d < dim; d++) {
                 const float x = K[t * dim + d];
-                if (t >= G) { /* the open group: the state's f16 copy */
+                /* the K ring (R = 0: the open group; R = 16: both groups): f16 copies */
+                if (t >= (residual ? 0 : G)) {
                     bad += k[d] != f16r(x);
                 } else {
                     float lo = INFINITY, hi = -INFINITY;
@@ -702,12 +706,15 @@ KVX_TEST(kv_lowbit_simd_matches_scalar)
 
 /* What every slot of a kivi head must decode to, kept with plain arrays: the values each
  * slot's K group is quantized from (src: f16 of the input, or f16 of the decoded value when a
- * cut reopened a sealed group), the decoded values of sealed groups, and the V ring's range. */
+ * cut reopened a group the K ring no longer held), the decoded values of sealed groups, the K
+ * ring's range (whole groups: the open one and the newest sealed ones, at most G + ceil(R/G) G
+ * slots; read as src) and the V ring's range (the newest R slots; read as f16 of the input). */
 struct kmodel {
     int32_t bits, G, R;
     float src[MS][MD], kdec[MS][MD], vin[MS][MD], vdec[MS][MD];
     bool sealed[MS];
-    int64_t lo, hi;
+    int64_t klo, khi, lo, hi;
+    int reopen_unsealed; /* a cut reopened slots with no decoded values: a broken test */
 };
 
 /* Asymmetric B-bit quantization of n values (stride `stride`), written from the format's
@@ -731,9 +738,17 @@ static void ref_q(int bits, const float *x, int n, int stride, float *out)
     }
 }
 
+static void model_cut(struct kmodel *m, int64_t n_keep);
+
 static void model_put(struct kmodel *m, int64_t slot, const float *k, const float *v)
 {
-    const int32_t G = m->G;
+    const int32_t G = m->G, Rk = G + (m->R + G - 1) / G * G;
+    const int64_t gs = slot - slot % G;
+    if (slot != m->khi || m->klo > gs)
+        model_cut(m, slot);
+    if (slot == gs && slot + G - m->klo > Rk)
+        m->klo = slot + G - Rk;
+    m->khi = slot + 1;
     for (int d = 0; d < MD; d++) {
         m->src[slot][d] = f16r(k[d]);
         m->vin[slot][d] = v[d];
@@ -742,7 +757,6 @@ static void model_put(struct kmodel *m, int64_t slot, const float *k, const floa
     for (int b = 0; b < MD / 32; b++)
         ref_q(m->bits, v + 32 * b, 32, 1, m->vdec[slot] + 32 * b);
     if (slot % G == G - 1) {
-        const int64_t gs = slot - (G - 1);
         for (int d = 0; d < MD; d++)
             ref_q(m->bits, &m->src[gs][d], G, MD, &m->kdec[gs][d]);
         for (int64_t s = gs; s <= slot; s++)
@@ -760,12 +774,17 @@ static void model_put(struct kmodel *m, int64_t slot, const float *k, const floa
 static void model_cut(struct kmodel *m, int64_t n_keep)
 {
     const int64_t gs = n_keep - n_keep % m->G;
-    for (int64_t s = gs; s < n_keep; s++)
-        if (m->sealed[s]) { /* the group reopens from its decoded values */
+    if (m->klo <= gs && n_keep <= m->khi) {
+        m->khi = n_keep; /* the ring keeps the slots before the cut, exact */
+    } else { /* the group reopens from its decoded values */
+        for (int64_t s = gs; s < n_keep; s++) {
+            m->reopen_unsealed += !m->sealed[s];
             for (int d = 0; d < MD; d++)
                 m->src[s][d] = f16r(m->kdec[s][d]);
-            m->sealed[s] = false;
         }
+        m->klo = gs;
+        m->khi = n_keep;
+    }
     if (m->lo <= n_keep && n_keep <= m->hi)
         m->hi = n_keep;
     else
@@ -778,9 +797,9 @@ static int model_check(const struct kmodel *m, const struct cut *c, int64_t n)
     float k[MD], v[MD];
     for (int64_t s = 0; s < n; s++) {
         cut_get(c, s, k, v);
-        const bool ring = s >= m->lo && s < m->hi;
+        const bool ring = s >= m->lo && s < m->hi, kring = s >= m->klo && s < m->khi;
         for (int d = 0; d < MD; d++) {
-            float ke = m->sealed[s] ? m->kdec[s][d] : m->src[s][d];
+            float ke = kring ? m->src[s][d] : m->kdec[s][d];
             float ve = ring ? f16r(m->vin[s][d]) : m->vdec[s][d];
             bad += !(fabsf(k[d] - ke) <= 1e-6f * (1 + fabsf(ke)));
             bad += !(fabsf(v[d] - ve) <= 1e-6f * (1 + fabsf(ve)));
@@ -835,6 +854,7 @@ static void state_case(enum kvx_kv_codec codec, int32_t bits)
         model_cut(m, len);
     }
     KVX_CHECK_EQ_INT(model_check(m, &c, len), 0);
+    KVX_CHECK_EQ_INT(m->reopen_unsealed, 0);
     free(m);
     cut_free(&c);
 }

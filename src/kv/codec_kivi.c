@@ -10,12 +10,16 @@
  * K B + 32 / G, V B + 1 (kivi2 at G = 32: 3 and 3; kivi4 at G = 32: 5 and 5, at G = 64: 4.5).
  *
  * Codec state (per sequence and head), all zeros = empty:
- *   K: the tokens of the group being filled, in f16; put of the group's last token quantizes
- *      the group into the page (from the f16 copies) and empties the state.  Until then the
- *      kernels read those slots from the state, so the newest < G keys are exact to f16.
+ *   K: an f16 ring of whole groups: the group being filled and the sealed groups before it,
+ *      at least R tokens of them (as KIVI keeps the newest keys in full precision).  Put of a
+ *      group's last token quantizes the group into the page (from the f16 copies); the group
+ *      stays in the ring until a new group needs its rows.  The kernels read every slot the
+ *      ring holds from the ring, so the newest R .. R + G keys are exact to f16 (R = 0: the
+ *      open group only).
  *   V: every token is quantized into the page at once; the newest R tokens are also kept in an
  *      f16 ring, and the kernels read a slot from the ring while it holds it.
- * The state is a constant per sequence and head (G + R tokens of f16), not a cost per token.
+ * The state is a constant per sequence and head (2G + 2R tokens of f16 at most), not a cost
+ * per token.
  * A put that does not follow the newest slot the state holds (a sequence cut or attached to
  * other pages) first brings the state in line as a cut at that slot would (see truncate).
  * Values beyond the f16 range saturate at ±65504; inputs must be finite. */
@@ -76,9 +80,15 @@ static size_t v_region_bytes(int32_t bits, const struct kvx_kv_fmt *f)
     return (size_t)f->page_tokens * (size_t)(f->dim / 32) * (4u + 4u * (size_t)bits);
 }
 
+/* Tokens of the K ring: the open group and R more, rounded up to whole groups. */
+static int32_t k_ring(const struct kvx_kv_fmt *f)
+{
+    return f->group + (f->residual + f->group - 1) / f->group * f->group;
+}
+
 static size_t k_state_bytes(const struct kvx_kv_fmt *f)
 {
-    return KVX_KV_STATE_HDR + (size_t)f->group * (size_t)f->dim * 2u;
+    return KVX_KV_STATE_HDR + (size_t)k_ring(f) * (size_t)f->dim * 2u;
 }
 
 static size_t v_state_bytes(const struct kvx_kv_fmt *f)
@@ -89,7 +99,7 @@ static size_t v_state_bytes(const struct kvx_kv_fmt *f)
 /* ---------------------------------------------------------------------------------------------
  * K: groups in the page, the open group in the state */
 
-/* Index of token i (of the group), channel c in the state's f16 tiles. */
+/* Index of token i (of the group, or row i of the ring), channel c in the state's f16 tiles. */
 static size_t st_index(int32_t dim, int32_t i, int32_t c)
 {
     return ((size_t)(i / KVX_KV_TILE) * (size_t)dim + (size_t)c) * KVX_KV_TILE +
@@ -134,50 +144,55 @@ static void k_seal(int32_t bits, uint8_t *grp, const uint16_t *st, const struct 
     }
 }
 
-/* Make the K state hold exactly the slots [gs, n_keep) of the group gs = n_keep - n_keep % G:
- * those it already holds stay, the others are decoded from the group in the page (`data`, the
- * region of the page holding them, first slot slot0; NULL when unknown: the state then holds
- * none and the next put decodes them).  n_keep % G == 0 leaves it empty at base n_keep. */
+/* Make the K ring end at n_keep and hold the open group's slots [gs, n_keep), gs = n_keep -
+ * n_keep % G: when it holds them already it keeps them (and the sealed groups before them,
+ * exact), else it restarts at gs with those slots decoded from the group in the page (`data`,
+ * the region of the page holding them, first slot slot0; NULL when unknown: the ring then
+ * holds none, lo = hi = n_keep, and the next put decodes them). */
 static void k_state_cut(int32_t bits, uint8_t *state, const uint8_t *data,
                         const struct kvx_kv_fmt *f, int64_t slot0, int64_t n_keep)
 {
-    const int32_t G = f->group, dim = f->dim;
+    const int32_t G = f->group, dim = f->dim, Rk = k_ring(f);
     struct kvx_kivi_k_hdr h = kvx_kivi_k_hdr_get(state);
     const int64_t gs = n_keep - n_keep % G;
-    int64_t kept = n_keep - gs;
-    int64_t have = h.base == gs ? (h.n < kept ? h.n : kept) : 0;
-    if (have < kept && !data)
-        kept = have = 0;
-    uint16_t *st = (uint16_t *)(state + KVX_KV_STATE_HDR);
-    if (have < kept) {
-        const uint8_t *grp = data + (size_t)((gs - slot0) / G) * kvx_kivi_k_group_bytes(f, bits);
-        for (int32_t i = (int32_t)have; i < (int32_t)kept; i++)
-            for (int32_t c = 0; c < dim; c++)
-                st[st_index(dim, i, c)] = kvx_f32_to_f16(k_group_value(bits, grp, dim, i, c));
+    if (h.lo <= gs && n_keep <= h.hi && h.lo % G == 0) {
+        h.hi = n_keep;
+    } else if (n_keep > gs && !data) {
+        h.lo = h.hi = n_keep;
+    } else {
+        uint16_t *st = (uint16_t *)(state + KVX_KV_STATE_HDR) +
+                       (size_t)(gs % Rk / KVX_KV_TILE) * (size_t)dim * KVX_KV_TILE;
+        if (n_keep > gs) {
+            const uint8_t *grp = data + (size_t)((gs - slot0) / G) * kvx_kivi_k_group_bytes(f, bits);
+            for (int32_t i = 0; i < (int32_t)(n_keep - gs); i++)
+                for (int32_t c = 0; c < dim; c++)
+                    st[st_index(dim, i, c)] = kvx_f32_to_f16(k_group_value(bits, grp, dim, i, c));
+        }
+        h.lo = gs;
+        h.hi = n_keep;
     }
-    h.base = kept ? gs : n_keep;
-    h.n = (int32_t)kept;
     memcpy(state, &h, sizeof h);
 }
 
 static void k_put(int32_t bits, uint8_t *data, uint8_t *state, const struct kvx_kv_fmt *f,
                   int64_t slot0, int32_t tok, const float *k)
 {
-    const int32_t G = f->group, dim = f->dim;
-    const int64_t slot = slot0 + tok;
+    const int32_t G = f->group, dim = f->dim, Rk = k_ring(f);
+    const int64_t slot = slot0 + tok, gs = slot - slot % G;
     struct kvx_kivi_k_hdr h = kvx_kivi_k_hdr_get(state);
-    if (h.base + h.n != slot || h.base != slot - slot % G) {
+    if (h.hi != slot || h.lo > gs || h.lo % G) {
         k_state_cut(bits, state, data, f, slot0, slot);
         h = kvx_kivi_k_hdr_get(state);
     }
-    uint16_t *st = (uint16_t *)(state + KVX_KV_STATE_HDR);
+    if (slot == gs && slot + G - h.lo > Rk)
+        h.lo = slot + G - Rk; /* the oldest groups give their rows to the new one */
+    uint16_t *grp = (uint16_t *)(state + KVX_KV_STATE_HDR) +
+                    (size_t)(gs % Rk / KVX_KV_TILE) * (size_t)dim * KVX_KV_TILE;
     for (int32_t c = 0; c < dim; c++)
-        st[st_index(dim, h.n, c)] = kvx_f32_to_f16(clamp_f16(k[c]));
-    if (++h.n == G) {
-        k_seal(bits, data + (size_t)((h.base - slot0) / G) * kvx_kivi_k_group_bytes(f, bits), st, f);
-        h.base += G;
-        h.n = 0;
-    }
+        grp[st_index(dim, (int32_t)(slot - gs), c)] = kvx_f32_to_f16(clamp_f16(k[c]));
+    h.hi = slot + 1;
+    if (h.hi - gs == G)
+        k_seal(bits, data + (size_t)((gs - slot0) / G) * kvx_kivi_k_group_bytes(f, bits), grp, f);
     memcpy(state, &h, sizeof h);
 }
 
@@ -186,7 +201,7 @@ static bool k_in_state(const uint8_t *state, int64_t slot)
     if (!state)
         return false;
     struct kvx_kivi_k_hdr h = kvx_kivi_k_hdr_get(state);
-    return slot >= h.base && slot < h.base + h.n;
+    return slot >= h.lo && slot < h.hi;
 }
 
 static void k_get(int32_t bits, const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
@@ -196,7 +211,7 @@ static void k_get(int32_t bits, const struct kvx_kv_block *b, const struct kvx_k
     const int64_t slot = b->slot0 + tok;
     if (k_in_state(b->state, slot)) {
         const uint16_t *st = (const uint16_t *)(b->state + KVX_KV_STATE_HDR);
-        const int32_t i = (int32_t)(slot % G);
+        const int32_t i = (int32_t)(slot % k_ring(f));
         for (int32_t c = 0; c < dim; c++)
             k[c] = kvx_f16_to_f32(st[st_index(dim, i, c)]);
         return;
@@ -311,7 +326,7 @@ void kvx_kivi_qk_drive(const struct kvx_kivi_kernels *k, int32_t bits,
                        const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
                        int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld)
 {
-    const int32_t G = f->group;
+    const int32_t G = f->group, Rk = k_ring(f);
     const size_t gb = kvx_kivi_k_group_bytes(f, bits);
     struct kvx_kivi_k_hdr h = {0};
     if (b->state)
@@ -319,8 +334,10 @@ void kvx_kivi_qk_drive(const struct kvx_kivi_kernels *k, int32_t bits,
     for (int32_t g = t0 / G; g * G < t1; g++) {
         int32_t a = t0 > g * G ? t0 : g * G, e = t1 < (g + 1) * G ? t1 : (g + 1) * G;
         float *out = scores + (a - t0);
-        if (h.n > 0 && h.base == b->slot0 + (int64_t)g * G) {
-            const struct kvx_kv_block sb = {b->state + KVX_KV_STATE_HDR, NULL, 0};
+        const int64_t gs = b->slot0 + (int64_t)g * G;
+        if (gs >= h.lo && gs < h.hi) { /* the ring holds the group (its slots below hi) */
+            const struct kvx_kv_block sb = {
+                b->state + KVX_KV_STATE_HDR + (size_t)(gs % Rk) * (size_t)f->dim * 2u, NULL, 0};
             const struct kvx_kv_fmt sf = {.page_tokens = G, .dim = f->dim};
             k->qk_f16(&sb, &sf, a - g * G, e - g * G, q, n_q, out, ld);
         } else {

@@ -10,8 +10,10 @@
  *     [scale: dim f16][min: dim f16][G/16 tiles: dim units each]
  *     in tile j, unit c holds channel c of tokens 16j..16j+15 (code i = token 16j + i).
  *     k = min_c + scale_c * code.
- *   K state: [header (struct kvx_kivi_k_hdr) | pad to 64][G tokens f16, tiled like the f16
- *     codec: tile j, channel c, token i at ((j * dim + c) * 16 + i)]: the group being filled.
+ *   K state: [header (struct kvx_kivi_k_hdr) | pad to 64][Rk = G + ceil(R / G) G rows of f16,
+ *     tiled like the f16 codec: tile j, channel c, row i at ((j * dim + c) * 16 + i)]: a ring
+ *     of whole groups, slot s in row s % Rk, holding slots [lo, hi), lo a multiple of G: the
+ *     group being filled and the sealed groups before it.
  *   V region: [scale: page_tokens x nb f16][min: page_tokens x nb f16][codes: page_tokens x
  *     nb x 2 units], nb = dim / 32; token t, block b: units 2b, 2b+1 of row t hold channels
  *     32b..32b+15 and 32b+16..32b+31 (code j = channel 16h + j of the block).
@@ -47,11 +49,9 @@
 /* ---------------------------------------------------------------------------------------------
  * kivi2 / kivi4 */
 
-/* The K state holds slots [base, base + n) of the group starting at base (n < G). */
+/* The K state holds slots [lo, hi) (lo a multiple of G, or lo = hi: none). */
 struct kvx_kivi_k_hdr {
-    int64_t base;
-    int32_t n;
-    int32_t unused;
+    int64_t lo, hi;
 };
 /* The V state holds slots [lo, hi). */
 struct kvx_kivi_v_hdr {
