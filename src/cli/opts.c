@@ -77,7 +77,7 @@ static const struct opt opts[] = {
     {"evict-pool", 0, OPT_STR, O(evict_pool), GEN, 0, 0, "max|avg[:K]", "snapkv: pooling of the votes and its odd width (default max:7)"},
     {"preset", 0, OPT_STR, O(preset), CMD_PLAN, 0, 0, "NAME[,NAME]", "plan: model preset(s) from data/plan/models.tsv (-m takes FILE[,FILE])"},
     {"ctx", 'c', OPT_STR, O(plan_ctx), CMD_PLAN, 0, 0, "L[,L...]", "plan: context lengths, e.g. 4096,32K,128K (default 8192)"},
-    {"kv", 0, OPT_STR, O(kv), CMD_PLAN, 0, 0, "CODEC", "plan: K and V storage: f16 (default), bf16, f32, fp8, fp4"},
+    {"kv", 0, OPT_STR, O(kv), CMD_PLAN, 0, 0, "CODEC", "plan: K and V storage: f16 (default), bf16, f32, q8, q4, kivi2, kivi4, rot4, rot3, fp8, fp4"},
     {"kv-k", 0, OPT_STR, O(kv_k), CMD_PLAN, 0, 0, "CODEC", "plan: K storage codec"},
     {"kv-v", 0, OPT_STR, O(kv_v), CMD_PLAN, 0, 0, "CODEC", "plan: V storage codec"},
     {"concurrency", 'C', OPT_INT, O(concurrency), CMD_PLAN, 0, 1e9, "C", "plan: sequences decoded together per replica (default 1)"},
