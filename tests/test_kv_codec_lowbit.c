@@ -1103,7 +1103,7 @@ KVX_TEST(kv_lowbit_engine_logits_close_to_f16)
 /* ---------------------------------------------------------------------------------------------
  * Benchmark (KVX_BENCH=1): decode attention of one token for the default model's shape (30
  * layers, 3 KV heads x 3 queries, head dim 64, pages of 256) at depths 4096 and 8000, f16
- * against the low-bit codecs, the best of 10 (wall and this thread's CPU time). */
+ * and q4 against the low-bit codecs, the best of 10 (wall and this thread's CPU time). */
 
 static double now_s(clockid_t id)
 {
@@ -1119,15 +1119,15 @@ KVX_TEST(kv_lowbit_bench_decode)
         kvx_test_skip("set KVX_BENCH=1");
         return;
     }
-    const enum kvx_kv_codec codecs[5] = {KVX_KV_CODEC_F16, KVX_KV_CODEC_ROT4, KVX_KV_CODEC_ROT3,
-                                         KVX_KV_CODEC_KIVI2, KVX_KV_CODEC_KIVI4};
+    const enum kvx_kv_codec codecs[6] = {KVX_KV_CODEC_F16, KVX_KV_CODEC_Q4, KVX_KV_CODEC_ROT4,
+                                         KVX_KV_CODEC_ROT3, KVX_KV_CODEC_KIVI2, KVX_KV_CODEC_KIVI4};
     const enum kvx_isa isa = kvx_cpu_best_isa();
     uint64_t rng = 1;
     float q[9 * 64], m[3], l[3], acc[3 * 64], out[3 * 64];
     for (int i = 0; i < 9 * 64; i++)
         q[i] = rng_gauss(&rng);
     float *scratch = malloc(sizeof(float) * (size_t)kvx_attn_scratch_floats(3, 8000, 64));
-    for (int ci = 0; ci < 5; ci++) {
+    for (int ci = 0; ci < 6; ci++) {
         struct kvx_kv_layout lay;
         KVX_CHECK(kvx_kv_layout_init(&lay, 30, 256, NULL) == KVX_OK);
         for (int32_t i = 0; i < 30; i++)
