@@ -129,6 +129,7 @@ enum kvx_kv_codec {
     KVX_KV_CODEC_KIVI2,   /* 2-bit: K per channel over groups of tokens, V per token; f16 residual */
     KVX_KV_CODEC_ROT4,    /* random Hadamard rotation, then 4-bit */
     KVX_KV_CODEC_ROT3,    /* random Hadamard rotation, then 3-bit */
+    KVX_KV_CODEC_KIVI4,   /* kivi2's design at 4 bits */
     KVX_KV_CODEC_COUNT,
 };
 
@@ -185,8 +186,8 @@ struct kvx_engine_cfg {
     /* Per-layer codecs overriding k_codec/v_codec: "0-3:q8,4-29:q4" (K and V) or
      * "0-3:q4/q8" (K/V), layer ranges inclusive; NULL or "": none. */
     const char *kv_layers;
-    int32_t kivi_group;        /* kivi2: tokens per K quantization group (default 32) */
-    int32_t kivi_residual;     /* kivi2: newest V tokens kept in f16 too (default 128) */
+    int32_t kivi_group;        /* kivi2/kivi4: tokens per K quantization group (default 32) */
+    int32_t kivi_residual;     /* kivi2/kivi4: newest V tokens kept in f16 too (default 128) */
     int32_t page_tokens;       /* tokens per KV page (multiple of 16) */
     int32_t n_threads;         /* 0: all online CPUs */
     int32_t n_batch;           /* most tokens per forward step (prefill chunk) */

@@ -24,6 +24,7 @@ static const struct codec_row codecs[KVX_KV_CODEC_COUNT] = {
     [KVX_KV_CODEC_KIVI2] = {"kivi2", kvx_kv_codec_kivi2, 32, true},
     [KVX_KV_CODEC_ROT4] = {"rot4", kvx_kv_codec_rot4, 32, false},
     [KVX_KV_CODEC_ROT3] = {"rot3", kvx_kv_codec_rot3, 32, false},
+    [KVX_KV_CODEC_KIVI4] = {"kivi4", kvx_kv_codec_kivi4, 32, true},
 };
 
 /* Largest head dimension codec c stores, 0 for no limit (the rotating codecs rotate a head on

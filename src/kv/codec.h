@@ -23,8 +23,8 @@
 struct kvx_kv_fmt {
     int32_t page_tokens;      /* a multiple of 16 (and of `group` for codecs that group tokens) */
     int32_t dim;              /* values per token of this head */
-    int32_t group;            /* kivi2: tokens per K quantization group (G); 0 for other codecs */
-    int32_t residual;         /* kivi2: newest V tokens also kept in f16 (R); 0 for other codecs */
+    int32_t group;            /* kivi2/4: tokens per K quantization group (G); 0 for other codecs */
+    int32_t residual;         /* kivi2/4: newest V tokens also kept in f16 (R); 0 for other codecs */
 };
 
 /* What a kernel reads: one head's region of one page, and the head's per-sequence state.
@@ -104,6 +104,7 @@ const struct kvx_kv_codec_ops *kvx_kv_codec_q4(enum kvx_isa isa);
 const struct kvx_kv_codec_ops *kvx_kv_codec_kivi2(enum kvx_isa isa);
 const struct kvx_kv_codec_ops *kvx_kv_codec_rot4(enum kvx_isa isa);
 const struct kvx_kv_codec_ops *kvx_kv_codec_rot3(enum kvx_isa isa);
+const struct kvx_kv_codec_ops *kvx_kv_codec_kivi4(enum kvx_isa isa);
 
 /* Kernel prototypes for a codec's files. */
 #define KVX_KV_DECLARE_KERNELS(codec, isa)                                                      \
@@ -144,8 +145,8 @@ KVX_KV_DECLARE_KERNELS(bf16, avx512);
 /* Ops of codec `c` for `isa`; NULL for an unknown codec. */
 const struct kvx_kv_codec_ops *kvx_kv_codec_ops(enum kvx_kv_codec c, enum kvx_isa isa);
 const char *kvx_kv_codec_name(enum kvx_kv_codec c);
-/* Parse a codec name ("f32", "f16", "bf16", "q8", "q4", "kivi2", "rot4", "rot3"); false if
- * unknown. */
+/* Parse a codec name ("f32", "f16", "bf16", "q8", "q4", "kivi2", "rot4", "rot3", "kivi4");
+ * false if unknown. */
 bool kvx_kv_codec_parse(const char *s, enum kvx_kv_codec *out);
 /* The format of one head of dimension dim in pages of page_tokens tokens, with the kivi2
  * parameters (group, residual) where the codec uses them. */

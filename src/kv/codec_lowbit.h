@@ -1,20 +1,28 @@
-/* kv/codec_lowbit: what the files of the low-bit KV codecs (kivi2: codec_kivi2*.c; rot4 and
- * rot3: codec_rot*.c) share between their scalar specification and SIMD variants: byte layouts,
- * codec-state headers, codebooks and kernel prototypes.  Internal to kv/.
+/* kv/codec_lowbit: what the files of the low-bit KV codecs (kivi2 and kivi4: codec_kivi*.c;
+ * rot4 and rot3: codec_rot*.c) share between their scalar specification and SIMD variants: byte
+ * layouts, codec-state headers, codebooks and kernel prototypes.  Internal to kv/.
  *
- * kivi2 (KIVI: K per channel over groups of G tokens, V per token; 2-bit, asymmetric).
- *   K region: page_tokens / G groups, group g at g * kivi2_k_group_bytes:
- *     [scale: dim f16][min: dim f16][G/16 tiles: dim u32 each]
- *     in tile j, word c holds channel c of tokens 16j..16j+15: token i in bits 2i..2i+1.
+ * kivi2 / kivi4 (KIVI: K per channel over groups of G tokens, V per token; B = 2 or 4 bits,
+ * asymmetric).  Codes are packed 16 to a unit of B/2 u32 words (u = B/2): code i of a unit
+ * is in word i % u at bits B (i / u) .. B (i / u) + B - 1 (B = 2: one word, code i at bit 2i;
+ * B = 4: even codes in word 0, odd in word 1, code i at bit 4 (i / 2)).
+ *   K region: page_tokens / G groups, group g at g * kvx_kivi_k_group_bytes:
+ *     [scale: dim f16][min: dim f16][G/16 tiles: dim units each]
+ *     in tile j, unit c holds channel c of tokens 16j..16j+15 (code i = token 16j + i).
  *     k = min_c + scale_c * code.
- *   K state: [header (struct kvx_kivi2_k_hdr) | pad to 64][G tokens f16, tiled like the f16
- *     codec: tile j, channel c, token i at ((j * dim + c) * 16 + i)]: the group being filled.
+ *   K state: [header (struct kvx_kivi_k_hdr) | pad to 64][Rk = G + ceil(R / G) G rows of f16,
+ *     tiled like the f16 codec: tile j, channel c, row i at ((j * dim + c) * 16 + i)]: a ring
+ *     of whole groups, slot s in row s % Rk, holding slots [lo, hi), lo a multiple of G: the
+ *     group being filled and the sealed groups before it.
  *   V region: [scale: page_tokens x nb f16][min: page_tokens x nb f16][codes: page_tokens x
- *     nb x 2 u32], nb = dim / 32; token t, block b: words 2b, 2b+1 of row t hold channels
- *     32b..32b+15 and 32b+16..32b+31, channel j of a word in bits 2j..2j+1.
+ *     nb x 2 units], nb = dim / 32; token t, block b: units 2b, 2b+1 of row t hold channels
+ *     32b..32b+15 and 32b+16..32b+31 (code j = channel 16h + j of the block).
  *     v = min_tb + scale_tb * code.
- *   V state: [header (struct kvx_kivi2_v_hdr) | pad to 64][R rows of dim f16]: a ring, slot s
+ *   V state: [header (struct kvx_kivi_v_hdr) | pad to 64][R rows of dim f16]: a ring, slot s
  *     in row s % R, holding slots [lo, hi) (hi - lo <= R).
+ * The unit's bit order lets a SIMD lane i find its code with one variable shift (or rotate) of
+ * the unit broadcast (a dword for B = 2, a qword for B = 4: dwords then alternate between
+ * even and odd lanes).
  *
  * rot4 / rot3 (x -> R x, kv/hadamard.h, then per token and 32 channels one f16 scale s and
  * 4- or 3-bit indices into a codebook L; value = s * L[code]).
@@ -39,83 +47,117 @@
 #define KVX_KV_STATE_HDR 64
 
 /* ---------------------------------------------------------------------------------------------
- * kivi2 */
+ * kivi2 / kivi4 */
 
-/* The K state holds slots [base, base + n) of the group starting at base (n < G). */
-struct kvx_kivi2_k_hdr {
-    int64_t base;
-    int32_t n;
-    int32_t unused;
+/* The K state holds slots [lo, hi) (lo a multiple of G, or lo = hi: none). */
+struct kvx_kivi_k_hdr {
+    int64_t lo, hi;
 };
 /* The V state holds slots [lo, hi). */
-struct kvx_kivi2_v_hdr {
+struct kvx_kivi_v_hdr {
     int64_t lo, hi;
 };
 
-static inline struct kvx_kivi2_k_hdr kvx_kivi2_k_hdr_get(const uint8_t *state)
+static inline struct kvx_kivi_k_hdr kvx_kivi_k_hdr_get(const uint8_t *state)
 {
-    struct kvx_kivi2_k_hdr h;
+    struct kvx_kivi_k_hdr h;
     memcpy(&h, state, sizeof h);
     return h;
 }
 
-static inline struct kvx_kivi2_v_hdr kvx_kivi2_v_hdr_get(const uint8_t *state)
+static inline struct kvx_kivi_v_hdr kvx_kivi_v_hdr_get(const uint8_t *state)
 {
-    struct kvx_kivi2_v_hdr h;
+    struct kvx_kivi_v_hdr h;
     memcpy(&h, state, sizeof h);
     return h;
 }
 
-static inline size_t kvx_kivi2_k_group_bytes(const struct kvx_kv_fmt *f)
+/* Code i (0..15) of the unit at `unit`, B bits. */
+static inline uint32_t kvx_kivi_code(const uint32_t *unit, int32_t bits, int32_t i)
 {
-    return (size_t)f->dim * 4u * (1u + (size_t)f->group / KVX_KV_TILE);
+    const int32_t u = bits / 2;
+    return (unit[i % u] >> (bits * (i / u))) & ((1u << bits) - 1u);
 }
 
-/* Offsets inside the V region. */
-static inline size_t kvx_kivi2_v_min_off(const struct kvx_kv_fmt *f)
+/* Bytes of one K group: scales, mins and G/16 tiles of dim units of B/2 words. */
+static inline size_t kvx_kivi_k_group_bytes(const struct kvx_kv_fmt *f, int32_t bits)
+{
+    return (size_t)f->dim * 4u + (size_t)(f->group / KVX_KV_TILE) * (size_t)f->dim * 2u * (size_t)bits;
+}
+
+/* Offsets inside the V region; a token row of codes is nb * 2 units = nb * B words. */
+static inline size_t kvx_kivi_v_min_off(const struct kvx_kv_fmt *f)
 {
     return (size_t)f->page_tokens * (size_t)(f->dim / 32) * 2u;
 }
-static inline size_t kvx_kivi2_v_codes_off(const struct kvx_kv_fmt *f)
+static inline size_t kvx_kivi_v_codes_off(const struct kvx_kv_fmt *f)
 {
-    return 2u * kvx_kivi2_v_min_off(f);
+    return 2u * kvx_kivi_v_min_off(f);
 }
 
-/* The kernel of one ISA for slots the codec state does not hold. */
-typedef void (*kvx_kivi2_qk_group_fn)(const uint8_t *group, const struct kvx_kv_fmt *f,
-                                      int32_t a, int32_t b, const float *q, int32_t n_q,
-                                      float *scores, int64_t ld);
-typedef void (*kvx_kivi2_pv_page_fn)(const uint8_t *region, const struct kvx_kv_fmt *f,
-                                     int32_t t0, int32_t t1, const float *p, int32_t n_q,
-                                     int64_t ld, float *acc);
+/* The kernels of one ISA for slots the codec state does not hold (bits: 2 or 4). */
+typedef void (*kvx_kivi_qk_group_fn)(int32_t bits, const uint8_t *group,
+                                     const struct kvx_kv_fmt *f, int32_t a, int32_t b,
+                                     const float *q, int32_t n_q, float *scores, int64_t ld);
+typedef void (*kvx_kivi_pv_page_fn)(int32_t bits, const uint8_t *region,
+                                    const struct kvx_kv_fmt *f, int32_t t0, int32_t t1,
+                                    const float *p, int32_t n_q, int64_t ld, float *acc);
 /* The f16 codec's kernels of the same ISA read the state's f16 tokens. */
-struct kvx_kivi2_kernels {
-    kvx_kivi2_qk_group_fn qk_group;
-    kvx_kivi2_pv_page_fn pv_page;
+struct kvx_kivi_kernels {
+    kvx_kivi_qk_group_fn qk_group;
+    kvx_kivi_pv_page_fn pv_page;
     void (*qk_f16)(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
                    int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld);
     void (*pv_f16)(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
                    int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc);
 };
-/* Split [t0, t1) between the state and the page and call the ISA's kernels (codec_kivi2.c). */
-void kvx_kivi2_qk_drive(const struct kvx_kivi2_kernels *k, const struct kvx_kv_block *b,
-                        const struct kvx_kv_fmt *f, int32_t t0, int32_t t1, const float *q,
-                        int32_t n_q, float *scores, int64_t ld);
-void kvx_kivi2_pv_drive(const struct kvx_kivi2_kernels *k, const struct kvx_kv_block *b,
-                        const struct kvx_kv_fmt *f, int32_t t0, int32_t t1, const float *p,
-                        int32_t n_q, int64_t ld, float *acc);
+/* Split [t0, t1) between the state and the page and call the ISA's kernels (codec_kivi.c). */
+void kvx_kivi_qk_drive(const struct kvx_kivi_kernels *k, int32_t bits,
+                       const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
+                       int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld);
+void kvx_kivi_pv_drive(const struct kvx_kivi_kernels *k, int32_t bits,
+                       const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
+                       int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc);
 
-#define KVX_KIVI2_DECLARE(isa)                                                                  \
-    void kvx_kivi2_qk_group_##isa(const uint8_t *group, const struct kvx_kv_fmt *f, int32_t a,  \
-                                  int32_t b, const float *q, int32_t n_q, float *scores,        \
-                                  int64_t ld);                                                  \
-    void kvx_kivi2_pv_page_##isa(const uint8_t *region, const struct kvx_kv_fmt *f, int32_t t0, \
-                                 int32_t t1, const float *p, int32_t n_q, int64_t ld,           \
-                                 float *acc);                                                   \
-    KVX_KV_DECLARE_KERNELS(kivi2, isa)
-KVX_KIVI2_DECLARE(scalar);
-KVX_KIVI2_DECLARE(avx2);
-KVX_KIVI2_DECLARE(avx512);
+/* The ops entry points of kivi2 and kivi4 for one ISA: the drive with that ISA's kernels. */
+#define KVX_KIVI_ENTRIES(isa, kernels)                                                          \
+    void kvx_kv_qk_kivi2_##isa(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,        \
+                               int32_t t0, int32_t t1, const float *q, int32_t n_q,             \
+                               float *scores, int64_t ld)                                       \
+    {                                                                                           \
+        kvx_kivi_qk_drive(&kernels, 2, b, f, t0, t1, q, n_q, scores, ld);                       \
+    }                                                                                           \
+    void kvx_kv_pv_kivi2_##isa(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,        \
+                               int32_t t0, int32_t t1, const float *p, int32_t n_q, int64_t ld, \
+                               float *acc)                                                      \
+    {                                                                                           \
+        kvx_kivi_pv_drive(&kernels, 2, b, f, t0, t1, p, n_q, ld, acc);                          \
+    }                                                                                           \
+    void kvx_kv_qk_kivi4_##isa(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,        \
+                               int32_t t0, int32_t t1, const float *q, int32_t n_q,             \
+                               float *scores, int64_t ld)                                       \
+    {                                                                                           \
+        kvx_kivi_qk_drive(&kernels, 4, b, f, t0, t1, q, n_q, scores, ld);                       \
+    }                                                                                           \
+    void kvx_kv_pv_kivi4_##isa(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,        \
+                               int32_t t0, int32_t t1, const float *p, int32_t n_q, int64_t ld, \
+                               float *acc)                                                      \
+    {                                                                                           \
+        kvx_kivi_pv_drive(&kernels, 4, b, f, t0, t1, p, n_q, ld, acc);                          \
+    }
+
+#define KVX_KIVI_DECLARE(isa)                                                                   \
+    void kvx_kivi_qk_group_##isa(int32_t bits, const uint8_t *group, const struct kvx_kv_fmt *f, \
+                                 int32_t a, int32_t b, const float *q, int32_t n_q,             \
+                                 float *scores, int64_t ld);                                    \
+    void kvx_kivi_pv_page_##isa(int32_t bits, const uint8_t *region, const struct kvx_kv_fmt *f, \
+                                int32_t t0, int32_t t1, const float *p, int32_t n_q, int64_t ld, \
+                                float *acc);                                                    \
+    KVX_KV_DECLARE_KERNELS(kivi2, isa);                                                         \
+    KVX_KV_DECLARE_KERNELS(kivi4, isa)
+KVX_KIVI_DECLARE(scalar);
+KVX_KIVI_DECLARE(avx2);
+KVX_KIVI_DECLARE(avx512);
 
 /* ---------------------------------------------------------------------------------------------
  * rot4 / rot3 */

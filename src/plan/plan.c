@@ -240,7 +240,10 @@ enum kvx_status kvx_plan_kv_from_path(const char *path, const struct kvx_plan_kv
         return st;
     }
     m->arch->declare_cache(m, &out->layout, cfg->k.native, cfg->v.native);   /* as the engine */
-    if ((st = kvx_kv_layout_validate(&out->layout, err)) != KVX_OK ||
+    const struct kvx_engine_cfg ec = kvx_engine_cfg_default(); /* kivi's group and residual */
+    if ((st = kvx_kv_layout_set_codecs(&out->layout, cfg->k.native, cfg->v.native, NULL,
+                                       ec.kivi_group, ec.kivi_residual, err)) != KVX_OK ||
+        (st = kvx_kv_layout_validate(&out->layout, err)) != KVX_OK ||
         (st = count_params(m, out, err)) != KVX_OK) {
         kvx_err_prefix(err, "%s", path);
         kvx_plan_kv_free(out);
