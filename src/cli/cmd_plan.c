@@ -132,6 +132,10 @@ static int get_cfg(const struct cli_opts *o, struct plan_run *r, struct kvx_plan
     if ((k && !kvx_plan_codec_parse(k, &kc->k)) || (v && !kvx_plan_codec_parse(v, &kc->v)))
         return cli_fail("plan: unknown KV codec '%s' (f32, f16, bf16, q8, q4, kivi2, kivi4, rot4, rot3, fp8, fp4)",
                         k && !kvx_plan_codec_parse(k, &kc->k) ? k : v);
+    if (o->kivi_group > 0)
+        kc->kivi_group = (int32_t)o->kivi_group;
+    if (o->kivi_residual >= 0)
+        kc->kivi_residual = (int32_t)o->kivi_residual;
     r->cfg = kvx_plan_cfg_default();
     if (o->plan_ctx && kvx_plan_parse_ctx_list(o->plan_ctx, &r->cfg, &err) != KVX_OK)
         return cli_fail_err(&err);

@@ -52,6 +52,8 @@ struct kvx_plan_kv_cfg kvx_plan_kv_cfg_default(void)
     kvx_plan_codec_parse("f16", &c.v);
     c.page_tokens = kvx_engine_cfg_default().page_tokens;   /* what the engine would use */
     c.mla = KVX_MLA_ABSORBED;
+    c.kivi_group = kvx_engine_cfg_default().kivi_group;
+    c.kivi_residual = kvx_engine_cfg_default().kivi_residual;
     return c;
 }
 
@@ -83,12 +85,12 @@ void kvx_plan_kv_free(struct kvx_plan_kv *kv)
 
 /* The declaration of preset layer i with letter c (F, W or L); SHARED is set by the caller. */
 static struct kvx_layer_cache preset_layer(const struct kvx_plan_model *pm, char c,
-                                           const struct kvx_plan_kv *kv, uint8_t *kind)
+                                           const struct kvx_plan_kv *kv,
+                                           const struct kvx_plan_kv_cfg *cfg, uint8_t *kind)
 {
-    const struct kvx_engine_cfg ec = kvx_engine_cfg_default(); /* kivi2's defaults */
     struct kvx_layer_cache lc = {.kind = KVX_KV_KIND_FULL, .shared_from = -1,
                                  .k_codec = kv->k.native, .v_codec = kv->v.native,
-                                 .group = ec.kivi_group, .residual = ec.kivi_residual};
+                                 .group = cfg->kivi_group, .residual = cfg->kivi_residual};
     if (c == 'L') {
         /* MLA: one vector [latent c^KV (c_dim) | RoPE'd key (rope_dim)] per token, as the
          * engine declares it (kv/layout.h, LATENT) */
@@ -140,7 +142,7 @@ enum kvx_status kvx_plan_kv_from_model(const struct kvx_plan_model *pm,
         return st;
     for (int32_t i = 0; i < pm->n_layer; i++) {
         char c = pm->pattern[(size_t)i % plen];
-        out->layout.layers[i] = preset_layer(pm, c, out, &out->kind[i]);
+        out->layout.layers[i] = preset_layer(pm, c, out, cfg, &out->kind[i]);
         if (pm->shared_from <= 0 || i < pm->shared_from)
             continue;
         int32_t src = pm->shared_from - 1;
@@ -240,9 +242,8 @@ enum kvx_status kvx_plan_kv_from_path(const char *path, const struct kvx_plan_kv
         return st;
     }
     m->arch->declare_cache(m, &out->layout, cfg->k.native, cfg->v.native);   /* as the engine */
-    const struct kvx_engine_cfg ec = kvx_engine_cfg_default(); /* kivi's group and residual */
     if ((st = kvx_kv_layout_set_codecs(&out->layout, cfg->k.native, cfg->v.native, NULL,
-                                       ec.kivi_group, ec.kivi_residual, err)) != KVX_OK ||
+                                       cfg->kivi_group, cfg->kivi_residual, err)) != KVX_OK ||
         (st = kvx_kv_layout_validate(&out->layout, err)) != KVX_OK ||
         (st = count_params(m, out, err)) != KVX_OK) {
         kvx_err_prefix(err, "%s", path);

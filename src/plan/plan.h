@@ -104,6 +104,7 @@ struct kvx_plan_kv_cfg {
     struct kvx_plan_codec k, v;
     int32_t page_tokens;
     enum kvx_mla_mode mla;           /* deepseek_v3 models: the cache of this attention form */
+    int32_t kivi_group, kivi_residual;   /* kivi codecs: as kvx_engine_cfg (defaults alike) */
 };
 struct kvx_plan_kv_cfg kvx_plan_kv_cfg_default(void);
 
