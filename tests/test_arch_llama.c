@@ -29,13 +29,71 @@
 #define ARCH_SELF_TOL 2e-5
 
 static const char *const fixtures[] = {"llama_gqa", "llama_tied", "qwen2_bias", "qwen3_qknorm",
-                                       "mistral_gqa", "deepseek_v3_mla", "deepseek_v3_qproj",
-                                       "deepseek_v3_moe"};
+                                       "mistral_gqa", "mistral_swa", "qwen3_swa",
+                                       "deepseek_v3_mla", "deepseek_v3_qproj", "deepseek_v3_moe"};
 
 KVX_TEST(arch_llama_fixtures_match_transformers)
 {
     for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++)
         kvx_test_arch_fixture(fixtures[i], ARCH_TOL, ARCH_SELF_TOL);
+}
+
+/* The layout of a config alone (no weights), with f16 K and V; false (and a failure) when
+ * it does not open. */
+static bool config_layout(const char *path, struct kvx_kv_layout *l, int64_t *n_ctx)
+{
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = path;
+    mc.config_only = true;
+    struct kvx_model *m = NULL;
+    struct kvx_err err = {0};
+    if (kvx_model_open(&mc, &m, &err) != KVX_OK) {
+        kvx_test_fail(__FILE__, __LINE__, "%s: %s", path, err.msg);
+        return false;
+    }
+    *n_ctx = m->hp.n_ctx_train;
+    bool ok = kvx_kv_layout_init(l, m->hp.n_layer, 16, &err) == KVX_OK;
+    if (ok) {
+        m->arch->declare_cache(m, l, KVX_KV_CODEC_F16, KVX_KV_CODEC_F16);
+        ok = kvx_kv_layout_validate(l, &err) == KVX_OK;
+    }
+    if (!ok)
+        kvx_test_fail(__FILE__, __LINE__, "%s: %s", path, err.msg);
+    kvx_model_close(m);
+    return ok;
+}
+
+/* Sliding windows as transformers applies them: Mistral on every layer, Qwen3 on the layers
+ * layer_types marks sliding (max_window_layers 1 of 3 here); the context is not capped. */
+KVX_TEST(arch_llama_sliding_window_layers)
+{
+    static const struct {
+        const char *name;
+        int n_layer;
+        int64_t ctx;
+        bool window[3];
+    } cases[] = {{"mistral_swa", 2, 512, {true, true}},
+                 {"qwen3_swa", 3, 256, {false, true, true}},
+                 {"mistral_gqa", 2, 512, {true, true}},   /* window 128 > the 56 tokens */
+                 {"qwen3_qknorm", 2, 256, {false, false}}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/%s", kvx_test_fixture("arch"), cases[i].name);
+        struct kvx_kv_layout l = {0};
+        int64_t ctx = 0;
+        if (!config_layout(path, &l, &ctx))
+            continue;
+        KVX_CHECK_EQ_INT(l.n_layer, cases[i].n_layer);
+        KVX_CHECK_EQ_INT(ctx, cases[i].ctx);
+        for (int j = 0; j < l.n_layer && j < 3; j++) {
+            const bool w = cases[i].window[j];
+            KVX_CHECK(l.layers[j].kind == (w ? KVX_KV_KIND_WINDOW : KVX_KV_KIND_FULL));
+            KVX_CHECK_EQ_INT(l.layers[j].window, w ? (strcmp(cases[i].name, "mistral_gqa") ? 8
+                                                                                              : 128)
+                                                   : 0);
+        }
+        kvx_kv_layout_free(&l);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -16,7 +16,7 @@
 
 struct run_result {
     int status;          /* exit code, or -signal */
-    char out[4096], err[4096];
+    char out[16384], err[4096];
     size_t n_out, n_err;
 };
 
@@ -254,6 +254,32 @@ KVX_TEST(cli_safetensors_folder)
     const char *a5[] = {"logits", "-m", kvx_test_fixture("arch"), "--tokens", "1", NULL};
     expect_clean_error(a5, "neither model.safetensors.index.json nor model.safetensors",
                        "folder without a model");
+}
+
+/* inspect names the layer a SHARED layer reads, and gives the bytes per token with and
+ * without KV sharing: Gemma 4 E2B (config only) 6,144 B shared, 14,336 B without (the 4 full
+ * layers among the 20 shared ones, 2 x 512 x 2 B each, become owners); the gemma4_e fixture
+ * (engine report) 256 B, 512 without. */
+KVX_TEST(cli_inspect_shared_layers)
+{
+    if (!have_binary())
+        return;
+    char dir[512];
+    struct run_result r;
+    snprintf(dir, sizeof dir, "%s/configs/gemma-4-e2b", kvx_test_fixture(""));
+    const char *a1[] = {"inspect", dir, NULL};
+    run_kvx(a1, &r);
+    KVX_CHECK(r.status == 0 && strstr(r.out, "layer  15  shared     <- 13 (window)") &&
+              strstr(r.out, "layer  19  shared     <- 14 (full)") &&
+              strstr(r.out, "KV bytes per token: 6144\n") &&
+              strstr(r.out, "without KV sharing: 14336 (sharing saves 57.1%)") &&
+              !strstr(r.out, "heads   0"));
+    snprintf(dir, sizeof dir, "%s/arch/gemma4_e", kvx_test_fixture(""));
+    const char *a2[] = {"inspect", dir, NULL};
+    run_kvx(a2, &r);
+    KVX_CHECK(r.status == 0 && strstr(r.out, "\n3      shared  <- 2 ") &&
+              strstr(r.out, "\n4      shared  <- 1 ") &&
+              strstr(r.out, "without KV sharing: 512 (sharing saves 50.0%)"));
 }
 
 KVX_TEST(cli_rejects_bad_eviction_options)

@@ -554,6 +554,10 @@ KVX_TEST(st_config_keys)
         {"\"model_type\": \"qwen2\"", NULL, KVX_ERR_FORMAT, "self_attn.q_proj.bias"},
         {"\"layer_types\": [\"sliding_attention\", \"full_attention\", \"full_attention\"]", NULL,
          KVX_ERR_UNSUPPORTED, "layer_types[0]"},
+        {"\"model_type\": \"mistral\", \"layer_types\": [\"sliding_attention\", "
+         "\"sliding_attention\", \"sliding_attention\"]", NULL, KVX_ERR_UNSUPPORTED,
+         "layer_types[0]"},
+        {"\"layer_types\": [\"full_attention\"]", NULL, KVX_ERR_FORMAT, "has 1 entries"},
         {"\"model_type\": \"mistral\", \"sliding_window\": 100", NULL, KVX_OK, ""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -563,8 +567,17 @@ KVX_TEST(st_config_keys)
             kvx_test_fail(__FILE__, __LINE__, "config +%s -%s: status %d, '%s'",
                           cases[i].edit ? cases[i].edit : "", cases[i].drop ? cases[i].drop : "",
                           s, err.msg);
-        if (m && i + 1 == sizeof cases / sizeof cases[0])
-            KVX_CHECK_EQ_INT(m->hp.n_ctx_train, 100);  /* the window caps the context */
+        if (m && i + 1 == sizeof cases / sizeof cases[0]) {
+            /* the window makes WINDOW layers; the context stays max_position_embeddings */
+            KVX_CHECK_EQ_INT(m->hp.n_ctx_train, 256);
+            struct kvx_kv_layout l = {0};
+            if (kvx_kv_layout_init(&l, m->hp.n_layer, 16, &err) == KVX_OK) {
+                m->arch->declare_cache(m, &l, KVX_KV_CODEC_F32, KVX_KV_CODEC_F32);
+                for (int j = 0; j < l.n_layer; j++)
+                    KVX_CHECK(l.layers[j].kind == KVX_KV_KIND_WINDOW && l.layers[j].window == 100);
+                kvx_kv_layout_free(&l);
+            }
+        }
         kvx_model_close(m);
         m = NULL;
     }

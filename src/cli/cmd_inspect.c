@@ -122,6 +122,29 @@ static void print_safetensors(const char *path, const struct kvx_model *m)
     }
 }
 
+/* The same cache with KV sharing undone: every SHARED layer declared as the layer it reads
+ * (its own copy).  False (nothing printed) when the layout has no SHARED layer. */
+static bool print_unshared(const struct kvx_kv_layout *l)
+{
+    bool any = false;
+    for (int32_t i = 0; i < l->n_layer; i++)
+        any |= l->layers[i].kind == KVX_KV_KIND_SHARED;
+    struct kvx_kv_layout u;
+    struct kvx_err err = {0};
+    if (!any || kvx_kv_layout_init(&u, l->n_layer, l->page_tokens, &err) != KVX_OK)
+        return false;
+    for (int32_t i = 0; i < l->n_layer; i++)
+        u.layers[i] = l->layers[kvx_kv_layer_source(l, i)];
+    const size_t shared = kvx_kv_layout_bytes_per_token(l);
+    const size_t own = kvx_kv_layout_bytes_per_token(&u);
+    printf("KV bytes per token without KV sharing: %zu (sharing saves %.1f%%); one sequence of "
+           "131072 tokens: %zu bytes with, %zu without\n", own,
+           own ? 100.0 * (double)(own - shared) / (double)own : 0.0,
+           kvx_kv_layout_seq_bytes(l, 131072), kvx_kv_layout_seq_bytes(&u, 131072));
+    kvx_kv_layout_free(&u);
+    return true;
+}
+
 /* A bare config.json (no weights): its keys, parameters, and the cache its architecture
  * declares, from kv/layout alone (no engine can run it). */
 static int inspect_config(const struct cli_opts *o)
@@ -163,11 +186,19 @@ static int inspect_config(const struct cli_opts *o)
         printf("\nKV cache (f16), %d layers:\n", (int)l.n_layer);
         for (int32_t i = 0; i < l.n_layer; i++) {
             const struct kvx_layer_cache *c = &l.layers[i];
+            if (c->kind == KVX_KV_KIND_SHARED) {
+                const int32_t src = kvx_kv_layer_source(&l, i);
+                printf("  layer %3d  %-10s <- %d (%s): reads its cache, owns none\n", (int)i,
+                       kvx_kv_kind_name(c->kind), (int)src,
+                       kvx_kv_kind_name(l.layers[src].kind));
+                continue;
+            }
             printf("  layer %3d  %-10s heads %3d  k_dim %4d  v_dim %4d  page %zu bytes\n",
                    (int)i, kvx_kv_kind_name(c->kind), (int)c->n_kv_heads, (int)c->k_dim,
                    (int)c->v_dim, kvx_kv_layer_page_bytes(&l, i));
         }
         printf("KV bytes per token: %zu\n", kvx_kv_layout_bytes_per_token(&l));
+        print_unshared(&l);
         const int64_t ctxs[] = {1024, 8192, 32768, 131072, 1048576};
         for (size_t i = 0; i < sizeof ctxs / sizeof ctxs[0]; i++)
             printf("KV bytes for one sequence of %7lld tokens: %15zu (%.1f MiB)\n",
@@ -205,6 +236,7 @@ int cmd_inspect(const struct cli_opts *o)
         printf("KV bytes for one sequence of %7lld tokens: %13zu (%.1f MiB)\n", (long long)ctxs[i],
                kvx_kv_layout_seq_bytes(l, ctxs[i]),
                (double)kvx_kv_layout_seq_bytes(l, ctxs[i]) / 1048576.0);
+    print_unshared(l);
     free(rep);
     kvx_engine_destroy(e);
     kvx_model_close(m);

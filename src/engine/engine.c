@@ -369,6 +369,11 @@ char *kvx_engine_kv_report(const struct kvx_engine *e)
     for (int32_t i = 0; i < l->n_layer; i++) {
         const struct kvx_layer_cache *c = &l->layers[i];
         const size_t page = kvx_kv_layer_page_bytes(l, i);
+        if (c->kind == KVX_KV_KIND_SHARED) {   /* owns nothing: name the layer it reads */
+            OUT("%-6d %-7s <- %-30d %12d %12d\n", i, kvx_kv_kind_name(c->kind),
+                (int)kvx_kv_layer_source(l, i), 0, 0);
+            continue;
+        }
         OUT("%-6d %-7s %-5d %-5d %-9s %-9s %12zu %12zu\n", i, kvx_kv_kind_name(c->kind),
             c->n_kv_heads, c->k_dim, kvx_kv_codec_name(c->k_codec),
             c->kind == KVX_KV_KIND_LATENT ? "(K)" : kvx_kv_codec_name(c->v_codec),

@@ -768,6 +768,42 @@ static void lag_forward(const struct kvx_model *m, struct kvx_forward *f)
     kvx_step_logits(m, f);
 }
 
+/* Parameters as lag_load binds them: embed_tokens (and lm_head unless tied), the final norm;
+ * per layer two norms, q/k norms (d each), q/k/v/o and the gate projection (Hq_l or Hq_l d
+ * outputs), their biases under attention_bias; a dense SwiGLU MLP, or the router (weight and
+ * e_score_correction_bias), the shared expert and n_expert routed ones.  Active: all of it
+ * but the input embedding table and all but top_k of the routed experts. */
+static enum kvx_status lag_param_count(const struct kvx_model *m, struct kvx_param_count *out,
+                                       struct kvx_err *err)
+{
+    (void)err;
+    const struct lag *a = m->arch_data;
+    const double D = m->hp.n_embd, V = m->hp.n_vocab, hd = a->head_dim;
+    const double nkv = (double)a->n_head_kv * hd, expert = 3 * D * a->moe_ff;
+    double total = V * D * (m->hp.tie_embd ? 1 : 2) + D;
+    double active = V * D + D;
+    for (int il = 0; il < a->n_layer; il++) {
+        const struct lag_layer *L = &a->layers[il];
+        const double nq = (double)L->n_head * hd, ng = a->gate_per_head ? L->n_head : nq;
+        double n = 2 * D + 2 * hd + 2 * D * nq + 2 * D * nkv + D * ng;
+        if (a->bias)
+            n += nq + 2 * nkv + D;
+        double routed = 0, used = 0;
+        if (L->sparse) {
+            n += D * a->n_expert + a->n_expert + 3 * D * a->shared_ff;
+            routed = a->n_expert * expert;
+            used = a->top_k * expert;
+        } else {
+            n += 3 * D * a->n_ff;
+        }
+        total += n + routed;
+        active += n + used;
+    }
+    out->total = total;
+    out->active = active;
+    return KVX_OK;
+}
+
 const struct kvx_arch kvx_arch_laguna = {
     .name = "laguna",
     .hparams = lag_hparams,
@@ -775,4 +811,5 @@ const struct kvx_arch kvx_arch_laguna = {
     .declare_cache = lag_declare_cache,
     .forward = lag_forward,
     .scratch_floats = lag_scratch_floats,
+    .param_count = lag_param_count,
 };

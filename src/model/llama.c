@@ -12,8 +12,9 @@
  *   q = h Wq (+bq), k = h Wk (+bk), v = h Wv (+bv)      q: n_head heads, k/v: n_head_kv heads
  *   [q, k per head: RMSNorm * q_norm / k_norm]           (Qwen3)
  *   q, k = RoPE(q, k, pos)                               normal pairs (llama) or NeoX (qwen)
- *   cache[layer][pos] = (k, v)
- *   a = softmax(q K^T / sqrt(head_dim)) V  over positions <= pos, head h reading KV head
+ *   cache[layer][pos] = (k, v)      a FULL layer, or a WINDOW layer of the last sliding_window
+ *                                   tokens (Mistral, Qwen2/3 sliding layers: hf_window)
+ *   a = softmax(q K^T / sqrt(head_dim)) V  over the visible positions <= pos, head h reading KV head
  *       h / (n_head / n_head_kv)                          (GQA)
  *   x = x + a Wo (+bo)
  *   h = RMSNorm(x) * ffn_norm
@@ -126,27 +127,60 @@ static enum kvx_status load_hparams_gguf(struct kvx_model *m, struct kvx_err *er
     return KVX_OK;
 }
 
-/* Sliding-window keys of config.json: full attention is all this file runs, so a window
- * narrower than the context caps the context at the window (exact up to there). */
+/* Sliding-window layers of config.json, as transformers applies them: Mistral attends every
+ * layer over the last `sliding_window` tokens (when not null); Qwen2/Qwen3 only with
+ * use_sliding_window true, on the layers layer_types marks "sliding_attention" (default: layers
+ * i >= max_window_layers, default 28); Llama has no window.  Such layers are WINDOW layers of
+ * the cache (a query at p sees keys p - w + 1 .. p).  The model's arch_data is then an owned
+ * array of n_layer windows (0: a full layer); without any window it stays NULL. */
 static enum kvx_status hf_window(struct kvx_model *m, struct kvx_err *err)
 {
+    const bool mistral = strcmp(m->arch_name, "mistral") == 0;
+    const bool qwen = strcmp(m->arch_name, "qwen2") == 0 || strcmp(m->arch_name, "qwen3") == 0;
+    const int32_t n_layer = m->hp.n_layer;
     const struct kvx_jv *lt = kvx_jv_get(m->config, "layer_types");
-    for (size_t i = 0; lt && lt->type == KVX_JV_ARRAY && i < lt->len; i++)
-        if (lt->items[i].type != KVX_JV_STRING || strcmp(lt->items[i].str, "full_attention"))
-            return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: layer_types[%zu] is not "
-                               "\"full_attention\" (kvx runs this family with full attention "
-                               "only)", i);
     if (lt && lt->type != KVX_JV_ARRAY && lt->type != KVX_JV_NULL)
         return kvx_err_set(err, KVX_ERR_FORMAT, "config.json: key 'layer_types' is not a list");
-    bool use_sw = strcmp(m->arch_name, "mistral") == 0;
+    if (lt && lt->type == KVX_JV_NULL)
+        lt = NULL;
+    if (lt && lt->len != (size_t)n_layer)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "config.json: key 'layer_types' has %zu entries, "
+                           "num_hidden_layers is %d", lt->len, n_layer);
+    for (size_t i = 0; lt && i < lt->len; i++) {
+        const struct kvx_jv *v = &lt->items[i];
+        const bool full = v->type == KVX_JV_STRING && strcmp(v->str, "full_attention") == 0;
+        const bool sliding = v->type == KVX_JV_STRING && strcmp(v->str, "sliding_attention") == 0;
+        if (!full && !(sliding && qwen))
+            return kvx_err_set(err, KVX_ERR_UNSUPPORTED, "config.json: layer_types[%zu] is not "
+                               "%s", i, qwen ? "\"full_attention\" or \"sliding_attention\""
+                                         : "\"full_attention\" (mistral: sliding_window "
+                                           "applies to every layer)");
+    }
+    bool use_sw = mistral;
+    int64_t w = 0, first = 0;
     enum kvx_status st;
-    if (!use_sw && (st = kvx_hf_bool(m->config, "use_sliding_window", false, &use_sw, err)))
+    if (qwen && (st = kvx_hf_bool(m->config, "use_sliding_window", false, &use_sw, err)))
         return st;
-    int64_t w;
-    if ((st = kvx_hf_int(m->config, "sliding_window", false, 0, 0, INT64_MAX, &w, err)))
+    if (!use_sw)
+        return KVX_OK;
+    const struct kvx_jv *wj = kvx_jv_get(m->config, "sliding_window");
+    if (wj && wj->type == KVX_JV_NULL)   /* null: no window (absent: transformers' 4096) */
+        return KVX_OK;
+    if ((st = kvx_hf_int(m->config, "sliding_window", false, 4096, 0, (int64_t)1 << 40, &w,
+                         err)) ||
+        (qwen && (st = kvx_hf_int(m->config, "max_window_layers", false, 28, 0, 1 << 20, &first,
+                                  err))))
         return st;
-    if (use_sw && w > 0 && w < m->hp.n_ctx_train)
-        m->hp.n_ctx_train = w;
+    if (w == 0)   /* 0: no window */
+        return KVX_OK;
+    int64_t *win = calloc((size_t)n_layer, sizeof *win);
+    if (!win || (st = kvx_model_own(m, win, err)) != KVX_OK)
+        return win ? st : kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
+    for (int32_t il = 0; il < n_layer; il++) {
+        const bool sliding = lt ? lt->items[il].str[0] == 's' : mistral || il >= first;
+        win[il] = sliding ? w : 0;
+    }
+    m->arch_data = win;
     return KVX_OK;
 }
 
@@ -407,9 +441,11 @@ static enum kvx_status llama_param_count(const struct kvx_model *m, struct kvx_p
 static void llama_declare_cache(const struct kvx_model *m, struct kvx_kv_layout *layout,
                                 enum kvx_kv_codec k_codec, enum kvx_kv_codec v_codec)
 {
+    const int64_t *win = m->arch_data;   /* sliding windows (hf_window), or NULL */
     for (int il = 0; il < m->hp.n_layer; il++)
         layout->layers[il] = (struct kvx_layer_cache){
-            .kind = KVX_KV_KIND_FULL,
+            .kind = win && win[il] ? KVX_KV_KIND_WINDOW : KVX_KV_KIND_FULL,
+            .window = win ? win[il] : 0,
             .n_kv_heads = m->hp.n_head_kv,
             .k_dim = m->hp.head_dim,
             .v_dim = m->hp.head_dim,

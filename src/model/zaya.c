@@ -716,6 +716,36 @@ static void zaya_forward(const struct kvx_model *m, struct kvx_forward *f)
     kvx_step_logits(m, f);
 }
 
+/* Parameters as zaya_load binds them: embed_tokens (and lm_head unless tied), the final norm
+ * and the input scale and bias; per layer two norms, q/k (Hq d, Hk d outputs), the current and
+ * delayed value halves (Hk d / 2 each), o, the two convolutions (C k0 + C and C d k1 + C), the
+ * key temperatures (Hk), eight residual-scaling vectors (D each), the router (down R D + R,
+ * norm, two R x R layers with biases, the E + 1 class head, balancing biases, and
+ * router_states_scale from layer 1 on) and the n_expert SwiGLU experts.  Active: all of it but
+ * the input embedding table (counted once as lm_head when tied) and all experts but one (top-1;
+ * a token routed to the skip class reads none). */
+static enum kvx_status zaya_param_count(const struct kvx_model *m, struct kvx_param_count *out,
+                                        struct kvx_err *err)
+{
+    (void)err;
+    const struct zaya *a = m->arch_data;
+    const double D = m->hp.n_embd, V = m->hp.n_vocab, d = a->head_dim, Hq = a->n_head;
+    const double Hk = a->n_head_kv, C = a->n_ch, R = a->router, E = a->n_expert;
+    const double expert = 3 * D * a->moe_ff;
+    double total = V * D * (m->hp.tie_embd ? 1 : 2) + 3 * D;
+    double active = V * D + 3 * D;
+    for (int il = 0; il < a->n_layer; il++) {
+        double n = 2 * D + 2 * D * Hq * d + 2 * D * Hk * d;          /* norms, q, k, v, o */
+        n += C * a->k0 + C + C * d * a->k1 + C + Hk + 8 * D;        /* convs, temp, scales */
+        n += R * D + R + R + 2 * (R * R + R) + (E + 1) * R + (E + 1) + (il > 0 ? R : 0);
+        total += n + E * expert;
+        active += n + expert;
+    }
+    out->total = total;
+    out->active = active;
+    return KVX_OK;
+}
+
 const struct kvx_arch kvx_arch_zaya = {
     .name = "zaya",
     .hparams = zaya_hparams,
@@ -723,4 +753,5 @@ const struct kvx_arch kvx_arch_zaya = {
     .declare_cache = zaya_declare_cache,
     .forward = zaya_forward,
     .scratch_floats = zaya_scratch_floats,
+    .param_count = zaya_param_count,
 };

@@ -89,6 +89,21 @@ CONFIGS = {
         num_attention_heads=4, num_key_value_heads=1, rms_norm_eps=1e-5,
         max_position_embeddings=512, sliding_window=128, tie_word_embeddings=False,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0}), {}),
+    # Mistral with a window of 8 tokens: every layer a WINDOW layer, crossed many times by the
+    # 56 tokens (the decode steps read a window that has slid past the prefill)
+    "mistral_swa": (transformers.MistralConfig, transformers.MistralForCausalLM, dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+        max_position_embeddings=512, sliding_window=8, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}), {}),
+    # Qwen3 with use_sliding_window: layers >= max_window_layers (1) slide over 8 tokens,
+    # layer 0 stays full (transformers' default layer_types)
+    "qwen3_swa": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
+        max_position_embeddings=256, tie_word_embeddings=True, use_sliding_window=True,
+        sliding_window=8, max_window_layers=1,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}), {}),
     # DeepSeek-V3 multi-head latent attention, dense layers only (first_k_dense_replace = all),
     # interleaved RoPE on 8 dims with YaRN (factor 4: softmax scale 24^-0.5 * mscale^2).
     # kvx does not run it yet: the fixture is the target of the MLA work.
