@@ -1,6 +1,7 @@
 /* tests/arch_fixture: see arch_fixture.h. */
 #include "arch_fixture.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include "io/safetensors.h"
 #include "kvx.h"
+#include "model/model.h"
 #include "test.h"
 
 struct ref {
@@ -145,4 +147,64 @@ out:
     free(pre);
     free(dec);
     ref_free(&r);
+}
+
+enum kvx_status kvx_test_arch_open_edited(const char *dir, const char *name, const char *from,
+                                          const char *to, struct kvx_err *err)
+{
+    char src[512], text[8192], out[8400], link[600], target[PATH_MAX];
+    snprintf(src, sizeof src, "%s/%s/config.json", kvx_test_fixture("arch"), name);
+    FILE *f = fopen(src, "rb");
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[n] = '\0';
+    const char *at = strstr(text, from);
+    KVX_CHECK(at != NULL);
+    if (!at)
+        return KVX_ERR_INVALID_ARG;
+    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    char cfg[600];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    f = fopen(cfg, "wb");
+    if (f) {
+        fputs(out, f);
+        fclose(f);
+    }
+    snprintf(src, sizeof src, "%s/%s/model.safetensors", kvx_test_fixture("arch"), name);
+    snprintf(link, sizeof link, "%s/model.safetensors", dir);
+    unlink(link);
+    if (realpath(src, target))
+        KVX_CHECK(symlink(target, link) == 0);
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = dir;
+    struct kvx_model *m = NULL;
+    enum kvx_status st = kvx_model_open(&mc, &m, err);
+    kvx_model_close(m);
+    return st;
+}
+
+bool kvx_test_config_layout(const char *path, enum kvx_kv_codec codec, struct kvx_kv_layout *l,
+                            int64_t *n_ctx_train)
+{
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = path;
+    mc.config_only = true;
+    struct kvx_model *m = NULL;
+    struct kvx_err err = {0};
+    if (kvx_model_open(&mc, &m, &err) != KVX_OK) {
+        kvx_test_fail(__FILE__, __LINE__, "%s: %s", path, err.msg);
+        return false;
+    }
+    if (n_ctx_train)
+        *n_ctx_train = m->hp.n_ctx_train;
+    bool ok = kvx_kv_layout_init(l, m->hp.n_layer, 16, &err) == KVX_OK;
+    if (ok) {
+        m->arch->declare_cache(m, l, codec, codec);
+        ok = kvx_kv_layout_validate(l, &err) == KVX_OK;
+    }
+    if (!ok)
+        kvx_test_fail(__FILE__, __LINE__, "%s: %s", path, err.msg);
+    kvx_model_close(m);
+    return ok;
 }

@@ -16,6 +16,11 @@
 
 #include <stdint.h>
 
+#include <stdbool.h>
+
+#include "kv/layout.h"
+#include "kvx.h"
+
 struct kvx_model;
 struct kvx_model_cfg;
 
@@ -28,5 +33,17 @@ void kvx_test_arch_fixture_cfg(const char *name, const struct kvx_model_cfg *bas
 /* An engine on m with an f32 KV cache, 128 tokens of context in pages of 16 (NULL after a
  * test failure naming the error). */
 struct kvx_engine *kvx_test_arch_engine(const struct kvx_model *m, int32_t n_threads);
+
+/* A copy of fixture `name` in the folder `dir` whose config.json has its first `from` replaced
+ * by `to` (the weights: a link to the fixture's model.safetensors), opened and closed again:
+ * kvx_model_open's status, its message in err. */
+enum kvx_status kvx_test_arch_open_edited(const char *dir, const char *name, const char *from,
+                                          const char *to, struct kvx_err *err);
+
+/* The layout a config-only open of `path` declares with K and V in `codec` (pages of 16
+ * tokens), validated, and the model's trained context (n_ctx_train may be NULL); false after
+ * a test failure naming the error.  Free the layout with kvx_kv_layout_free. */
+bool kvx_test_config_layout(const char *path, enum kvx_kv_codec codec, struct kvx_kv_layout *l,
+                            int64_t *n_ctx_train);
 
 #endif

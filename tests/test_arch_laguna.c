@@ -25,43 +25,6 @@ KVX_TEST(arch_laguna_fixtures_match_transformers)
     kvx_test_arch_fixture("laguna_mix", LAGUNA_TOL, LAGUNA_SELF_TOL);
 }
 
-/* Open a copy of fixture `name` whose config.json has `from` replaced by `to` (weights: a link
- * to the fixture's), optionally config only; the model is closed again. */
-static enum kvx_status open_edited(const char *dir, const char *name, const char *from,
-                                   const char *to, struct kvx_err *err)
-{
-    char src[512], text[8192], out[8400], link[600], target[PATH_MAX];
-    snprintf(src, sizeof src, "%s/%s/config.json", kvx_test_fixture("arch"), name);
-    FILE *f = fopen(src, "rb");
-    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
-    if (f)
-        fclose(f);
-    text[n] = '\0';
-    const char *at = strstr(text, from);
-    KVX_CHECK(at != NULL);
-    if (!at)
-        return KVX_ERR_INVALID_ARG;
-    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
-    char cfg[600];
-    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
-    f = fopen(cfg, "wb");
-    if (f) {
-        fputs(out, f);
-        fclose(f);
-    }
-    snprintf(src, sizeof src, "%s/%s/model.safetensors", kvx_test_fixture("arch"), name);
-    snprintf(link, sizeof link, "%s/model.safetensors", dir);
-    unlink(link);
-    if (realpath(src, target))
-        KVX_CHECK(symlink(target, link) == 0);
-    struct kvx_model_cfg mc = kvx_model_cfg_default();
-    mc.path = dir;
-    struct kvx_model *m = NULL;
-    enum kvx_status st = kvx_model_open(&mc, &m, err);
-    kvx_model_close(m);
-    return st;
-}
-
 KVX_TEST(arch_laguna_config_errors)
 {
     char dir[] = "/tmp/kvx-laguna-XXXXXX";
@@ -102,7 +65,7 @@ KVX_TEST(arch_laguna_config_errors)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct kvx_err err = {0};
-        enum kvx_status st = open_edited(dir, "laguna_swa", cases[i].from, cases[i].to, &err);
+        enum kvx_status st = kvx_test_arch_open_edited(dir, "laguna_swa", cases[i].from, cases[i].to, &err);
         if (st != cases[i].want || (st != KVX_OK && !strstr(err.msg, cases[i].needle)))
             kvx_test_fail(__FILE__, __LINE__, "'%s' -> '%s': status %d, '%s'", cases[i].from,
                           cases[i].to, st, err.msg);
@@ -115,29 +78,6 @@ KVX_TEST(arch_laguna_config_errors)
     rmdir(dir);
 }
 
-/* The layout of a config alone (no weights), with f16 K and V. */
-static bool config_layout(const char *path, struct kvx_kv_layout *l)
-{
-    struct kvx_model_cfg mc = kvx_model_cfg_default();
-    mc.path = path;
-    mc.config_only = true;
-    struct kvx_model *m = NULL;
-    struct kvx_err err = {0};
-    if (kvx_model_open(&mc, &m, &err) != KVX_OK) {
-        kvx_test_fail(__FILE__, __LINE__, "%s: %s", path, err.msg);
-        return false;
-    }
-    bool ok = kvx_kv_layout_init(l, m->hp.n_layer, 16, &err) == KVX_OK;
-    if (ok) {
-        m->arch->declare_cache(m, l, KVX_KV_CODEC_F16, KVX_KV_CODEC_F16);
-        ok = kvx_kv_layout_validate(l, &err) == KVX_OK;
-    }
-    if (!ok)
-        kvx_test_fail(__FILE__, __LINE__, "%s: %s", path, err.msg);
-    kvx_model_close(m);
-    return ok;
-}
-
 KVX_TEST(arch_laguna_config_only_layout)
 {
     char path[600];
@@ -145,7 +85,7 @@ KVX_TEST(arch_laguna_config_only_layout)
     /* laguna_swa: layer 0 global, layers 1-3 sliding (window 8); 2 KV heads of 16 dims.
      * Growth: only the global layer, K + V: 1 x 2 x 2 x 16 x 2 B = 128 B/token. */
     snprintf(path, sizeof path, "%s/laguna_swa", kvx_test_fixture("arch"));
-    if (config_layout(path, &l)) {
+    if (kvx_test_config_layout(path, KVX_KV_CODEC_F16, &l, NULL)) {
         KVX_CHECK_EQ_INT(l.n_layer, 4);
         KVX_CHECK(l.layers[0].kind == KVX_KV_KIND_FULL);
         for (int i = 1; i < 4; i++) {
@@ -160,7 +100,7 @@ KVX_TEST(arch_laguna_config_only_layout)
      * 10 global layers, K + V: 10 x 2 x 8 x 128 x 2 B = 40,960 B/token (bf16/f16); the 30
      * sliding layers hold at most 512 tokens: 30 x 512 x 2 x 8 x 128 x 2 B = 62,914,560 B. */
     snprintf(path, sizeof path, "%s/laguna-xs.2.json", kvx_test_fixture("configs"));
-    if (config_layout(path, &l)) {
+    if (kvx_test_config_layout(path, KVX_KV_CODEC_F16, &l, NULL)) {
         KVX_CHECK_EQ_INT(l.n_layer, 40);
         int full = 0, window = 0;
         for (int i = 0; i < 40; i++) {

@@ -38,31 +38,6 @@ KVX_TEST(arch_llama_fixtures_match_transformers)
         kvx_test_arch_fixture(fixtures[i], ARCH_TOL, ARCH_SELF_TOL);
 }
 
-/* The layout of a config alone (no weights), with f16 K and V; false (and a failure) when
- * it does not open. */
-static bool config_layout(const char *path, struct kvx_kv_layout *l, int64_t *n_ctx)
-{
-    struct kvx_model_cfg mc = kvx_model_cfg_default();
-    mc.path = path;
-    mc.config_only = true;
-    struct kvx_model *m = NULL;
-    struct kvx_err err = {0};
-    if (kvx_model_open(&mc, &m, &err) != KVX_OK) {
-        kvx_test_fail(__FILE__, __LINE__, "%s: %s", path, err.msg);
-        return false;
-    }
-    *n_ctx = m->hp.n_ctx_train;
-    bool ok = kvx_kv_layout_init(l, m->hp.n_layer, 16, &err) == KVX_OK;
-    if (ok) {
-        m->arch->declare_cache(m, l, KVX_KV_CODEC_F16, KVX_KV_CODEC_F16);
-        ok = kvx_kv_layout_validate(l, &err) == KVX_OK;
-    }
-    if (!ok)
-        kvx_test_fail(__FILE__, __LINE__, "%s: %s", path, err.msg);
-    kvx_model_close(m);
-    return ok;
-}
-
 /* Sliding windows as transformers applies them: Mistral on every layer, Qwen3 on the layers
  * layer_types marks sliding (max_window_layers 1 of 3 here); the context is not capped. */
 KVX_TEST(arch_llama_sliding_window_layers)
@@ -81,7 +56,7 @@ KVX_TEST(arch_llama_sliding_window_layers)
         snprintf(path, sizeof path, "%s/%s", kvx_test_fixture("arch"), cases[i].name);
         struct kvx_kv_layout l = {0};
         int64_t ctx = 0;
-        if (!config_layout(path, &l, &ctx))
+        if (!kvx_test_config_layout(path, KVX_KV_CODEC_F16, &l, &ctx))
             continue;
         KVX_CHECK_EQ_INT(l.n_layer, cases[i].n_layer);
         KVX_CHECK_EQ_INT(ctx, cases[i].ctx);
@@ -289,41 +264,6 @@ KVX_TEST(arch_llama_fp8_weights_equal_bf16)
 /* ------------------------------------------------------------------------------------------ */
 /* DeepSeek-V3 config.json errors */
 
-/* The deepseek_v3_moe fixture with `from` replaced by `to` in its config.json. */
-static enum kvx_status open_edited(const char *dir, const char *from, const char *to,
-                                   struct kvx_err *err)
-{
-    char src[512], text[8192], out[8400], link[600], target[PATH_MAX];
-    snprintf(src, sizeof src, "%s/deepseek_v3_moe/config.json", kvx_test_fixture("arch"));
-    FILE *f = fopen(src, "rb");
-    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
-    if (f)
-        fclose(f);
-    text[n] = '\0';
-    const char *at = strstr(text, from);
-    KVX_CHECK(at != NULL);
-    if (!at)
-        return KVX_ERR_INVALID_ARG;
-    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
-    char cfg[600];
-    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
-    f = fopen(cfg, "wb");
-    if (f) {
-        fputs(out, f);
-        fclose(f);
-    }
-    snprintf(src, sizeof src, "%s/deepseek_v3_moe/model.safetensors", kvx_test_fixture("arch"));
-    snprintf(link, sizeof link, "%s/model.safetensors", dir);
-    if (access(link, F_OK) != 0 && realpath(src, target))
-        KVX_CHECK(symlink(target, link) == 0);
-    struct kvx_model_cfg mc = kvx_model_cfg_default();
-    mc.path = dir;
-    struct kvx_model *m = NULL;
-    enum kvx_status st = kvx_model_open(&mc, &m, err);
-    kvx_model_close(m);
-    return st;
-}
-
 KVX_TEST(arch_deepseek_config_errors)
 {
     char dir[] = "/tmp/kvx-ds-XXXXXX";
@@ -350,7 +290,7 @@ KVX_TEST(arch_deepseek_config_errors)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct kvx_err err = {0};
-        enum kvx_status st = open_edited(dir, cases[i].from, cases[i].to, &err);
+        enum kvx_status st = kvx_test_arch_open_edited(dir, "deepseek_v3_moe", cases[i].from, cases[i].to, &err);
         if (st != cases[i].want || (st != KVX_OK && !strstr(err.msg, cases[i].needle)))
             kvx_test_fail(__FILE__, __LINE__, "'%s' -> '%s': status %d, '%s'", cases[i].from,
                           cases[i].to, st, err.msg);

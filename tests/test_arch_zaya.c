@@ -100,43 +100,6 @@ out:
     kvx_model_close(m);
 }
 
-/* Open a copy of fixture `name` whose config.json has `from` replaced by `to` (weights: a link
- * to the fixture's); the model is closed again. */
-static enum kvx_status open_edited(const char *dir, const char *name, const char *from,
-                                   const char *to, struct kvx_err *err)
-{
-    char src[512], text[8192], out[8400], link[600], target[PATH_MAX];
-    snprintf(src, sizeof src, "%s/%s/config.json", kvx_test_fixture("arch"), name);
-    FILE *f = fopen(src, "rb");
-    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
-    if (f)
-        fclose(f);
-    text[n] = '\0';
-    const char *at = strstr(text, from);
-    KVX_CHECK(at != NULL);
-    if (!at)
-        return KVX_ERR_INVALID_ARG;
-    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
-    char cfg[600];
-    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
-    f = fopen(cfg, "wb");
-    if (f) {
-        fputs(out, f);
-        fclose(f);
-    }
-    snprintf(src, sizeof src, "%s/%s/model.safetensors", kvx_test_fixture("arch"), name);
-    snprintf(link, sizeof link, "%s/model.safetensors", dir);
-    unlink(link);
-    if (realpath(src, target))
-        KVX_CHECK(symlink(target, link) == 0);
-    struct kvx_model_cfg mc = kvx_model_cfg_default();
-    mc.path = dir;
-    struct kvx_model *m = NULL;
-    enum kvx_status st = kvx_model_open(&mc, &m, err);
-    kvx_model_close(m);
-    return st;
-}
-
 KVX_TEST(arch_zaya_config_errors)
 {
     char dir[] = "/tmp/kvx-zaya-XXXXXX";
@@ -173,7 +136,7 @@ KVX_TEST(arch_zaya_config_errors)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct kvx_err err = {0};
-        enum kvx_status st = open_edited(dir, "zaya_cca", cases[i].from, cases[i].to, &err);
+        enum kvx_status st = kvx_test_arch_open_edited(dir, "zaya_cca", cases[i].from, cases[i].to, &err);
         if (st != cases[i].want || (st != KVX_OK && !strstr(err.msg, cases[i].needle)))
             kvx_test_fail(__FILE__, __LINE__, "'%s' -> '%s': status %d, '%s'", cases[i].from,
                           cases[i].to, st, err.msg);
@@ -186,29 +149,6 @@ KVX_TEST(arch_zaya_config_errors)
     rmdir(dir);
 }
 
-/* The layout of a config alone (no weights), with f16 K and V. */
-static bool config_layout(const char *path, struct kvx_kv_layout *l)
-{
-    struct kvx_model_cfg mc = kvx_model_cfg_default();
-    mc.path = path;
-    mc.config_only = true;
-    struct kvx_model *m = NULL;
-    struct kvx_err err = {0};
-    if (kvx_model_open(&mc, &m, &err) != KVX_OK) {
-        kvx_test_fail(__FILE__, __LINE__, "%s: %s", path, err.msg);
-        return false;
-    }
-    bool ok = kvx_kv_layout_init(l, m->hp.n_layer, 16, &err) == KVX_OK;
-    if (ok) {
-        m->arch->declare_cache(m, l, KVX_KV_CODEC_F16, KVX_KV_CODEC_F16);
-        ok = kvx_kv_layout_validate(l, &err) == KVX_OK;
-    }
-    if (!ok)
-        kvx_test_fail(__FILE__, __LINE__, "%s: %s", path, err.msg);
-    kvx_model_close(m);
-    return ok;
-}
-
 KVX_TEST(arch_zaya_config_only_layout)
 {
     char path[600];
@@ -217,7 +157,7 @@ KVX_TEST(arch_zaya_config_only_layout)
      * Model state per layer: K = (3-1)+(2-1) = 3 frames of C = (8+4) x 16 = 192 channels, and
      * the delayed value, 4 x 16 / 2 = 32: 608 floats = 2,432 B (a multiple of 64). */
     snprintf(path, sizeof path, "%s/zaya_cca3", kvx_test_fixture("arch"));
-    if (config_layout(path, &l)) {
+    if (kvx_test_config_layout(path, KVX_KV_CODEC_F16, &l, NULL)) {
         KVX_CHECK_EQ_INT(l.n_layer, 3);
         for (int i = 0; i < 3; i++) {
             KVX_CHECK(l.layers[i].kind == KVX_KV_KIND_FULL);
@@ -230,7 +170,7 @@ KVX_TEST(arch_zaya_config_only_layout)
     /* zaya_swa: layer 0 a window of 6, layer 1 global: growth only from layer 1,
      * 2 x 2 x 16 x 2 B = 128 B/token */
     snprintf(path, sizeof path, "%s/zaya_swa", kvx_test_fixture("arch"));
-    if (config_layout(path, &l)) {
+    if (kvx_test_config_layout(path, KVX_KV_CODEC_F16, &l, NULL)) {
         KVX_CHECK(l.layers[0].kind == KVX_KV_KIND_WINDOW && l.layers[0].window == 6);
         KVX_CHECK(l.layers[1].kind == KVX_KV_KIND_FULL);
         KVX_CHECK_EQ_INT(kvx_kv_layout_bytes_per_token(&l), 128);
@@ -241,7 +181,7 @@ KVX_TEST(arch_zaya_config_only_layout)
      * per layer 2 frames x (8 + 2) x 128 = 2,560 conv values + 2 x 128 / 2 = 128 delayed value
      * values = 2,688 floats = 10,752 B; x 40 = 430,080 B. */
     snprintf(path, sizeof path, "%s/zaya1-8b.json", kvx_test_fixture("configs"));
-    if (config_layout(path, &l)) {
+    if (kvx_test_config_layout(path, KVX_KV_CODEC_F16, &l, NULL)) {
         KVX_CHECK_EQ_INT(l.n_layer, 40);
         KVX_CHECK_EQ_INT(kvx_kv_layout_bytes_per_token(&l), 40960);
         KVX_CHECK_EQ_INT(kvx_kv_layout_state_bytes(&l), 430080);
