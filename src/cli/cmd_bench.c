@@ -124,7 +124,8 @@ out:
  * `kvx bench --sessions N --shared-prefix P [-p OWN] [-n GEN]`: N sessions, each the same
  * P-token prefix followed by its own OWN prompt tokens (one feed per session: the prefill,
  * timed over all sessions), then GEN rounds of one batched decode step for all sessions
- * (kvx_engine_decode; one session per step when the engine evicts) (timed).  Reports
+ * (kvx_engine_decode; one session per step with --serial-decode or when the engine evicts)
+ * (timed).  Reports
  * the KV bytes the pool holds against what N independent sequences of P + OWN + GEN tokens
  * hold (kv/layout), the bytes whole-block sharing predicts (the prefix once, rounded down to a
  * page, the rest per session), and the prefill tokens the prefix cache let the engine skip.
@@ -134,7 +135,8 @@ out:
 
 struct sessions_run {
     int64_t n, prefix, own, gen, len;
-    bool serial;               /* decode one session per step (the engine evicts) */
+    bool serial;               /* decode one session per step (--serial-decode, or the engine
+                                  evicts) */
     double prefill_s, decode_s;
     struct kvx_kv_stats kv;
 };
@@ -261,7 +263,7 @@ static void sessions_report(const struct cli_opts *o, const struct kvx_kv_layout
 static int bench_sessions(const struct cli_opts *o)
 {
     struct sessions_run r = {.n = o->sessions, .prefix = o->shared_prefix, .own = o->n_prompt,
-                             .gen = o->n_predict, .serial = o->evict != NULL};
+                             .gen = o->n_predict, .serial = o->serial_decode || o->evict};
     r.len = r.prefix + r.own + r.gen;
     if (r.prefix + r.own < 1)
         return cli_fail("bench --sessions: no prompt tokens (--shared-prefix + -p is 0)");

@@ -68,6 +68,7 @@ static const struct opt opts[] = {
     {"no-prefix-cache", 0, OPT_FLAG, O(no_prefix_cache), GEN, 0, 0, NULL, "never share KV pages of identical prompt prefixes between sessions"},
     {"sessions", 0, OPT_INT, O(sessions), CMD_BENCH, 1, 1e5, "N", "bench: N sessions, each the shared prefix + its own prompt (-p) + decode (-n)"},
     {"shared-prefix", 0, OPT_INT, O(shared_prefix), CMD_BENCH, 0, 1e8, "P", "bench --sessions: prompt-prefix tokens every session shares"},
+    {"serial-decode", 0, OPT_FLAG, O(serial_decode), CMD_BENCH, 0, 0, NULL, "bench --sessions: decode one session per step instead of all in one batched step"},
     {"evict", 0, OPT_STR, O(evict), GEN, 0, 0, "POLICY", "KV eviction: none (default), sinks, h2o, snapkv, tova"},
     {"evict-budget", 0, OPT_STR, O(evict_budget), GEN, 0, 0, "N|RATIO", "tokens kept per layer (1024), or a share of the tokens seen (0.5, 25%)"},
     {"evict-schedule", 0, OPT_STR, O(evict_schedule), GEN, 0, 0, "NAME", "budget per layer: uniform (default) or pyramid (more in lower layers)"},

@@ -53,6 +53,7 @@ struct cli_opts {
     bool passkey;
     const char *system;
     bool no_prefix_cache;
+    bool serial_decode;        /* bench --sessions: one session per decode step */
     int64_t sessions, shared_prefix;   /* bench: sessions sharing a prompt prefix */
     bool help;
     /* plan */
