@@ -7,8 +7,8 @@
  * packed two a byte (I8, element 2j in the low nibble) with one F8_E8M0 scale per 32 inputs.
  * The same quantized-then-dequantized weights are also written as F32 under the names
  * transformers saves; kvx must give bit-identical logits for both (FP8/FP4 times a power of two
- * is exact in BF16 and F32), and count the same parameters.  A truncated or mis-shaped scale
- * tensor, or a NaN E8M0 scale, is an error naming the scale tensor. */
+ * is exact in BF16 and F32), and count the same parameters.  A truncated, mis-shaped or missing
+ * scale tensor, or a NaN E8M0 scale, is an error naming the scale tensor. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,7 +157,7 @@ static int scale_exp(float mx, float top, int lower)
 
 #define FP8_B 16   /* weight_block_size of the written config */
 
-enum bad_scale { BAD_NONE = 0, BAD_FP8_TRUNCATED, BAD_FP4_SHAPE, BAD_NAN };
+enum bad_scale { BAD_NONE = 0, BAD_FP8_TRUNCATED, BAD_FP4_SHAPE, BAD_NAN, BAD_MISSING };
 
 /* The released name of a fixture (save_pretrained) name, into buf. */
 static const char *released_name(const char *name, char *buf, size_t cap)
@@ -226,7 +226,8 @@ static void write_pair(const struct kvx_safetensors *st, const char *config, con
             if (spoil && bad == BAD_NAN)
                 sc[br * bc - 1] = 0xFF;
             stw_add(&orel, rn, "F8_E4M3", 2, t->shape, q, (size_t)(R * C));
-            stw_add(&orel, sname, "F8_E8M0", 2, ss, sc, (size_t)(ss[0] * ss[1]));
+            if (!(spoil && bad == BAD_MISSING))
+                stw_add(&orel, sname, "F8_E8M0", 2, ss, sc, (size_t)(ss[0] * ss[1]));
             free(q);
             free(sc);
         } else {
@@ -361,6 +362,7 @@ KVX_TEST(arch_deepseek_v4_released_format_bad_scales)
         {BAD_FP8_TRUNCATED, "'layers.1.attn.wq_a.scale'"},
         {BAD_FP4_SHAPE, "'layers.2.ffn.experts.1.w2.scale'"},
         {BAD_NAN, "'layers.1.attn.wq_a.scale'"},
+        {BAD_MISSING, "'layers.1.attn.wq_a.scale'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char d[] = "/tmp/kvx-v4bad-XXXXXX";

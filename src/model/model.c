@@ -388,9 +388,15 @@ static enum kvx_status dequant_fp8(struct kvx_model *m, const struct kvx_wtensor
             return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
         return kvx_st_read_f32(t->st, *out, t->ne[0], err);
     }
-    if (!scale)
-        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is F8_E4M3 but '%s' (its block "
-                           "scales) is missing", t->name, sname);
+    if (!scale) {
+        const size_t l = strlen(t->name);
+        if (l > 7 && strcmp(t->name + l - 7, ".weight") == 0)
+            return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is F8_E4M3 but its block "
+                               "scales ('%s_scale_inv' or '%.*s.scale') are missing", t->name,
+                               t->name, (int)(l - 7), t->name);
+        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is F8_E4M3 but its block scales "
+                           "('%s') are missing", t->name, sname);
+    }
     if (!(*out = malloc((size_t)t->ne[0] * (size_t)t->ne[1] * sizeof **out)))
         return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
     return kvx_st_dequant_fp8(t->st, scale, m->fp8_block[0], m->fp8_block[1], *out, err);
