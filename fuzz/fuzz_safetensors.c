@@ -5,9 +5,11 @@
  * tensor's bytes lie inside the input after the header (first and last byte touched, so ASan
  * sees a view that points outside), sizes equal shape x dtype, names are unique and found by
  * lookup, no two non-empty tensors overlap; F32/F16/BF16/FP8 tensors are converted (the first
- * elements).  The input is also parsed as a bare JSON text (config.json / index files go
+ * elements); every 2-D F8_E4M3 or I8/U8 tensor is dequantized (FP8 block scales, packed FP4)
+ * against every tensor as its scale grid.  The input is also parsed as a bare JSON text (config.json / index files go
  * through the same reader).  Seeds: fuzz/seeds/fuzz_safetensors/ (written by
  * tests/test_safetensors.c). */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,34 @@ static unsigned fuzz_tensor(const struct kvx_safetensors *st, const struct kvx_s
     if (kvx_st_read_f32(t, f, n, NULL) == KVX_OK)
         for (int64_t i = 0; i < n; i++)
             h += f[i] > 0.0f;
+    return h;
+}
+
+/* Dequantize w against scale s: FP8 in 2x2 and 128x128 blocks, FP4 in blocks of 1 and 32
+ * inputs.  A failure must say why. */
+static unsigned fuzz_dequant(const struct kvx_st_tensor *w, const struct kvx_st_tensor *s)
+{
+    const bool fp8 = w->dtype == KVX_ST_F8_E4M3,
+               fp4 = w->dtype == KVX_ST_I8 || w->dtype == KVX_ST_U8;
+    if (w->n_dims != 2 || (!fp8 && !fp4) || w->n_elem > 4096)
+        return 0;
+    float *dst = malloc((size_t)w->n_elem * 2 * sizeof *dst + 1);
+    if (!dst)
+        return 0;
+    unsigned h = 0;
+    for (int k = 0; k < 2; k++) {
+        struct kvx_err err;
+        err.msg[0] = '\0';
+        const int64_t b = k ? (fp8 ? 128 : 32) : (fp8 ? 2 : 1);
+        const enum kvx_status st = fp8 ? kvx_st_dequant_fp8(w, s, b, b, dst, &err)
+                                       : kvx_st_dequant_fp4(w, s, b, dst, &err);
+        if (st != KVX_OK && err.msg[0] == '\0')
+            __builtin_trap();
+        if (st == KVX_OK)
+            for (int64_t i = 0; i < w->n_elem * (fp4 ? 2 : 1); i++)
+                h += dst[i] > 0.0f;
+    }
+    free(dst);
     return h;
 }
 
@@ -71,6 +101,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 b->data < a->data + a->nbytes)
                 __builtin_trap();
         }
+    for (uint64_t i = 0; i < st->n_tensors && st->n_tensors < 16; i++)
+        for (uint64_t j = 0; j < st->n_tensors; j++)
+            sink += fuzz_dequant(&st->tensors[i], &st->tensors[j]);
     for (uint32_t i = 0; i < st->n_meta; i++)
         sink += (unsigned)strlen(st->meta_keys[i]) + (unsigned)strlen(st->meta_vals[i]);
     (void)sink;

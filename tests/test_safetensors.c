@@ -611,6 +611,11 @@ static const struct { const char *name, *header; size_t data; } seeds[] = {
                           "\"c\":{\"dtype\":\"BOOL\",\"shape\":[1,1,1,1,1,1,1,2],\"data_offsets\":[8,10]}}",
      10},
     {"empty.safetensors", "{}", 0},
+    {"fp4.safetensors", "{\"w.weight\":{\"dtype\":\"I8\",\"shape\":[2,2],\"data_offsets\":[0,4]},"
+                        "\"w.scale\":{\"dtype\":\"F8_E8M0\",\"shape\":[2,1],\"data_offsets\":[4,6]},"
+                        "\"v.weight\":{\"dtype\":\"F8_E4M3\",\"shape\":[3,3],\"data_offsets\":[6,15]},"
+                        "\"v.scale\":{\"dtype\":\"F8_E8M0\",\"shape\":[1,1],\"data_offsets\":[15,16]}}",
+     16},
 };
 
 KVX_TEST(st_fuzz_seeds)

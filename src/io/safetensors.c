@@ -662,6 +662,58 @@ enum kvx_status kvx_st_read_f32(const struct kvx_st_tensor *t, float *dst, int64
     }
 }
 
+/* e8m0fnu: 8 exponent bits, bias 127, no sign and no mantissa; 0xFF encodes NaN. */
+float kvx_st_e8m0_to_f32(uint8_t b)
+{
+    return b == 0xFF ? NAN : ldexpf(1.0f, (int)b - 127);
+}
+
+/* e2m1: value = (-1)^s * 2^(e-1) * (1 + m/2) for e > 0, (-1)^s * m/2 for e == 0. */
+float kvx_st_fp4_e2m1_to_f32(uint8_t n)
+{
+    const int s = (n >> 3) & 1, e = (n >> 1) & 3, m = n & 1;
+    const float v = e == 0 ? 0.5f * (float)m : ldexpf(1.0f + 0.5f * (float)m, e - 1);
+    return s ? -v : v;
+}
+
+/* A scale grid [gr, gc] of F32, BF16 or F8_E8M0 (no NaN) for weight `w`: checked, then read
+ * into floats (malloc'd, gr*gc). */
+static enum kvx_status read_scales(const struct kvx_st_tensor *w, const struct kvx_st_tensor *sc,
+                                   int64_t gr, int64_t gc, const char *what, float **out,
+                                   struct kvx_err *err)
+{
+    *out = NULL;
+    if ((sc->dtype != KVX_ST_F32 && sc->dtype != KVX_ST_BF16 && sc->dtype != KVX_ST_F8_E8M0) ||
+        sc->n_dims != 2 || sc->shape[0] != gr || sc->shape[1] != gc) {
+        char shape[96] = "";
+        size_t k = 0;
+        for (uint32_t d = 0; d < sc->n_dims && k < sizeof shape; d++)
+            k += (size_t)snprintf(shape + k, sizeof shape - k, "%s%lld", d ? ", " : "",
+                                  (long long)sc->shape[d]);
+        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' (%s [%s]) is not the F32/BF16/"
+                           "F8_E8M0 [%lld, %lld] scale grid of '%s' (%s)", sc->name,
+                           kvx_st_dtype_name(sc->dtype), shape, (long long)gr, (long long)gc,
+                           w->name, what);
+    }
+    float *s = malloc((size_t)(gr * gc) * sizeof *s + 1);
+    if (!s)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
+    const uint8_t *p = sc->data;
+    for (int64_t i = 0; i < gr * gc; i++) {
+        if (sc->dtype == KVX_ST_F8_E8M0 && p[i] == 0xFF) {
+            free(s);
+            return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s': scale [%lld, %lld] is the "
+                               "E8M0 NaN (0xFF)", sc->name, (long long)(i / gc),
+                               (long long)(i % gc));
+        }
+        s[i] = sc->dtype == KVX_ST_F32    ? load_f32(p + 4 * i)
+               : sc->dtype == KVX_ST_BF16 ? kvx_bf16_to_f32(load_u16(p + 2 * i))
+                                          : kvx_st_e8m0_to_f32(p[i]);
+    }
+    *out = s;
+    return KVX_OK;
+}
+
 enum kvx_status kvx_st_dequant_fp8(const struct kvx_st_tensor *w,
                                    const struct kvx_st_tensor *scale_inv, int64_t block_rows,
                                    int64_t block_cols, float *dst, struct kvx_err *err)
@@ -674,21 +726,49 @@ enum kvx_status kvx_st_dequant_fp8(const struct kvx_st_tensor *w,
                            (long long)block_rows, (long long)block_cols);
     const int64_t rows = w->shape[0], cols = w->shape[1];
     const int64_t br = (rows + block_rows - 1) / block_rows, bc = (cols + block_cols - 1) / block_cols;
-    if ((scale_inv->dtype != KVX_ST_F32 && scale_inv->dtype != KVX_ST_BF16) ||
-        scale_inv->n_dims != 2 || scale_inv->shape[0] != br || scale_inv->shape[1] != bc)
-        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' (%s, %u dims) is not the F32/BF16 "
-                           "[%lld, %lld] block-scale grid of '%s' [%lld, %lld] in %lldx%lld "
-                           "blocks", scale_inv->name, kvx_st_dtype_name(scale_inv->dtype),
-                           scale_inv->n_dims, (long long)br, (long long)bc, w->name,
-                           (long long)rows, (long long)cols, (long long)block_rows,
-                           (long long)block_cols);
-    const uint8_t *sp = scale_inv->data;
+    char what[160];
+    snprintf(what, sizeof what, "F8_E4M3 [%lld, %lld] in %lldx%lld blocks", (long long)rows,
+             (long long)cols, (long long)block_rows, (long long)block_cols);
+    float *s;
+    enum kvx_status st = read_scales(w, scale_inv, br, bc, what, &s, err);
+    if (st != KVX_OK)
+        return st;
     for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < cols; c++) {
-            const int64_t si = (r / block_rows) * bc + c / block_cols;
-            const float s = scale_inv->dtype == KVX_ST_F32 ? load_f32(sp + 4 * si)
-                                                           : kvx_bf16_to_f32(load_u16(sp + 2 * si));
-            dst[r * cols + c] = kvx_st_fp8_e4m3_to_f32(w->data[r * cols + c]) * s;
+        for (int64_t c = 0; c < cols; c++)
+            dst[r * cols + c] = kvx_st_fp8_e4m3_to_f32(w->data[r * cols + c]) *
+                                s[(r / block_rows) * bc + c / block_cols];
+    free(s);
+    return KVX_OK;
+}
+
+enum kvx_status kvx_st_dequant_fp4(const struct kvx_st_tensor *w, const struct kvx_st_tensor *scale,
+                                   int64_t block_cols, float *dst, struct kvx_err *err)
+{
+    if ((w->dtype != KVX_ST_I8 && w->dtype != KVX_ST_U8) || w->n_dims != 2)
+        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is %s with %u dims, not a 2-D "
+                           "I8/U8 packed FP4 weight", w->name, kvx_st_dtype_name(w->dtype),
+                           w->n_dims);
+    if (block_cols < 1)
+        return kvx_err_set(err, KVX_ERR_INVALID_ARG, "FP4 block size %lld",
+                           (long long)block_cols);
+    const int64_t rows = w->shape[0], half = w->shape[1], cols = 2 * half;
+    const int64_t bc = (cols + block_cols - 1) / block_cols;
+    char what[160];
+    snprintf(what, sizeof what, "FP4 [%lld, %lld] packed as [%lld, %lld], %lld inputs a scale",
+             (long long)rows, (long long)cols, (long long)rows, (long long)half,
+             (long long)block_cols);
+    float *s;
+    enum kvx_status st = read_scales(w, scale, rows, bc, what, &s, err);
+    if (st != KVX_OK)
+        return st;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < half; j++) {
+            const uint8_t b = w->data[r * half + j];
+            const int64_t c = 2 * j;
+            dst[r * cols + c] = kvx_st_fp4_e2m1_to_f32(b & 0xF) * s[r * bc + c / block_cols];
+            dst[r * cols + c + 1] =
+                kvx_st_fp4_e2m1_to_f32(b >> 4) * s[r * bc + (c + 1) / block_cols];
         }
+    free(s);
     return KVX_OK;
 }

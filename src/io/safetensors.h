@@ -18,8 +18,8 @@
  * Gaps between tensors are allowed.  Little-endian hosts only.
  *
  * Tensor data are views into the mappings and live as long as the struct kvx_safetensors.
- * The reader knows nothing of architectures; FP8 block-scaled weights are dequantized by the
- * helper below when a model binds them. */
+ * The reader knows nothing of architectures; block-scaled FP8 and FP4 weights are dequantized
+ * by the helpers below when a model binds them. */
 #ifndef KVX_IO_SAFETENSORS_H
 #define KVX_IO_SAFETENSORS_H
 
@@ -92,17 +92,36 @@ size_t kvx_st_dtype_size(enum kvx_st_dtype t);
 /* Value of one FP8 E4M3 byte ("e4m3fn": bias 7, no infinities, S.1111.111 is NaN, max 448). */
 float kvx_st_fp8_e4m3_to_f32(uint8_t b);
 
+/* Value of one F8_E8M0 byte ("e8m0fnu": an unsigned power of two, 2^(b - 127); 0xFF is NaN;
+ * there is no zero and no sign). */
+float kvx_st_e8m0_to_f32(uint8_t b);
+
+/* Value of one FP4 E2M1 nibble (low 4 bits of n): sign bit 3, exponent bits 2..1 (bias 1),
+ * mantissa bit 0: the magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6; 8..15 their negatives. */
+float kvx_st_fp4_e2m1_to_f32(uint8_t n);
+
 /* Elements [0, n) of a F32/F16/BF16/F8_E4M3 tensor as floats (any other dtype:
  * KVX_ERR_UNSUPPORTED naming the tensor).  n <= t->n_elem. */
 enum kvx_status kvx_st_read_f32(const struct kvx_st_tensor *t, float *dst, int64_t n,
                                 struct kvx_err *err);
 
-/* Dequantize a 2-D FP8 E4M3 weight [rows, cols] with its block scales (DeepSeek's
- * `<name>_scale_inv`, F32 or BF16, shape [ceil(rows/block_rows), ceil(cols/block_cols)]):
- *   dst[r][c] = fp8(w[r][c]) * scale_inv[r / block_rows][c / block_cols]
- * into rows*cols floats.  Shapes and dtypes are checked (KVX_ERR_FORMAT naming both tensors). */
+/* Dequantize a 2-D FP8 E4M3 weight [rows, cols] with its block scales (DeepSeek-V3's
+ * `<name>_scale_inv`, F32 or BF16; DeepSeek-V4's `<stem>.scale`, F8_E8M0), shape
+ * [ceil(rows/block_rows), ceil(cols/block_cols)]:
+ *   dst[r][c] = fp8(w[r][c]) * scale[r / block_rows][c / block_cols]
+ * into rows*cols floats.  Shapes and dtypes are checked, and a NaN E8M0 scale (0xFF) is
+ * refused (KVX_ERR_FORMAT naming the tensors). */
 enum kvx_status kvx_st_dequant_fp8(const struct kvx_st_tensor *w,
                                    const struct kvx_st_tensor *scale_inv, int64_t block_rows,
+                                   int64_t block_cols, float *dst, struct kvx_err *err);
+
+/* Dequantize a 2-D FP4 E2M1 weight (DeepSeek-V4's routed experts): w is I8 or U8
+ * [rows, cols/2], two values per byte, element 2j in the LOW nibble of byte j and element
+ * 2j+1 in the high nibble; scale is F8_E8M0 (or F32/BF16) [rows, ceil(cols/block_cols)], one
+ * scale per block_cols consecutive inputs of a row:
+ *   dst[r][c] = e2m1(nibble(w, r, c)) * scale[r][c / block_cols]
+ * into rows*cols floats (cols = 2 * w->shape[1]).  Errors as kvx_st_dequant_fp8. */
+enum kvx_status kvx_st_dequant_fp4(const struct kvx_st_tensor *w, const struct kvx_st_tensor *scale,
                                    int64_t block_cols, float *dst, struct kvx_err *err);
 
 #endif

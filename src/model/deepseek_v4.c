@@ -40,7 +40,15 @@
  * (the last W keys, slot t mod W) and compressor state live in the sequence's state block
  * (kvx_kv_seq_state, offsets from kv/layout).  Tokens of one sequence are processed in order
  * within each layer, so prefill and decode run the same steps and give the same result.
- * Weights are converted to f32 at load; the forward pass is scalar, one token after another. */
+ * Weights are converted to f32 at load; the forward pass is scalar, one token after another.
+ *
+ * Checkpoint formats (told apart by the names present): transformers' save_pretrained writes
+ * "model.layers.N.attn.wq_a.weight", "model.embed_tokens.weight", "model.norm.weight",
+ * "model.hc_head.hc_fn" and "head.weight"; the released checkpoints (DeepSeek-V4-Flash/-Pro)
+ * the same names without "model." ("layers.N.*") and "embed.weight", "norm.weight",
+ * "hc_head_fn" / "hc_head_base" / "hc_head_scale", "head.weight", with FP8 E4M3 weights plus
+ * F8_E8M0 "<stem>.scale" block scales and FP4 E2M1 routed experts (I8, two a byte) plus
+ * per-32-input F8_E8M0 scales, dequantized at load (kvx_model_bind_mat). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,6 +93,7 @@ struct v4 {
     bool *hash;                            /* per layer */
     struct v4_layer *layers;
     const float *hc_head_fn, *hc_head_base, *hc_head_scale;
+    const char *pre;                       /* layer-name prefix: "model." or "" (released) */
 };
 
 static void v4_free(void *p)
@@ -440,10 +449,11 @@ static enum kvx_status bind_comp(struct kvx_model *m, const char *pre, int il, i
                                  int64_t ew, int64_t ratio, struct v4_comp *c,
                                  struct kvx_err *err)
 {
+    const struct v4 *a = m->arch_data;
     const int64_t D = m->hp.n_embd;
     char n[192];
     enum kvx_status st;
-#define CN(s) (snprintf(n, sizeof n, "model.layers.%d.%s.%s", il, pre, s), n)
+#define CN(s) (snprintf(n, sizeof n, "%slayers.%d.%s.%s", a->pre, il, pre, s), n)
     if ((st = bind_f32(m, CN("wkv.weight"), D, cw, &c->wkv, err)) ||
         (st = bind_f32(m, CN("wgate.weight"), D, cw, &c->wgate, err)) ||
         (st = bind_f32(m, CN("ape"), cw, ratio, &c->ape, err)) ||
@@ -462,7 +472,7 @@ static enum kvx_status v4_layer_load(struct kvx_model *m, int il, struct kvx_err
     enum kvx_status st;
     Ly->kind = a->kinds[il];
     Ly->hash = a->hash[il];
-#define NAME(s) (snprintf(nb, sizeof nb, "model.layers.%d.%s", il, s), nb)
+#define NAME(s) (snprintf(nb, sizeof nb, "%slayers.%d.%s", a->pre, il, s), nb)
     if ((st = kvx_model_bind_vec(m, NAME("attn_norm.weight"), D, true, &Ly->attn_norm, err)) ||
         (st = kvx_model_bind_vec(m, NAME("ffn_norm.weight"), D, true, &Ly->ffn_norm, err)) ||
         (st = bind_f32(m, NAME("hc_attn_fn"), n * D, nm, &Ly->hc_attn_fn, err)) ||
@@ -535,12 +545,20 @@ static enum kvx_status v4_load(struct kvx_model *m, struct kvx_err *err)
     struct v4 *a = m->arch_data;
     const int64_t D = a->D, V = m->hp.n_vocab, n = a->n_hc;
     enum kvx_status st;
-    if ((st = kvx_model_bind_mat(m, "model.embed_tokens.weight", D, V, true, &m->tok_embd,
-                                 err)) ||
-        (st = kvx_model_bind_vec(m, "model.norm.weight", D, true, &m->output_norm, err)) ||
-        (st = bind_f32(m, "model.hc_head.hc_fn", n * D, n, &a->hc_head_fn, err)) ||
-        (st = kvx_model_bind_vec(m, "model.hc_head.hc_base", n, true, &a->hc_head_base, err)) ||
-        (st = kvx_model_bind_vec(m, "model.hc_head.hc_scale", 1, true, &a->hc_head_scale, err)))
+    /* the released format: "embed.weight" and no "model.embed_tokens.weight" */
+    const bool rel = m->st && kvx_st_find(m->st, "embed.weight") &&
+                     !kvx_st_find(m->st, "model.embed_tokens.weight");
+    a->pre = rel ? "" : "model.";
+    if ((st = kvx_model_bind_mat(m, rel ? "embed.weight" : "model.embed_tokens.weight", D, V,
+                                 true, &m->tok_embd, err)) ||
+        (st = kvx_model_bind_vec(m, rel ? "norm.weight" : "model.norm.weight", D, true,
+                                 &m->output_norm, err)) ||
+        (st = bind_f32(m, rel ? "hc_head_fn" : "model.hc_head.hc_fn", n * D, n, &a->hc_head_fn,
+                       err)) ||
+        (st = kvx_model_bind_vec(m, rel ? "hc_head_base" : "model.hc_head.hc_base", n, true,
+                                 &a->hc_head_base, err)) ||
+        (st = kvx_model_bind_vec(m, rel ? "hc_head_scale" : "model.hc_head.hc_scale", 1, true,
+                                 &a->hc_head_scale, err)))
         return st;
     if (m->hp.tie_embd)
         m->output = m->tok_embd;

@@ -407,25 +407,55 @@ static const char *type_name(uint32_t t)
     return t == KVX_WTENSOR_FP8 ? "F8_E4M3" : t == KVX_WTENSOR_OTHER ? "other" : kvx_dtype_name(t);
 }
 
-/* FP8 → f32 with the block scales "<name>_scale_inv" (malloc'd rows*cols floats). */
+/* The block scales of weight `name`: "<name>_scale_inv" (DeepSeek-V3), else, for a name ending
+ * in ".weight", "<stem>.scale" (DeepSeek-V4's released checkpoints); NULL when neither.  The name
+ * looked for last is left in sname (for messages). */
+static const struct kvx_st_tensor *find_scale(const struct kvx_model *m, const char *name,
+                                              char *sname, size_t cap)
+{
+    snprintf(sname, cap, "%s_scale_inv", name);
+    const struct kvx_st_tensor *s = kvx_st_find(m->st, sname);
+    const size_t l = strlen(name);
+    if (!s && l > 7 && strcmp(name + l - 7, ".weight") == 0) {
+        snprintf(sname, cap, "%.*s.scale", (int)(l - 7), name);
+        s = kvx_st_find(m->st, sname);
+    }
+    return s;
+}
+
+/* FP8 → f32 with its block scales (find_scale; malloc'd rows*cols floats). */
 static enum kvx_status dequant_fp8(struct kvx_model *m, const struct kvx_wtensor *t, float **out,
                                    struct kvx_err *err)
 {
     char sname[512];
-    snprintf(sname, sizeof sname, "%s_scale_inv", t->name);
-    const struct kvx_st_tensor *scale = kvx_st_find(m->st, sname);
+    const struct kvx_st_tensor *scale = find_scale(m, t->name, sname, sizeof sname);
     *out = NULL;
     if (t->n_dims == 1) {  /* vectors have no block scales in DeepSeek checkpoints */
         if (!(*out = malloc((size_t)t->ne[0] * sizeof **out)))
             return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
         return kvx_st_read_f32(t->st, *out, t->ne[0], err);
     }
-    if (!scale)
-        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is F8_E4M3 but '%s' (its block "
-                           "scales) is missing", t->name, sname);
+    if (!scale) {
+        const size_t l = strlen(t->name);
+        if (l > 7 && strcmp(t->name + l - 7, ".weight") == 0)
+            return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is F8_E4M3 but its block "
+                               "scales ('%s_scale_inv' or '%.*s.scale') are missing", t->name,
+                               t->name, (int)(l - 7), t->name);
+        return kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is F8_E4M3 but its block scales "
+                           "('%s') are missing", t->name, sname);
+    }
     if (!(*out = malloc((size_t)t->ne[0] * (size_t)t->ne[1] * sizeof **out)))
         return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
     return kvx_st_dequant_fp8(t->st, scale, m->fp8_block[0], m->fp8_block[1], *out, err);
+}
+
+/* A packed FP4 weight: a 2-D I8/U8 safetensors tensor with a "<stem>.scale" sibling (DeepSeek-V4's
+ * routed experts, config expert_dtype "fp4"). */
+static bool is_fp4(const struct kvx_model *m, const struct kvx_wtensor *t)
+{
+    char sname[512];
+    return t->st && (t->st->dtype == KVX_ST_I8 || t->st->dtype == KVX_ST_U8) &&
+           t->n_dims == 2 && find_scale(m, t->name, sname, sizeof sname);
 }
 
 static enum kvx_status shape_error(const struct kvx_model *m, const struct kvx_wtensor *t,
@@ -458,12 +488,25 @@ enum kvx_status kvx_model_bind_mat(struct kvx_model *m, const char *name, int64_
     if (!kvx_model_find_tensor(m, name, &t))
         return required ? kvx_err_set(err, KVX_ERR_FORMAT, "tensor '%s' is missing", name)
                         : KVX_OK;
+    const bool fp4 = is_fp4(m, &t);
+    if (fp4)
+        t.ne[0] *= 2;   /* two inputs a byte */
     if (t.n_dims > 2 || t.n_dims < 1 || t.ne[0] != n_in || t.ne[1] != n_out)
         return shape_error(m, &t, n_in, n_out, err);
-    if (t.type == KVX_WTENSOR_FP8) {
-        /* dequantize, then store as BF16 (what transformers computes with after its dequant) */
-        float *f;
-        enum kvx_status st = dequant_fp8(m, &t, &f, err);
+    if (t.type == KVX_WTENSOR_FP8 || fp4) {
+        /* dequantize, then store as BF16 (what transformers computes with after its dequant;
+         * FP8 or FP4 times a power-of-two scale is exact in BF16) */
+        float *f = NULL;
+        enum kvx_status st;
+        if (fp4) {
+            char sname[512];
+            const struct kvx_st_tensor *scale = find_scale(m, t.name, sname, sizeof sname);
+            f = malloc((size_t)n_in * (size_t)n_out * sizeof *f);
+            st = !f ? kvx_err_set(err, KVX_ERR_NOMEM, "out of memory")
+                    : kvx_st_dequant_fp4(t.st, scale, KVX_FP4_BLOCK, f, err);
+        } else {
+            st = dequant_fp8(m, &t, &f, err);
+        }
         uint16_t *b = st == KVX_OK ? malloc((size_t)n_in * (size_t)n_out * sizeof *b) : NULL;
         if (st == KVX_OK && !b)
             st = kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
@@ -557,11 +600,16 @@ void kvx_model_get_info(const struct kvx_model *m, struct kvx_model_info *out)
         out->weight_bytes += t->nbytes;
     }
     for (uint64_t i = 0; m->st && i < m->st->n_tensors; i++) {
-        /* block scales of FP8 weights are not parameters */
+        /* block scales of FP8/FP4 weights are not parameters; packed FP4 holds two a byte */
         const struct kvx_st_tensor *t = &m->st->tensors[i];
         const size_t l = strlen(t->name);
-        if (!(l > 10 && strcmp(t->name + l - 10, "_scale_inv") == 0))
-            out->n_params += (uint64_t)t->n_elem;
+        struct kvx_wtensor w = {.name = t->name, .st = t, .n_dims = t->n_dims};
+        if (l > 10 && strcmp(t->name + l - 10, "_scale_inv") == 0)
+            ;
+        else if (t->dtype == KVX_ST_F8_E8M0 && l > 6 && strcmp(t->name + l - 6, ".scale") == 0)
+            ;
+        else
+            out->n_params += (uint64_t)t->n_elem * (is_fp4(m, &w) ? 2 : 1);
         out->weight_bytes += t->nbytes;
     }
 }

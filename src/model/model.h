@@ -175,8 +175,12 @@ const char *kvx_model_wname(const struct kvx_model *m, char *buf, size_t cap, co
 /* Helpers for architecture loaders: bind a 2-D weight of shape [n_in, n_out] (checked), or a
  * 1-D tensor of n floats (converted to f32 and owned by the model).  `required` false: a
  * missing tensor leaves the output empty/NULL.  FP8 weights are dequantized (with the
- * "<name>_scale_inv" block scales, m->fp8_block) into BF16 matrices / F32 vectors owned by the
- * model, as Hugging Face dequantizes them. */
+ * "<name>_scale_inv" block scales, or for "<stem>.weight" the F8_E8M0 "<stem>.scale" of
+ * DeepSeek-V4's released checkpoints; m->fp8_block) into BF16 matrices / F32 vectors owned by
+ * the model, as Hugging Face dequantizes them.  A 2-D I8/U8 weight with a "<stem>.scale" is
+ * packed FP4 E2M1 (DeepSeek-V4's routed experts: shape [n_out, n_in/2], one scale per
+ * KVX_FP4_BLOCK inputs; kvx_st_dequant_fp4) and is dequantized into BF16 the same way. */
+#define KVX_FP4_BLOCK 32
 enum kvx_status kvx_model_bind_mat(struct kvx_model *m, const char *name, int64_t n_in,
                                    int64_t n_out, bool required, struct kvx_mat *out,
                                    struct kvx_err *err);
