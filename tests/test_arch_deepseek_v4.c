@@ -34,25 +34,6 @@ KVX_TEST(arch_deepseek_v4_mix_matches_transformers)
 /* ------------------------------------------------------------------------------------------ */
 /* Config-only: the cache layout of the released configs (tests/fixtures/configs/) */
 
-/* The layout of a config-only model at BF16 storage, pages of 16. */
-static bool config_layout(const char *path, struct kvx_kv_layout *l)
-{
-    struct kvx_model_cfg mc = kvx_model_cfg_default();
-    mc.path = path;
-    mc.config_only = true;
-    struct kvx_model *m = NULL;
-    struct kvx_err err = {0};
-    if (kvx_model_open(&mc, &m, &err) != KVX_OK) {
-        kvx_test_fail(__FILE__, __LINE__, "%s: %s", path, err.msg);
-        return false;
-    }
-    KVX_CHECK(kvx_kv_layout_init(l, m->hp.n_layer, 16, NULL) == KVX_OK);
-    m->arch->declare_cache(m, l, KVX_KV_CODEC_BF16, KVX_KV_CODEC_BF16);
-    KVX_CHECK(kvx_kv_layout_validate(l, &err) == KVX_OK);
-    kvx_model_close(m);
-    return true;
-}
-
 static void count_kinds(const struct kvx_kv_layout *l, int *win, int *csa, int *hca)
 {
     *win = *csa = *hca = 0;
@@ -77,7 +58,7 @@ KVX_TEST(arch_deepseek_v4_released_config_layouts)
     struct kvx_kv_layout l;
     int win, csa, hca;
     snprintf(p, sizeof p, "%s/DeepSeek-V4-Flash.json", kvx_test_fixture("configs"));
-    if (config_layout(p, &l)) {
+    if (kvx_test_config_layout(p, KVX_KV_CODEC_BF16, &l, NULL)) {
         count_kinds(&l, &win, &csa, &hca);
         KVX_CHECK(l.n_layer == 43 && win == 2 && csa == 21 && hca == 20);
         KVX_CHECK(l.layers[0].kind == KVX_KV_KIND_WINDOW && l.layers[2].kind == KVX_KV_KIND_COMPRESSED &&
@@ -89,7 +70,7 @@ KVX_TEST(arch_deepseek_v4_released_config_layouts)
         kvx_kv_layout_free(&l);
     }
     snprintf(p, sizeof p, "%s/DeepSeek-V4-Pro.json", kvx_test_fixture("configs"));
-    if (config_layout(p, &l)) {
+    if (kvx_test_config_layout(p, KVX_KV_CODEC_BF16, &l, NULL)) {
         count_kinds(&l, &win, &csa, &hca);
         KVX_CHECK(l.n_layer == 61 && win == 0 && csa == 30 && hca == 31);
         KVX_CHECK(l.layers[0].kind == KVX_KV_KIND_HEAVY && l.layers[1].kind == KVX_KV_KIND_HEAVY &&
@@ -116,41 +97,6 @@ KVX_TEST(arch_deepseek_v4_released_config_layouts)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Bad input: config.json errors name the key or the tensor */
-
-/* The deepseek_v4_mix fixture with `from` replaced by `to` in its config.json. */
-static enum kvx_status open_edited_v4(const char *dir, const char *from, const char *to,
-                                      struct kvx_err *err)
-{
-    char src[512], text[8192], out[8400], link[600], target[PATH_MAX];
-    snprintf(src, sizeof src, "%s/deepseek_v4_mix/config.json", kvx_test_fixture("arch"));
-    FILE *f = fopen(src, "rb");
-    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
-    if (f)
-        fclose(f);
-    text[n] = '\0';
-    const char *at = strstr(text, from);
-    KVX_CHECK(at != NULL);
-    if (!at)
-        return KVX_ERR_INVALID_ARG;
-    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
-    char cfg[600];
-    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
-    f = fopen(cfg, "wb");
-    if (f) {
-        fputs(out, f);
-        fclose(f);
-    }
-    snprintf(src, sizeof src, "%s/deepseek_v4_mix/model.safetensors", kvx_test_fixture("arch"));
-    snprintf(link, sizeof link, "%s/model.safetensors", dir);
-    if (access(link, F_OK) != 0 && realpath(src, target))
-        KVX_CHECK(symlink(target, link) == 0);
-    struct kvx_model_cfg mc = kvx_model_cfg_default();
-    mc.path = dir;
-    struct kvx_model *m = NULL;
-    enum kvx_status st = kvx_model_open(&mc, &m, err);
-    kvx_model_close(m);
-    return st;
-}
 
 KVX_TEST(arch_deepseek_v4_config_errors)
 {
@@ -184,7 +130,7 @@ KVX_TEST(arch_deepseek_v4_config_errors)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct kvx_err err = {0};
-        enum kvx_status st = open_edited_v4(dir, cases[i].from, cases[i].to, &err);
+        enum kvx_status st = kvx_test_arch_open_edited(dir, "deepseek_v4_mix", cases[i].from, cases[i].to, &err);
         if (st != cases[i].want || (st != KVX_OK && !strstr(err.msg, cases[i].needle)))
             kvx_test_fail(__FILE__, __LINE__, "'%s' -> '%s': status %d, '%s'", cases[i].from,
                           cases[i].to, st, err.msg);

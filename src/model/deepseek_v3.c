@@ -52,27 +52,6 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Loading */
 
-/* YaRN (transformers' _compute_yarn_parameters): inv[i] = θ^(-2i/R) blended between
- * extrapolation (1) and interpolation (1/factor) by a linear ramp over [low, high]. */
-static void yarn_inv_freq(float *inv, int32_t R, double theta, double factor, double orig_ctx,
-                          double beta_fast, double beta_slow)
-{
-    const double pi = 3.14159265358979323846;
-    double low = floor(R * log(orig_ctx / (beta_fast * 2 * pi)) / (2 * log(theta)));
-    double high = ceil(R * log(orig_ctx / (beta_slow * 2 * pi)) / (2 * log(theta)));
-    low = low > 0 ? low : 0;
-    high = high < R - 1 ? high : R - 1;
-    if (low == high)
-        high += 0.001;
-    for (int32_t i = 0; i < R / 2; i++) {
-        const float pos_freq = powf((float)theta, (float)(2 * i) / (float)R);
-        float ramp = (float)(((double)i - low) / (high - low));
-        ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
-        const float extra = 1.0f - ramp;   /* weight of the unscaled frequency */
-        inv[i] = (1.0f / ((float)factor * pos_freq)) * (1.0f - extra) + (1.0f / pos_freq) * extra;
-    }
-}
-
 static double yarn_mscale(double factor, double m)
 {
     return factor <= 1 ? 1.0 : 0.1 * m * log(factor) + 1.0;
@@ -123,7 +102,7 @@ static enum kvx_status mla_rope(struct kvx_model *m, struct kvx_err *err)
     if (factor == 0 || orig == 0)
         return kvx_err_set(err, KVX_ERR_FORMAT, "config.json: yarn RoPE needs 'factor' and "
                            "'original_max_position_embeddings'");
-    yarn_inv_freq(inv, a->rope, theta, factor, orig, bf, bs);
+    kvx_rope_yarn_inv_freq(inv, a->rope, theta, factor, orig, bf, bs, true);
     if (af == 0)
         af = ms != 0 && ms_all != 0 ? yarn_mscale(factor, ms) / yarn_mscale(factor, ms_all)
                                     : yarn_mscale(factor, 1);

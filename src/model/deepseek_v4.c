@@ -117,27 +117,6 @@ static void v4_free(void *p)
 /* ------------------------------------------------------------------------------------------ */
 /* Hyper-parameters */
 
-/* YaRN inverse frequencies (transformers' _compute_yarn_parameters with truncation):
- * inv_i = θ^(-2i/R) blended between 1 and 1/factor by a ramp over [low, high]. */
-static void yarn_inv(float *inv, int32_t R, double theta, double factor, double orig,
-                     double beta_fast, double beta_slow)
-{
-    const double pi = 3.14159265358979323846;
-    double low = floor(R * log(orig / (beta_fast * 2 * pi)) / (2 * log(theta)));
-    double high = ceil(R * log(orig / (beta_slow * 2 * pi)) / (2 * log(theta)));
-    low = low > 0 ? low : 0;
-    high = high < R - 1 ? high : R - 1;
-    if (low == high)
-        high += 0.001;
-    for (int32_t i = 0; i < R / 2; i++) {
-        const float pf = powf((float)theta, (float)(2 * i) / (float)R);
-        float ramp = (float)(((double)i - low) / (high - low));
-        ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
-        const float ext = 1.0f - ramp;
-        inv[i] = (1.0f / ((float)factor * pf)) * (1.0f - ext) + (1.0f / pf) * ext;
-    }
-}
-
 static void default_inv(float *inv, int32_t R, double theta)
 {
     for (int32_t i = 0; i < R / 2; i++)
@@ -198,7 +177,7 @@ static enum kvx_status v4_rope(const struct kvx_jv *c, struct v4 *a, struct kvx_
     if (orig <= 0)
         return kvx_err_set(err, KVX_ERR_FORMAT, "config.json: yarn rope without "
                            "original_max_position_embeddings");
-    yarn_inv(a->inv_comp, R, theta_comp, factor, orig, bf, bs);
+    kvx_rope_yarn_inv_freq(a->inv_comp, R, theta_comp, factor, orig, bf, bs, true);
     a->comp_af = (float)af;   /* transformers forces 1.0 for V4 */
     return KVX_OK;
 }

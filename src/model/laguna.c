@@ -82,35 +82,6 @@ static void lag_free(void *p)
 /* ------------------------------------------------------------------------------------------ */
 /* Hyper-parameters */
 
-/* YaRN (transformers' _compute_yarn_parameters): inv[i] =
- * θ^(-2i/R) blended between extrapolation (weight 1 - ramp_i) and interpolation (/factor, weight
- * ramp_i), ramp_i = clamp((i - low) / (high - low), 0, 1),
- * low = max(floor(R ln(L0 / (β_fast 2π)) / (2 ln θ)), 0), high = min(ceil(... β_slow ...), R-1)
- * (floor and ceil unless rope_parameters.truncate is false; transformers reads that key at the
- * top of rope_parameters, not in a layer type's entry). */
-static void yarn_inv(float *inv, int32_t R, double theta, double factor, double orig,
-                     double beta_fast, double beta_slow, bool truncate)
-{
-    const double pi = 3.14159265358979323846;
-    double low = R * log(orig / (beta_fast * 2 * pi)) / (2 * log(theta));
-    double high = R * log(orig / (beta_slow * 2 * pi)) / (2 * log(theta));
-    if (truncate) {
-        low = floor(low);
-        high = ceil(high);
-    }
-    low = low > 0 ? low : 0;
-    high = high < R - 1 ? high : R - 1;
-    if (low == high)
-        high += 0.001;
-    for (int32_t i = 0; i < R / 2; i++) {
-        const float pos_freq = powf((float)theta, (float)(2 * i) / (float)R);
-        float ramp = (float)(((double)i - low) / (high - low));
-        ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
-        const float extra = 1.0f - ramp;
-        inv[i] = (1.0f / ((float)factor * pos_freq)) * (1.0f - extra) + (1.0f / pos_freq) * extra;
-    }
-}
-
 /* rope_parameters[type] (transformers 5.x, keyed by layer type): default or yarn. */
 static enum kvx_status lag_rope_params(const struct kvx_jv *c, const char *type, int32_t hd,
                                        struct lag_rope *r, struct kvx_err *err)
@@ -176,7 +147,7 @@ static enum kvx_status lag_rope_params(const struct kvx_jv *c, const char *type,
     bool truncate = true;
     if ((st = kvx_hf_bool(top, "truncate", true, &truncate, err)))
         return kvx_err_prefix(err, "rope_parameters"), st;
-    yarn_inv(r->inv, r->n_rot, theta, factor, orig, bf, bs, truncate);
+    kvx_rope_yarn_inv_freq(r->inv, r->n_rot, theta, factor, orig, bf, bs, truncate);
     r->attn_factor = (float)(af != 0 ? af : factor <= 1 ? 1.0 : 0.1 * log(factor) + 1.0);
     return KVX_OK;
 }

@@ -54,3 +54,26 @@ void kvx_add(float *y, const float *x, int64_t n)
     for (int64_t i = 0; i < n; i++)
         y[i] += x[i];
 }
+
+void kvx_rope_yarn_inv_freq(float *inv, int32_t n_rot, double theta, double factor, double orig_ctx,
+                            double beta_fast, double beta_slow, bool truncate)
+{
+    const double pi = 3.14159265358979323846, R = n_rot;
+    double low = R * log(orig_ctx / (beta_fast * 2 * pi)) / (2 * log(theta));
+    double high = R * log(orig_ctx / (beta_slow * 2 * pi)) / (2 * log(theta));
+    if (truncate) {
+        low = floor(low);
+        high = ceil(high);
+    }
+    low = low > 0 ? low : 0;
+    high = high < R - 1 ? high : R - 1;
+    if (low == high)
+        high += 0.001;
+    for (int32_t i = 0; i < n_rot / 2; i++) {
+        const float pos_freq = powf((float)theta, (float)(2 * i) / (float)n_rot);
+        float ramp = (float)(((double)i - low) / (high - low));
+        ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+        const float extra = 1.0f - ramp;   /* weight of the unscaled frequency */
+        inv[i] = (1.0f / ((float)factor * pos_freq)) * (1.0f - extra) + (1.0f / pos_freq) * extra;
+    }
+}

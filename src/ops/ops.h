@@ -4,6 +4,7 @@
 #ifndef KVX_OPS_OPS_H
 #define KVX_OPS_OPS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* y = x / sqrt(mean(x^2) + eps) * w   (n floats; w may be NULL for no weight; y may alias x).
@@ -19,6 +20,15 @@ void kvx_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps)
 enum kvx_rope_kind { KVX_ROPE_NORMAL = 0, KVX_ROPE_NEOX };
 void kvx_rope_cache(float *cs, int32_t n_rot, int64_t pos, float theta_base, float freq_scale);
 void kvx_rope_apply(float *x, const float *cs, int32_t n_rot, enum kvx_rope_kind kind);
+
+/* YaRN inverse frequencies for n_rot rotated dims (transformers' _compute_yarn_parameters):
+ *   inv[i] = θ^(-2i/R) (1 - ramp_i) + θ^(-2i/R) / factor · ramp_i,   i < R/2,
+ *   ramp_i = clamp((i - low) / (high - low), 0, 1),
+ *   low = max(R ln(L0 / (β_fast 2π)) / (2 ln θ), 0), high = min(R ln(L0 / (β_slow 2π)) / (2 ln θ), R-1)
+ * with low rounded down and high up when `truncate` (transformers' default), L0 the original
+ * context (original_max_position_embeddings). */
+void kvx_rope_yarn_inv_freq(float *inv, int32_t n_rot, double theta, double factor, double orig_ctx,
+                            double beta_fast, double beta_slow, bool truncate);
 
 /* h[i] = silu(g[i]) * u[i],  silu(z) = z / (1 + exp(-z)). */
 void kvx_swiglu(float *h, const float *g, const float *u, int64_t n);
