@@ -8,7 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/engine.h"
 #include "io/safetensors.h"
+#include "kv/layout.h"
 #include "kvx.h"
 #include "model/model.h"
 #include "test.h"
@@ -140,6 +142,14 @@ void kvx_test_arch_fixture_cfg(const char *name, const struct kvx_model_cfg *bas
     KVX_CHECK_NEAR(d_pre, 0, tol);
     KVX_CHECK_NEAR(d_dec, 0, tol);
     KVX_CHECK_NEAR(d_self, 0, self_tol);
+    /* the pool holds what kv/layout predicts for T tokens (besides cached prefix blocks no
+     * session uses: the first run's, after the truncation) */
+    struct kvx_kv_stats ks;
+    kvx_engine_kv_stats(e, &ks);
+    if (ks.bytes_used - ks.prefix_bytes_idle != kvx_kv_layout_seq_bytes(kvx_engine_layout(e), T))
+        kvx_test_fail(__FILE__, __LINE__, "%s: the pool holds %zu bytes (%zu idle), kv/layout "
+                      "predicts %zu for %lld tokens", name, ks.bytes_used, ks.prefix_bytes_idle,
+                      kvx_kv_layout_seq_bytes(kvx_engine_layout(e), T), (long long)T);
 out:
     kvx_session_destroy(s);
     kvx_engine_destroy(e);

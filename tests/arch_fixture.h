@@ -9,7 +9,8 @@
  *            `tol` of transformers' own incremental run;
  *   self     kvx's decode rows against kvx's prefill rows on the same tokens, within
  *            `self_tol` (they differ only by summation order);
- * and that the model has a tokenizer exactly when the folder holds tokenizer.json.  It prints
+ * that the pool then holds the bytes kv/layout predicts for T tokens, and that the model has a
+ * tokenizer exactly when the folder holds tokenizer.json.  It prints
  * the three maxima on stderr. */
 #ifndef KVX_TESTS_ARCH_FIXTURE_H
 #define KVX_TESTS_ARCH_FIXTURE_H
