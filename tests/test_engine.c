@@ -352,3 +352,75 @@ KVX_TEST(engine_batched_decode_equals_single)
     free(got);
     close_model(&f);
 }
+
+/* Batched decode on every architecture: three sessions at different depths stepped together
+ * (kvx_engine_decode, one forward pass) give the logits of stepping each alone — the
+ * architectures' forward passes take tokens of several sequences in one batch (window
+ * layers, shared layers, compressed layers with their compressor state, model state). */
+KVX_TEST(engine_batched_decode_every_architecture)
+{
+    static const char *const names[] = {"deepseek_v3_moe", "deepseek_v4_mix", "gemma4_e",
+                                        "laguna_swa", "zaya_swa", "mistral_swa"};
+    for (size_t n = 0; n < sizeof names / sizeof names[0]; n++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/%s", kvx_test_fixture("arch"), names[n]);
+        struct kvx_model_cfg mc = kvx_model_cfg_default();
+        mc.path = dir;
+        struct kvx_model *m = NULL;
+        struct kvx_err err = {0};
+        if (kvx_model_open(&mc, &m, &err) != KVX_OK) {
+            kvx_test_fail(__FILE__, __LINE__, "%s: %s", names[n], err.msg);
+            continue;
+        }
+        struct kvx_model_info info;
+        kvx_model_get_info(m, &info);
+        struct kvx_engine_cfg ec = kvx_engine_cfg_default();
+        ec.n_ctx = 96;
+        ec.n_threads = 2;
+        ec.page_tokens = 16;
+        ec.k_codec = ec.v_codec = KVX_KV_CODEC_F32;
+        ec.kv_budget_bytes = 64u << 20;
+        struct kvx_engine *e1 = NULL, *e3 = NULL;
+        KVX_CHECK(kvx_engine_create(m, &ec, &e1, &err) == KVX_OK);
+        KVX_CHECK(kvx_engine_create(m, &ec, &e3, &err) == KVX_OK);
+        const size_t V = (size_t)info.n_vocab;
+        const int len[3] = {5, 17, 33};
+        int32_t toks[3][64];
+        struct kvx_session *one[3] = {0}, *bat[3] = {0};
+        float *ref = malloc(3 * V * sizeof *ref), *got = malloc(3 * V * sizeof *got);
+        double worst = 0;
+        for (int i = 0; i < 3 && e1 && e3; i++) {
+            make_tokens(toks[i], 64, info.n_vocab, 200 + (uint32_t)i);
+            KVX_CHECK(kvx_session_create(e1, &one[i], &err) == KVX_OK);
+            KVX_CHECK(kvx_session_create(e3, &bat[i], &err) == KVX_OK);
+            KVX_CHECK(kvx_session_feed(one[i], toks[i], len[i], false, NULL, &err) == KVX_OK);
+            KVX_CHECK(kvx_session_feed(bat[i], toks[i], len[i], false, NULL, &err) == KVX_OK);
+        }
+        for (int step = 0; step < 9 && e1 && e3; step++) {
+            int32_t next[3];
+            for (int i = 0; i < 3; i++) {
+                next[i] = toks[i][len[i] + step];
+                KVX_CHECK(kvx_session_feed(one[i], &next[i], 1, false, ref + (size_t)i * V,
+                                           &err) == KVX_OK);
+            }
+            if (kvx_engine_decode(e3, bat, next, 3, got, &err) != KVX_OK) {
+                kvx_test_fail(__FILE__, __LINE__, "%s: %s", names[n], err.msg);
+                break;
+            }
+            const double d = max_abs_diff(ref, got, 3 * V);
+            worst = d > worst ? d : worst;
+        }
+        if (worst > 5e-5)
+            kvx_test_fail(__FILE__, __LINE__, "%s: batched decode differs from single by %.3g",
+                          names[n], worst);
+        for (int i = 0; i < 3; i++) {
+            kvx_session_destroy(one[i]);
+            kvx_session_destroy(bat[i]);
+        }
+        kvx_engine_destroy(e1);
+        kvx_engine_destroy(e3);
+        free(ref);
+        free(got);
+        kvx_model_close(m);
+    }
+}
