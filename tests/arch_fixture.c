@@ -194,6 +194,30 @@ enum kvx_status kvx_test_arch_open_edited(const char *dir, const char *name, con
     return st;
 }
 
+void kvx_test_arch_config_edits(const char *fixture, const struct kvx_test_config_edit *edits,
+                                size_t n)
+{
+    char dir[] = "/tmp/kvx-edit-XXXXXX";
+    if (!mkdtemp(dir)) {
+        kvx_test_fail(__FILE__, __LINE__, "mkdtemp failed");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct kvx_err err = {0};
+        enum kvx_status st = kvx_test_arch_open_edited(dir, fixture, edits[i].from, edits[i].to,
+                                                       &err);
+        if (st != edits[i].want || (st != KVX_OK && !strstr(err.msg, edits[i].needle)))
+            kvx_test_fail(__FILE__, __LINE__, "%s: '%s' -> '%s': status %d, '%s'", fixture,
+                          edits[i].from, edits[i].to, st, err.msg);
+    }
+    char p[700];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    unlink(p);
+    rmdir(dir);
+}
+
 bool kvx_test_config_layout(const char *path, enum kvx_kv_codec codec, struct kvx_kv_layout *l,
                             int64_t *n_ctx_train)
 {

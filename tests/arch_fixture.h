@@ -41,6 +41,18 @@ struct kvx_engine *kvx_test_arch_engine(const struct kvx_model *m, int32_t n_thr
 enum kvx_status kvx_test_arch_open_edited(const char *dir, const char *name, const char *from,
                                           const char *to, struct kvx_err *err);
 
+/* One config.json edit and what opening the edited fixture must give: status `want` and, when
+ * it fails, a message containing `needle`. */
+struct kvx_test_config_edit {
+    const char *from, *to;
+    enum kvx_status want;
+    const char *needle;
+};
+
+/* Check every edit with kvx_test_arch_open_edited in a temporary folder (removed after). */
+void kvx_test_arch_config_edits(const char *fixture, const struct kvx_test_config_edit *edits,
+                                size_t n);
+
 /* The layout a config-only open of `path` declares with K and V in `codec` (pages of 16
  * tokens), validated, and the model's trained context (n_ctx_train may be NULL); false after
  * a test failure naming the error.  Free the layout with kvx_kv_layout_free. */

@@ -100,12 +100,7 @@ KVX_TEST(arch_deepseek_v4_released_config_layouts)
 
 KVX_TEST(arch_deepseek_v4_config_errors)
 {
-    char dir[] = "/tmp/kvx-v4-XXXXXX";
-    if (!mkdtemp(dir)) {
-        kvx_test_fail(__FILE__, __LINE__, "mkdtemp failed");
-        return;
-    }
-    const struct { const char *from, *to; enum kvx_status want; const char *needle; } cases[] = {
+    static const struct kvx_test_config_edit cases[] = {
         {"\"o_groups\": 2,", "\"o_groups\": 2,", KVX_OK, ""},
         /* a missing key */
         {"\"q_lora_rank\": 32,", "", KVX_ERR_FORMAT, "'q_lora_rank' is missing"},
@@ -128,19 +123,7 @@ KVX_TEST(arch_deepseek_v4_config_errors)
          KVX_ERR_FORMAT, "layer_types[0]"},
         {"\"rope_type\": \"yarn\"", "\"rope_type\": \"llama3\"", KVX_ERR_UNSUPPORTED, "'llama3'"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct kvx_err err = {0};
-        enum kvx_status st = kvx_test_arch_open_edited(dir, "deepseek_v4_mix", cases[i].from, cases[i].to, &err);
-        if (st != cases[i].want || (st != KVX_OK && !strstr(err.msg, cases[i].needle)))
-            kvx_test_fail(__FILE__, __LINE__, "'%s' -> '%s': status %d, '%s'", cases[i].from,
-                          cases[i].to, st, err.msg);
-    }
-    char p[700];
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    unlink(p);
-    rmdir(dir);
+    kvx_test_arch_config_edits("deepseek_v4_mix", cases, sizeof cases / sizeof cases[0]);
 }
 
 /* A compressed layer's window ring is rewritten in place: a K codec with per-sequence state

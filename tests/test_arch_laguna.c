@@ -27,12 +27,7 @@ KVX_TEST(arch_laguna_fixtures_match_transformers)
 
 KVX_TEST(arch_laguna_config_errors)
 {
-    char dir[] = "/tmp/kvx-laguna-XXXXXX";
-    if (!mkdtemp(dir)) {
-        kvx_test_fail(__FILE__, __LINE__, "mkdtemp failed");
-        return;
-    }
-    const struct { const char *from, *to; enum kvx_status want; const char *needle; } cases[] = {
+    static const struct kvx_test_config_edit cases[] = {
         {"\"head_dim\": 16,", "\"head_dim\": 16,", KVX_OK, ""},
         /* a key contradicting a tensor's shape */
         {"\"head_dim\": 16,", "\"head_dim\": 8,", KVX_ERR_FORMAT, "model.layers.0.self_attn.q_norm.weight"},
@@ -63,19 +58,7 @@ KVX_TEST(arch_laguna_config_errors)
         {"\"moe_apply_router_weight_on_input\": false,", "\"moe_apply_router_weight_on_input\": true,",
          KVX_ERR_UNSUPPORTED, "moe_apply_router_weight_on_input"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct kvx_err err = {0};
-        enum kvx_status st = kvx_test_arch_open_edited(dir, "laguna_swa", cases[i].from, cases[i].to, &err);
-        if (st != cases[i].want || (st != KVX_OK && !strstr(err.msg, cases[i].needle)))
-            kvx_test_fail(__FILE__, __LINE__, "'%s' -> '%s': status %d, '%s'", cases[i].from,
-                          cases[i].to, st, err.msg);
-    }
-    char p[700];
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    unlink(p);
-    rmdir(dir);
+    kvx_test_arch_config_edits("laguna_swa", cases, sizeof cases / sizeof cases[0]);
 }
 
 KVX_TEST(arch_laguna_config_only_layout)

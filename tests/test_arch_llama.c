@@ -266,12 +266,7 @@ KVX_TEST(arch_llama_fp8_weights_equal_bf16)
 
 KVX_TEST(arch_deepseek_config_errors)
 {
-    char dir[] = "/tmp/kvx-ds-XXXXXX";
-    if (!mkdtemp(dir)) {
-        kvx_test_fail(__FILE__, __LINE__, "mkdtemp failed");
-        return;
-    }
-    const struct { const char *from, *to; enum kvx_status want; const char *needle; } cases[] = {
+    static const struct kvx_test_config_edit cases[] = {
         {"\"n_group\": 4,", "\"n_group\": 4,", KVX_OK, ""},
         {"\"n_group\": 4,", "\"n_group\": 3,", KVX_ERR_FORMAT, "n_group"},
         {"\"n_group\": 4,", "\"n_group\": 4, \"scoring_func\": \"softmax\",", KVX_ERR_UNSUPPORTED,
@@ -288,17 +283,5 @@ KVX_TEST(arch_deepseek_config_errors)
         {"\"first_k_dense_replace\": 1,", "\"first_k_dense_replace\": 0,", KVX_ERR_FORMAT,
          "model.layers.0.mlp.gate.weight"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct kvx_err err = {0};
-        enum kvx_status st = kvx_test_arch_open_edited(dir, "deepseek_v3_moe", cases[i].from, cases[i].to, &err);
-        if (st != cases[i].want || (st != KVX_OK && !strstr(err.msg, cases[i].needle)))
-            kvx_test_fail(__FILE__, __LINE__, "'%s' -> '%s': status %d, '%s'", cases[i].from,
-                          cases[i].to, st, err.msg);
-    }
-    char p[700];
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    unlink(p);
-    rmdir(dir);
+    kvx_test_arch_config_edits("deepseek_v3_moe", cases, sizeof cases / sizeof cases[0]);
 }

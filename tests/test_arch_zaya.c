@@ -102,12 +102,7 @@ out:
 
 KVX_TEST(arch_zaya_config_errors)
 {
-    char dir[] = "/tmp/kvx-zaya-XXXXXX";
-    if (!mkdtemp(dir)) {
-        kvx_test_fail(__FILE__, __LINE__, "mkdtemp failed");
-        return;
-    }
-    const struct { const char *from, *to; enum kvx_status want; const char *needle; } cases[] = {
+    static const struct kvx_test_config_edit cases[] = {
         {"\"cca_time0\": 2,", "\"cca_time0\": 2,", KVX_OK, ""},
         /* keys contradicting tensor shapes */
         {"\"cca_time0\": 2,", "\"cca_time0\": 3,", KVX_ERR_FORMAT,
@@ -134,19 +129,7 @@ KVX_TEST(arch_zaya_config_errors)
          "layer_types[1]"},
         {"\"rope_type\": \"default\"", "\"rope_type\": \"yarn\"", KVX_ERR_UNSUPPORTED, "'yarn'"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct kvx_err err = {0};
-        enum kvx_status st = kvx_test_arch_open_edited(dir, "zaya_cca", cases[i].from, cases[i].to, &err);
-        if (st != cases[i].want || (st != KVX_OK && !strstr(err.msg, cases[i].needle)))
-            kvx_test_fail(__FILE__, __LINE__, "'%s' -> '%s': status %d, '%s'", cases[i].from,
-                          cases[i].to, st, err.msg);
-    }
-    char p[700];
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    unlink(p);
-    rmdir(dir);
+    kvx_test_arch_config_edits("zaya_cca", cases, sizeof cases / sizeof cases[0]);
 }
 
 KVX_TEST(arch_zaya_config_only_layout)

@@ -220,36 +220,4 @@ void kvx_kv_pv_q4_scalar(const struct kvx_kv_block *b, const struct kvx_kv_fmt *
     }
 }
 
-#define OPS_q4(qk_isa, pv_isa)                                                                    \
-    {                                                                                            \
-        .name = "q4", .bits = 5.0, .k_region_bytes = kvx_kv_k_region_bytes_q4,                   \
-        .v_region_bytes = kvx_kv_v_region_bytes_q4, .k_put = kvx_kv_k_put_q4,                    \
-        .v_put = kvx_kv_v_put_q4, .k_get = kvx_kv_k_get_q4, .v_get = kvx_kv_v_get_q4,            \
-        .qk = kvx_kv_qk_q4_##qk_isa, .pv = kvx_kv_pv_q4_##pv_isa,                                \
-    }
-
-static const struct kvx_kv_codec_ops ops_q4[KVX_ISA_COUNT] = {
-    [KVX_ISA_SCALAR] = OPS_q4(scalar, scalar),
-#if defined(__x86_64__) || defined(__i386__)
-    [KVX_ISA_AVX2] = OPS_q4(avx2, avx2),
-    [KVX_ISA_AVX512] = OPS_q4(avx2, avx512), /* AVX-512 without VNNI: AVX2's integer dots */
-#else
-    [KVX_ISA_AVX2] = OPS_q4(scalar, scalar),
-    [KVX_ISA_AVX512] = OPS_q4(scalar, scalar),
-#endif
-};
-
-#if defined(__x86_64__) || defined(__i386__)
-static const struct kvx_kv_codec_ops ops_q4_vnni = OPS_q4(avx512vnni, avx512);
-#endif
-
-const struct kvx_kv_codec_ops *kvx_kv_codec_q4(enum kvx_isa isa)
-{
-    if ((int)isa < 0 || isa >= KVX_ISA_COUNT)
-        isa = KVX_ISA_SCALAR;
-#if defined(__x86_64__) || defined(__i386__)
-    if (isa == KVX_ISA_AVX512 && kvx_cpu_has_avx512_vnni())
-        return &ops_q4_vnni;
-#endif
-    return &ops_q4[isa];
-}
+KVX_KV_QUANT_CODEC(q4, 5.0)

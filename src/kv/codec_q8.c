@@ -201,36 +201,4 @@ void kvx_kv_pv_q8_scalar(const struct kvx_kv_block *b, const struct kvx_kv_fmt *
     }
 }
 
-#define OPS_q8(qk_isa, pv_isa)                                                                    \
-    {                                                                                            \
-        .name = "q8", .bits = 8.5, .k_region_bytes = kvx_kv_k_region_bytes_q8,                   \
-        .v_region_bytes = kvx_kv_v_region_bytes_q8, .k_put = kvx_kv_k_put_q8,                    \
-        .v_put = kvx_kv_v_put_q8, .k_get = kvx_kv_k_get_q8, .v_get = kvx_kv_v_get_q8,            \
-        .qk = kvx_kv_qk_q8_##qk_isa, .pv = kvx_kv_pv_q8_##pv_isa,                                \
-    }
-
-static const struct kvx_kv_codec_ops ops_q8[KVX_ISA_COUNT] = {
-    [KVX_ISA_SCALAR] = OPS_q8(scalar, scalar),
-#if defined(__x86_64__) || defined(__i386__)
-    [KVX_ISA_AVX2] = OPS_q8(avx2, avx2),
-    [KVX_ISA_AVX512] = OPS_q8(avx2, avx512), /* AVX-512 without VNNI: AVX2's integer dots */
-#else
-    [KVX_ISA_AVX2] = OPS_q8(scalar, scalar),
-    [KVX_ISA_AVX512] = OPS_q8(scalar, scalar),
-#endif
-};
-
-#if defined(__x86_64__) || defined(__i386__)
-static const struct kvx_kv_codec_ops ops_q8_vnni = OPS_q8(avx512vnni, avx512);
-#endif
-
-const struct kvx_kv_codec_ops *kvx_kv_codec_q8(enum kvx_isa isa)
-{
-    if ((int)isa < 0 || isa >= KVX_ISA_COUNT)
-        isa = KVX_ISA_SCALAR;
-#if defined(__x86_64__) || defined(__i386__)
-    if (isa == KVX_ISA_AVX512 && kvx_cpu_has_avx512_vnni())
-        return &ops_q8_vnni;
-#endif
-    return &ops_q8[isa];
-}
+KVX_KV_QUANT_CODEC(q8, 8.5)

@@ -96,4 +96,42 @@ void kvx_kv_qk_q8_avx512vnni(const struct kvx_kv_block *b, const struct kvx_kv_f
 void kvx_kv_qk_q4_avx512vnni(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
                              int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld);
 
+/* The method tables of an integer codec NAME (q8, q4) and its getter kvx_kv_codec_NAME:
+ * scalar, AVX2 and AVX-512 kernels, the AVX-512 table taking the VNNI integer q·k when the CPU
+ * has it (AVX-512 without VNNI uses AVX2's integer dot products).  Needs ops/cpu.h. */
+#define KVX_KV_QUANT_OPS(NAME, BITS, qk_isa, pv_isa)                                              \
+    {                                                                                            \
+        .name = #NAME, .bits = BITS, .k_region_bytes = kvx_kv_k_region_bytes_##NAME,             \
+        .v_region_bytes = kvx_kv_v_region_bytes_##NAME, .k_put = kvx_kv_k_put_##NAME,            \
+        .v_put = kvx_kv_v_put_##NAME, .k_get = kvx_kv_k_get_##NAME, .v_get = kvx_kv_v_get_##NAME,\
+        .qk = kvx_kv_qk_##NAME##_##qk_isa, .pv = kvx_kv_pv_##NAME##_##pv_isa,                    \
+    }
+
+#if defined(__x86_64__) || defined(__i386__)
+#define KVX_KV_QUANT_CODEC(NAME, BITS)                                                            \
+    static const struct kvx_kv_codec_ops ops_##NAME[KVX_ISA_COUNT] = {                           \
+        [KVX_ISA_SCALAR] = KVX_KV_QUANT_OPS(NAME, BITS, scalar, scalar),                         \
+        [KVX_ISA_AVX2] = KVX_KV_QUANT_OPS(NAME, BITS, avx2, avx2),                               \
+        [KVX_ISA_AVX512] = KVX_KV_QUANT_OPS(NAME, BITS, avx2, avx512),                           \
+    };                                                                                           \
+    static const struct kvx_kv_codec_ops ops_##NAME##_vnni =                                     \
+        KVX_KV_QUANT_OPS(NAME, BITS, avx512vnni, avx512);                                        \
+    const struct kvx_kv_codec_ops *kvx_kv_codec_##NAME(enum kvx_isa isa)                         \
+    {                                                                                            \
+        if ((int)isa < 0 || isa >= KVX_ISA_COUNT)                                                \
+            isa = KVX_ISA_SCALAR;                                                                \
+        if (isa == KVX_ISA_AVX512 && kvx_cpu_has_avx512_vnni())                                  \
+            return &ops_##NAME##_vnni;                                                           \
+        return &ops_##NAME[isa];                                                                 \
+    }
+#else
+#define KVX_KV_QUANT_CODEC(NAME, BITS)                                                            \
+    static const struct kvx_kv_codec_ops ops_##NAME = KVX_KV_QUANT_OPS(NAME, BITS, scalar, scalar); \
+    const struct kvx_kv_codec_ops *kvx_kv_codec_##NAME(enum kvx_isa isa)                         \
+    {                                                                                            \
+        (void)isa;                                                                               \
+        return &ops_##NAME;                                                                      \
+    }
+#endif
+
 #endif

@@ -58,6 +58,7 @@
 #include "kv/codec.h"
 #include "model/hf_config.h"
 #include "model/model.h"
+#include "model/steps.h"
 #include "util/err.h"
 #include "util/json.h"
 
@@ -610,13 +611,7 @@ static int64_t v4_scratch_layout(const struct kvx_model *m, int64_t B, float *ba
         &sc->qi, &sc->wi, &sc->pool_m, &sc->pool_s, &sc->mx, &sc->sum, &sc->rl, &sc->hg,
         &sc->hu, &sc->top_s, (float **)&sc->top_i,
     };
-    int64_t off = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        if (base)
-            *slots[i] = base + off;
-        off += (sizes[i] + 15) / 16 * 16;
-    }
-    return off;
+    return kvx_step_carve(base, sizes, slots, sizeof sizes / sizeof sizes[0]);
 }
 
 static int64_t v4_scratch_floats(const struct kvx_model *m, int64_t n_batch)

@@ -599,13 +599,7 @@ static int64_t g4_scratch_layout(const struct kvx_model *m, int64_t B, float *ba
                        &sc->moe_in, &sc->moe_acc, &sc->moe_x, &sc->moe_y, &sc->moe_gu,
                        &sc->moe_g, &sc->route_p, &sc->route_w, (float **)&sc->route_e,
                        (float **)&sc->list_t, (float **)&sc->list_k};
-    int64_t off = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        if (base)
-            *slots[i] = base + off;
-        off += (sizes[i] + 15) / 16 * 16;   /* 64-byte aligned regions */
-    }
-    return off;
+    return kvx_step_carve(base, sizes, slots, sizeof sizes / sizeof sizes[0]);
 }
 
 static int64_t g4_scratch_floats(const struct kvx_model *m, int64_t n_batch)
@@ -869,43 +863,33 @@ static void attention_block(struct step *s)
     run_rows(s, P_POST_ATTN);
 }
 
+/* Expert e over the n gathered rows of moe_x into moe_y. */
+static void moe_expert(void *ctx, int32_t e, int64_t n)
+{
+    (void)n;
+    struct step *s = ctx;
+    const int64_t D = s->m->hp.n_embd, Im = s->g->moe_ff;
+    kvx_step_matmul(s->f, &s->L->gate_up[e], s->sc.moe_x, D, s->sc.moe_gu, 2 * Im);
+    run_rows(s, P_MOE_ACT);
+    kvx_step_matmul(s->f, &s->L->down[e], s->sc.moe_g, Im, s->sc.moe_y, D);
+}
+
 /* The experts: each runs once over the tokens that chose it and adds its weighted output to
  * their rows of moe_acc (experts in ascending order, as transformers sums them); then
  * xn = h1 + RMS(moe_acc; post_feedforward_layernorm_2). */
 static void moe_block(struct step *s)
 {
     const struct g4 *g = s->g;
-    struct kvx_forward *f = s->f;
-    const int64_t D = s->m->hp.n_embd, n_tok = f->n_tok, Im = g->moe_ff;
-    const int K = g->top_k;
+    const int64_t D = s->m->hp.n_embd;
     run_rows(s, P_MOE_PREP);
-    memset(s->sc.moe_acc, 0, (size_t)(n_tok * D) * sizeof(float));
-    for (int e = 0; e < g->n_expert; e++) {
-        int64_t n = 0;
-        for (int64_t t = 0; t < n_tok; t++)
-            for (int k = 0; k < K; k++)
-                if (s->sc.route_e[t * K + k] == e) {
-                    s->sc.list_t[n] = (int32_t)t;
-                    s->sc.list_k[n] = k;
-                    memcpy(s->sc.moe_x + n * D, s->sc.moe_in + t * D, (size_t)D * sizeof(float));
-                    n++;
-                }
-        if (n == 0)
-            continue;
-        f->n_tok = n;
-        kvx_step_matmul(s->f, &s->L->gate_up[e], s->sc.moe_x, D, s->sc.moe_gu, 2 * Im);
-        run_rows(s, P_MOE_ACT);
-        kvx_step_matmul(s->f, &s->L->down[e], s->sc.moe_g, Im, s->sc.moe_y, D);
-        f->n_tok = n_tok;
-        for (int64_t j = 0; j < n; j++) {
-            const int64_t t = s->sc.list_t[j];
-            const float wt = s->sc.route_w[t * K + s->sc.list_k[j]];
-            float *acc = s->sc.moe_acc + t * D;
-            const float *y = s->sc.moe_y + j * D;
-            for (int64_t d = 0; d < D; d++)
-                acc[d] += wt * y[d];
-        }
-    }
+    memset(s->sc.moe_acc, 0, (size_t)(s->f->n_tok * D) * sizeof(float));
+    const struct kvx_moe_dispatch d = {
+        .n_expert = g->n_expert, .top_k = g->top_k, .route_e = s->sc.route_e,
+        .route_w = s->sc.route_w, .x = s->sc.moe_in, .acc = s->sc.moe_acc, .dim = D,
+        .xbuf = s->sc.moe_x, .ybuf = s->sc.moe_y, .list_t = s->sc.list_t,
+        .list_k = s->sc.list_k, .expert = moe_expert, .ctx = s,
+    };
+    kvx_step_moe(s->f, &d);
     run_rows(s, P_MOE_OUT);
 }
 

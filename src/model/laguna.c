@@ -484,13 +484,7 @@ static int64_t lag_scratch_layout(const struct kvx_model *m, int64_t B, float *b
                              B * a->top_k, B, B};
     float **slots[] = {&sc->gate, &sc->cs[0], &sc->cs[1], &sc->moe_x, &sc->moe_y, &sc->route_w,
                        (float **)&sc->route_e, (float **)&sc->list_t, (float **)&sc->list_k};
-    int64_t off = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        if (base)
-            *slots[i] = base + off;
-        off += (sizes[i] + 15) / 16 * 16;   /* 64-byte aligned regions */
-    }
-    return off;
+    return kvx_step_carve(base, sizes, slots, sizeof sizes / sizeof sizes[0]);
 }
 
 static int64_t lag_scratch_floats(const struct kvx_model *m, int64_t n_batch)
@@ -676,39 +670,28 @@ static void mlp(struct step *s, const struct kvx_mat *wg, const struct kvx_mat *
     kvx_step_matmul(s->f, wd, s->f->s->gate, F, out, D);
 }
 
+/* Routed expert e over the n gathered rows of moe_x into moe_y. */
+static void routed_expert(void *ctx, int32_t e, int64_t n)
+{
+    (void)n;
+    struct step *s = ctx;
+    const struct kvx_mat *w = &s->L->experts[3 * e];
+    mlp(s, &w[0], &w[1], &w[2], s->sc.moe_x, s->sc.moe_y);
+}
+
 /* The routed experts: each expert runs once over the tokens that chose it and adds its
  * weighted output to their residual rows x (the shared expert's output follows in xn). */
 static void routed_experts(struct step *s)
 {
     const struct lag *a = s->a;
-    struct kvx_forward *f = s->f;
-    const int64_t D = s->m->hp.n_embd, n_tok = f->n_tok;
     run_rows(s, P_ROUTE);
-    for (int e = 0; e < a->n_expert; e++) {
-        int64_t n = 0;
-        for (int64_t t = 0; t < n_tok; t++)
-            for (int k = 0; k < a->top_k; k++)
-                if (s->sc.route_e[t * a->top_k + k] == e) {
-                    s->sc.list_t[n] = (int32_t)t;
-                    s->sc.list_k[n] = k;
-                    memcpy(s->sc.moe_x + n * D, f->s->xn + t * D, (size_t)D * sizeof(float));
-                    n++;
-                }
-        if (n == 0)
-            continue;
-        const struct kvx_mat *w = &s->L->experts[3 * e];
-        f->n_tok = n;
-        mlp(s, &w[0], &w[1], &w[2], s->sc.moe_x, s->sc.moe_y);
-        f->n_tok = n_tok;
-        for (int64_t j = 0; j < n; j++) {
-            const int64_t t = s->sc.list_t[j];
-            const float wt = s->sc.route_w[t * a->top_k + s->sc.list_k[j]];
-            float *x = f->s->x + t * D;
-            const float *y = s->sc.moe_y + j * D;
-            for (int64_t d = 0; d < D; d++)
-                x[d] += wt * y[d];
-        }
-    }
+    const struct kvx_moe_dispatch d = {
+        .n_expert = a->n_expert, .top_k = a->top_k, .route_e = s->sc.route_e,
+        .route_w = s->sc.route_w, .x = s->f->s->xn, .acc = s->f->s->x, .dim = s->m->hp.n_embd,
+        .xbuf = s->sc.moe_x, .ybuf = s->sc.moe_y, .list_t = s->sc.list_t,
+        .list_k = s->sc.list_k, .expert = routed_expert, .ctx = s,
+    };
+    kvx_step_moe(s->f, &d);
 }
 
 static void ffn_block(struct step *s)

@@ -2,6 +2,7 @@
 #include "model/steps.h"
 
 #include <stdatomic.h>
+#include <string.h>
 
 #include "kv/pool.h"
 #include "ops/ops.h"
@@ -82,6 +83,46 @@ int64_t kvx_step_logits(const struct kvx_model *m, struct kvx_forward *f)
     kvx_step_matmul(f, &m->output, f->s->xn, D, f->logits, m->hp.n_vocab);
     f->n_tok = n_tok;
     return n_out;
+}
+
+void kvx_step_moe(struct kvx_forward *f, const struct kvx_moe_dispatch *d)
+{
+    const int64_t n_tok = f->n_tok, D = d->dim, K = d->top_k;
+    for (int32_t e = 0; e < d->n_expert; e++) {
+        int64_t n = 0;
+        for (int64_t t = 0; t < n_tok; t++)
+            for (int64_t k = 0; k < K; k++)
+                if (d->route_e[t * K + k] == e) {
+                    d->list_t[n] = (int32_t)t;
+                    d->list_k[n] = (int32_t)k;
+                    memcpy(d->xbuf + n * D, d->x + t * D, (size_t)D * sizeof(float));
+                    n++;
+                }
+        if (n == 0)
+            continue;
+        f->n_tok = n;
+        d->expert(d->ctx, e, n);
+        f->n_tok = n_tok;
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t t = d->list_t[j];
+            const float w = d->route_w[t * K + d->list_k[j]];
+            float *acc = d->acc + t * D;
+            const float *y = d->ybuf + j * D;
+            for (int64_t i = 0; i < D; i++)
+                acc[i] += w * y[i];
+        }
+    }
+}
+
+int64_t kvx_step_carve(float *base, const int64_t *sizes, float **const *slots, size_t n)
+{
+    int64_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (base)
+            *slots[i] = base + off;
+        off += (sizes[i] + 15) / 16 * 16;
+    }
+    return off;
 }
 
 struct store_step {

@@ -8,6 +8,9 @@
  *                      then W's rows are split across the threads (ops/matmul.h).
  *   kvx_step_logits    the output head: RMSNorm (m->output_norm) of the rows of x whose logits
  *                      are wanted, then logits = those rows times m->output.
+ *   kvx_step_moe       mixture-of-experts dispatch: every expert runs once, over the rows of
+ *                      the tokens that chose it (gathered), and its output is added to their
+ *                      rows, weighted: acc_t += w_tk · expert_e(x_t) for each choice k of t.
  *   kvx_step_store_kv  write every token's K and V rows into its sequence's cache in `layer`.
  *                      All tokens of one sequence go to the same thread, in batch order:
  *                      codecs keep per-sequence state that puts update in slot order (kivi)
@@ -33,6 +36,29 @@ void kvx_step_matmul(struct kvx_forward *f, const struct kvx_mat *w, const float
 /* Norms the wanted rows of f->s->x into f->s->xn and writes their logits (in token order) to
  * f->logits; returns how many rows it wrote. */
 int64_t kvx_step_logits(const struct kvx_model *m, struct kvx_forward *f);
+
+/* A batch's routing: token t chose experts route_e[t*top_k + k] (ids outside [0, n_expert) —
+ * a skip expert — choose nothing) with weights route_w[t*top_k + k].  `expert` computes expert
+ * e on the n gathered rows of xbuf into n rows of ybuf (f->n_tok is n meanwhile: the steps
+ * above work on them); then acc_t += w · ybuf_j for each row j, in expert order. */
+struct kvx_moe_dispatch {
+    int32_t n_expert, top_k;
+    const int32_t *route_e;
+    const float *route_w;
+    const float *x;            /* input rows, dim floats apart */
+    float *acc;                /* output rows, dim floats apart */
+    int64_t dim;
+    float *xbuf, *ybuf;        /* n_tok rows of dim floats each */
+    int32_t *list_t, *list_k;  /* n_tok each: the gathered rows' tokens and choices */
+    void (*expert)(void *ctx, int32_t e, int64_t n);
+    void *ctx;
+};
+void kvx_step_moe(struct kvx_forward *f, const struct kvx_moe_dispatch *d);
+
+/* Carve n scratch regions of sizes[i] floats from `base`, each rounded up to 16 floats (64
+ * bytes): *slots[i] = base + offset (nothing is written when base is NULL).  Returns the
+ * floats they take. */
+int64_t kvx_step_carve(float *base, const int64_t *sizes, float **const *slots, size_t n);
 
 /* k, v: rows of `ld` floats per token (the layer's n_kv_heads x head dim). */
 void kvx_step_store_kv(struct kvx_forward *f, int32_t layer, const float *k, const float *v,

@@ -403,7 +403,7 @@ struct zaya_scratch {
     float *cs[2];              /* B x d: cos/sin per rope type */
     float *moe_x, *moe_y;      /* B x D */
     float *route_w;            /* B */
-    int32_t *route_e, *list_t; /* B */
+    int32_t *route_e, *list_t, *list_k;   /* B */
     float *frames;             /* B x ((K + 1) x C + k1 x C): each token's conv window, U1 */
 };
 
@@ -413,18 +413,12 @@ static int64_t zaya_scratch_layout(const struct kvx_model *m, int64_t B, float *
     const struct zaya *a = m->arch_data;
     const int64_t D = m->hp.n_embd, C = a->n_ch, d = a->head_dim;
     const int64_t sizes[] = {B * C, B * a->n_head_kv * d / 2, B * D, B * a->router, B * d, B * d,
-                             B * D, B * D, B, B, B,
+                             B * D, B * D, B, B, B, B,
                              B * (a->n_frames + 1 + a->k1) * C};
     float **slots[] = {&sc->u, &sc->vd, &sc->h, &sc->r, &sc->cs[0], &sc->cs[1], &sc->moe_x,
                        &sc->moe_y, &sc->route_w, (float **)&sc->route_e,
-                       (float **)&sc->list_t, &sc->frames};
-    int64_t off = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        if (base)
-            *slots[i] = base + off;
-        off += (sizes[i] + 15) / 16 * 16;
-    }
-    return off;
+                       (float **)&sc->list_t, (float **)&sc->list_k, &sc->frames};
+    return kvx_step_carve(base, sizes, slots, sizeof sizes / sizeof sizes[0]);
 }
 
 static int64_t zaya_scratch_floats(const struct kvx_model *m, int64_t n_batch)
@@ -665,39 +659,35 @@ static void attention_block(struct step *s)
     run_rows(s, P_ATTN_RESID);
 }
 
-/* Top-1 experts over xn into sc.h (0 for tokens routed to the skip expert). */
+/* Expert e (SwiGLU) over the n gathered rows of moe_x into moe_y. */
+static void moe_expert(void *ctx, int32_t e, int64_t n)
+{
+    (void)n;
+    struct step *s = ctx;
+    struct kvx_forward *f = s->f;
+    const int64_t D = s->m->hp.n_embd, F = s->a->moe_ff;
+    const struct kvx_mat *w = &s->L->experts[3 * e];
+    kvx_step_matmul(f, &w[0], s->sc.moe_x, D, f->s->gate, F);
+    kvx_step_matmul(f, &w[1], s->sc.moe_x, D, f->s->up, F);
+    s->ff = F;
+    run_rows(s, P_SWIGLU);
+    kvx_step_matmul(f, &w[2], f->s->gate, F, s->sc.moe_y, D);
+}
+
+/* Top-1 experts over xn into sc.h (0 for tokens routed to the skip expert, id n_expert). */
 static void moe_block(struct step *s)
 {
     const struct zaya *a = s->a;
-    struct kvx_forward *f = s->f;
-    const int64_t D = s->m->hp.n_embd, n_tok = f->n_tok, F = a->moe_ff;
+    const int64_t D = s->m->hp.n_embd;
     run_rows(s, P_ROUTE);
-    memset(s->sc.h, 0, (size_t)(n_tok * D) * sizeof(float));
-    for (int e = 0; e < a->n_expert; e++) {
-        int64_t n = 0;
-        for (int64_t t = 0; t < n_tok; t++)
-            if (s->sc.route_e[t] == e) {
-                s->sc.list_t[n] = (int32_t)t;
-                memcpy(s->sc.moe_x + n * D, f->s->xn + t * D, (size_t)D * sizeof(float));
-                n++;
-            }
-        if (n == 0)
-            continue;
-        const struct kvx_mat *w = &s->L->experts[3 * e];
-        f->n_tok = n;
-        kvx_step_matmul(s->f, &w[0], s->sc.moe_x, D, f->s->gate, F);
-        kvx_step_matmul(s->f, &w[1], s->sc.moe_x, D, f->s->up, F);
-        s->ff = F;
-        run_rows(s, P_SWIGLU);
-        kvx_step_matmul(s->f, &w[2], f->s->gate, F, s->sc.moe_y, D);
-        f->n_tok = n_tok;
-        for (int64_t j = 0; j < n; j++) {
-            const int64_t t = s->sc.list_t[j];
-            const float wt = s->sc.route_w[t];
-            for (int64_t i = 0; i < D; i++)
-                s->sc.h[t * D + i] = wt * s->sc.moe_y[j * D + i];
-        }
-    }
+    memset(s->sc.h, 0, (size_t)(s->f->n_tok * D) * sizeof(float));
+    const struct kvx_moe_dispatch d = {
+        .n_expert = a->n_expert, .top_k = 1, .route_e = s->sc.route_e,
+        .route_w = s->sc.route_w, .x = s->f->s->xn, .acc = s->sc.h, .dim = D,
+        .xbuf = s->sc.moe_x, .ybuf = s->sc.moe_y, .list_t = s->sc.list_t,
+        .list_k = s->sc.list_k, .expert = moe_expert, .ctx = s,
+    };
+    kvx_step_moe(s->f, &d);
     run_rows(s, P_MLP_RESID);
 }
 
