@@ -424,3 +424,116 @@ KVX_TEST(engine_batched_decode_every_architecture)
         kvx_model_close(m);
     }
 }
+
+/* A codec with per-sequence state (kivi4: the newest keys and values stay in f16 until their
+ * group fills) gives a prefill the logits of a token-by-token decode: each query reads the
+ * cache as it stands after its own token, whatever the batch (model/steps.h,
+ * kvx_step_store_attend).  f16 (no state) is the control.  On the tiny float32 llama fixture,
+ * where batching changes only summation order. */
+KVX_TEST(engine_stateful_codec_prefill_equals_decode)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/qwen3_qknorm", kvx_test_fixture("arch"));
+    const enum kvx_kv_codec codecs[2] = {KVX_KV_CODEC_KIVI4, KVX_KV_CODEC_F16};
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = dir;
+    struct fixture f = {0};
+    struct kvx_err err = {0};
+    KVX_CHECK(kvx_model_open(&mc, &f.m, &err) == KVX_OK);
+    if (!f.m)
+        return;
+    kvx_model_get_info(f.m, &f.info);
+    enum { N = 70 };
+    const size_t V = (size_t)f.info.n_vocab;
+    int32_t toks[N];
+    make_tokens(toks, N, f.info.n_vocab, 77);
+    float *pre = malloc(N * V * sizeof *pre), *dec = malloc(N * V * sizeof *dec);
+    for (int c = 0; c < 2 && pre && dec; c++) {
+        struct kvx_engine_cfg ec = kvx_engine_cfg_default();
+        ec.n_ctx = 96;
+        ec.n_threads = 2;
+        ec.page_tokens = 16;
+        ec.k_codec = ec.v_codec = codecs[c];
+        ec.kivi_group = 16;
+        ec.kivi_residual = 8;
+        ec.kv_budget_bytes = 16u << 20;
+        if (kvx_engine_create(f.m, &ec, &f.e, &err) != KVX_OK) {
+            kvx_test_fail(__FILE__, __LINE__, "codec %d: %s", (int)codecs[c], err.msg);
+            continue;
+        }
+        struct kvx_session *a = NULL, *b = NULL;
+        KVX_CHECK(kvx_session_create(f.e, &a, &err) == KVX_OK);
+        KVX_CHECK(kvx_session_create(f.e, &b, &err) == KVX_OK);
+        if (a && b) {
+            KVX_CHECK(kvx_session_feed(a, toks, N, true, pre, &err) == KVX_OK);
+            for (int t = 0; t < N; t++)
+                KVX_CHECK(kvx_session_feed(b, toks + t, 1, false, dec + (size_t)t * V, &err) ==
+                          KVX_OK);
+            const float d = max_abs_diff(pre, dec, N * V);
+            fprintf(stderr, "  codec %d: max |prefill - decode| %.3g\n", (int)codecs[c], d);
+            if (d > 5e-5)
+                kvx_test_fail(__FILE__, __LINE__, "codec %d: prefill differs from decode by %.3g",
+                              (int)codecs[c], d);
+        }
+        kvx_session_destroy(a);
+        kvx_session_destroy(b);
+        kvx_engine_destroy(f.e);
+        f.e = NULL;
+    }
+    free(pre);
+    free(dec);
+    close_model(&f);
+}
+
+/* kvx_model_cfg.weights_f32 on the default model (Q4_1 and Q8_0 matrices): every matrix is
+ * converted to f32, so products take f32 activations; the logits stay those of the stored
+ * weights up to the 8-bit activation rounding the stored path does (same top token, small
+ * differences), and the f32 path is deterministic. */
+KVX_TEST(engine_weights_f32)
+{
+    struct kvx_engine_cfg ec = kvx_engine_cfg_default();
+    ec.n_ctx = 64;
+    ec.n_threads = 2;
+    ec.kv_budget_bytes = 16u << 20;
+    struct fixture q;
+    if (!open_model(&q, &ec))
+        return;
+    struct kvx_model_cfg mc = kvx_model_cfg_default();
+    mc.path = kvx_test_model_path();
+    mc.weights_f32 = true;
+    struct fixture w = {0};
+    struct kvx_err err = {0};
+    KVX_CHECK(kvx_model_open(&mc, &w.m, &err) == KVX_OK);
+    if (w.m)
+        KVX_CHECK(kvx_engine_create(w.m, &ec, &w.e, &err) == KVX_OK);
+    const size_t V = (size_t)q.info.n_vocab;
+    float *a = malloc(V * sizeof *a), *b = malloc(V * sizeof *b), *c = malloc(V * sizeof *c);
+    const int32_t toks[8] = {1, 504, 3575, 282, 4649, 314, 1, 28};
+    struct kvx_session *sa = NULL, *sb = NULL, *sc = NULL;
+    if (w.e && a && b && c && kvx_session_create(q.e, &sa, &err) == KVX_OK &&
+        kvx_session_create(w.e, &sb, &err) == KVX_OK &&
+        kvx_session_create(w.e, &sc, &err) == KVX_OK) {
+        KVX_CHECK(kvx_session_feed(sa, toks, 8, false, a, &err) == KVX_OK);
+        KVX_CHECK(kvx_session_feed(sb, toks, 8, false, b, &err) == KVX_OK);
+        KVX_CHECK(kvx_session_feed(sc, toks, 8, false, c, &err) == KVX_OK);
+        size_t ia = 0, ib = 0;
+        double mean = 0;
+        for (size_t i = 0; i < V; i++) {
+            ia = a[i] > a[ia] ? i : ia;
+            ib = b[i] > b[ib] ? i : ib;
+            mean += fabs((double)a[i] - b[i]) / (double)V;
+        }
+        KVX_CHECK_EQ_INT((long long)ia, (long long)ib);
+        KVX_CHECK(mean > 0 && mean < 0.3);
+        KVX_CHECK(memcmp(b, c, V * sizeof *b) == 0);
+        fprintf(stderr, "  mean |logit(stored) - logit(f32 weights)| %.4f\n", mean);
+    }
+    kvx_session_destroy(sa);
+    kvx_session_destroy(sb);
+    kvx_session_destroy(sc);
+    free(a);
+    free(b);
+    free(c);
+    close_model(&w);
+    close_model(&q);
+}

@@ -39,6 +39,7 @@ struct cli_opts {
     const char *kv_k, *kv_v, *kv;
     const char *kv_layer;     /* per-layer codec spec */
     const char *mla;          /* deepseek_v3 attention form: absorbed (default) or naive */
+    const char *weights;      /* weight matrices: stored (default) or f32 */
     int64_t kivi_group;       /* 0 = default */
     int64_t kivi_residual;    /* -1 = default */
     const char *isa;

@@ -850,15 +850,13 @@ static void attention_block(struct step *s)
             kvx_step_matmul(s->f, &L->wv, f->s->xn, D, s->sc.v, kvd);
     }
     run_rows(s, P_QK);
-    if (L->donor < 0)
-        kvx_step_store_kv(f, s->il, s->sc.k, s->sc.v, kvd);
     const struct kvx_attn_batch ab = {
         .n_tok = f->n_tok, .pos = f->pos, .seq = f->seq, .layer = s->il,
         .n_head = m->hp.n_head, .n_head_kv = L->nkv, .head_dim = L->hd,
         .q = f->s->q, .q_ld = nq, .out = f->s->attn, .out_ld = nq, .scale = 1.0f,
         .acc = f->acc,
     };
-    kvx_attn_causal(f->tp, &ab, &f->s->attn_ws);
+    kvx_step_store_attend(f, s->il, L->donor < 0 ? s->sc.k : NULL, s->sc.v, kvd, &ab);
     kvx_step_matmul(s->f, &L->wo, f->s->attn, nq, f->s->xn, D);
     run_rows(s, P_POST_ATTN);
 }

@@ -644,14 +644,13 @@ static void attention_block(struct step *s)
     kvx_step_matmul(s->f, &L->wv, f->s->xn, D, f->s->v, nkv);
     kvx_step_matmul(s->f, &L->wg, f->s->xn, D, s->sc.gate, L->wg.n_out);
     run_rows(s, P_QK);
-    kvx_step_store_kv(f, s->il, f->s->k, f->s->v, nkv);
     const struct kvx_attn_batch ab = {
         .n_tok = f->n_tok, .pos = f->pos, .seq = f->seq, .layer = s->il,
         .n_head = L->n_head, .n_head_kv = a->n_head_kv, .head_dim = (int32_t)hd,
         .q = f->s->q, .q_ld = nq, .out = f->s->attn, .out_ld = nq,
         .scale = 1.0f / sqrtf((float)hd), .acc = f->acc,
     };
-    kvx_attn_causal(f->tp, &ab, &f->s->attn_ws);
+    kvx_step_store_attend(f, s->il, f->s->k, f->s->v, nkv, &ab);
     run_rows(s, P_GATE);
     kvx_step_matmul(s->f, &L->wo, f->s->attn, nq, f->s->xn, D);
     if (L->bo)

@@ -632,14 +632,13 @@ static void attention_block(struct step *s)
     const int64_t ldy[3] = {nq, nkv, nkv};
     run_matmuls(s, 3, w, y, ldy, step_norm);
     kvx_threadpool_run(f->tp, step_qk_rope, s);
-    kvx_step_store_kv(f, s->il, f->s->k, f->s->v, nkv);
     const struct kvx_attn_batch ab = {
         .n_tok = f->n_tok, .pos = f->pos, .seq = f->seq, .layer = s->il,
         .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim,
         .q = f->s->q, .q_ld = nq, .out = f->s->attn, .out_ld = nq,
         .scale = 1.0f / sqrtf((float)hp->head_dim), .acc = f->acc,
     };
-    kvx_attn_causal(f->tp, &ab, &f->s->attn_ws);
+    kvx_step_store_attend(f, s->il, f->s->k, f->s->v, nkv, &ab);
     /* attention output projection into xn, added to x by the next norm step */
     const struct kvx_mat *wo[1] = {&L->wo};
     float *yo[1] = {f->s->xn};

@@ -231,6 +231,7 @@ enum kvx_status kvx_model_open(const struct kvx_model_cfg *cfg, struct kvx_model
     m->hp.bos_id = m->hp.eos_id = -1;
     m->config_only = cfg->config_only;
     m->mla_mode = cfg->mla;
+    m->weights_f32 = cfg->weights_f32;
     enum kvx_status st = kvx_model_path_is_gguf(cfg->path)
                              ? open_gguf(m, cfg->path, err)
                              : open_safetensors(m, cfg->path, cfg->config_only, err);
@@ -292,22 +293,35 @@ void kvx_model_close(struct kvx_model *m)
     free(m);
 }
 
+/* w's rows converted to f32 rows owned by the model (kvx_model_bind_mat_f32, and every matrix
+ * with kvx_model_cfg.weights_f32). */
+static enum kvx_status dequant_mat(struct kvx_model *m, struct kvx_mat *w, struct kvx_err *err)
+{
+    float *f = malloc((size_t)w->n_in * (size_t)w->n_out * sizeof *f);
+    if (!f)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory dequantizing weights to f32");
+    const struct kvx_quant_kernels *k = kvx_quant_kernels((enum kvx_dtype)w->type, KVX_ISA_SCALAR);
+    for (int64_t r = 0; r < w->n_out; r++)
+        k->to_float(w->data + (size_t)r * w->row_bytes, f + r * w->n_in, w->n_in);
+    enum kvx_status st = kvx_model_own(m, f, err);   /* frees f on failure */
+    if (st != KVX_OK)
+        return st;
+    w->type = KVX_DTYPE_F32;
+    w->row_bytes = (size_t)w->n_in * sizeof *f;
+    w->data = (const uint8_t *)f;
+    return KVX_OK;
+}
+
 enum kvx_status kvx_model_bind_mat_f32(struct kvx_model *m, const char *name, int64_t n_in,
                                        int64_t n_out, const float **out, struct kvx_err *err)
 {
     struct kvx_mat w;
     enum kvx_status st = kvx_model_bind_mat(m, name, n_in, n_out, true, &w, err);
+    if (st == KVX_OK)
+        st = dequant_mat(m, &w, err);   /* a copy, even of f32 rows */
     if (st != KVX_OK)
         return st;
-    float *f = malloc((size_t)(n_in * n_out) * sizeof *f);
-    if (!f)
-        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
-    const struct kvx_quant_kernels *k = kvx_quant_kernels((enum kvx_dtype)w.type, KVX_ISA_SCALAR);
-    for (int64_t r = 0; r < n_out; r++)
-        k->to_float(w.data + (size_t)r * w.row_bytes, f + r * n_in, n_in);
-    if ((st = kvx_model_own(m, f, err)) != KVX_OK)
-        return st;
-    *out = f;
+    *out = (const float *)w.data;
     return KVX_OK;
 }
 
@@ -533,6 +547,8 @@ enum kvx_status kvx_model_bind_mat(struct kvx_model *m, const char *name, int64_
     out->n_out = n_out;
     out->row_bytes = t.nbytes / (size_t)n_out;
     out->data = t.data;
+    if (m->weights_f32 && t.type != KVX_DTYPE_F32)
+        return dequant_mat(m, out, err);
     return KVX_OK;
 }
 

@@ -143,6 +143,7 @@ struct kvx_model {
     void (*free_arch_data)(void *arch_data);
     bool config_only;          /* opened without weights (kvx_model_cfg.config_only) */
     enum kvx_mla_mode mla_mode;                /* deepseek_v3: kvx_model_cfg.mla */
+    bool weights_f32;          /* kvx_model_cfg.weights_f32 */
     void **owned;                              /* buffers converted at load (f32 vectors, ...) */
     int n_owned, cap_owned;
 };

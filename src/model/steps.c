@@ -2,6 +2,7 @@
 #include "model/steps.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "kv/pool.h"
@@ -150,4 +151,66 @@ void kvx_step_store_kv(struct kvx_forward *f, int32_t layer, const float *k, con
 {
     struct store_step s = {.f = f, .layer = layer, .k = k, .v = v, .ld = ld};
     kvx_threadpool_run(f->tp, store_part, &s);
+}
+
+/* True when `layer`'s codecs keep per-sequence state in any sequence of the batch (kivi's f16
+ * ring): then a key's stored form depends on how many tokens followed it. */
+static bool layer_has_codec_state(const struct kvx_forward *f, int32_t layer)
+{
+    for (int64_t t = 0; t < f->n_tok; t++)
+        if (t == 0 || f->seq[t] != f->seq[t - 1]) {
+            struct kvx_kv_view v;
+            kvx_kv_seq_view(f->seq[t], layer, &v);
+            if (v.k_state || v.v_state)
+                return true;
+        }
+    return false;
+}
+
+/* The end of the run of tokens from b on in which no sequence appears twice. */
+static int64_t distinct_run_end(const struct kvx_forward *f, int64_t b)
+{
+    int64_t e = b + 1;
+    while (e < f->n_tok) {
+        bool seen = false;
+        for (int64_t j = b; j < e && !seen; j++)
+            seen = f->seq[j] == f->seq[e];
+        if (seen)
+            break;
+        e++;
+    }
+    return e;
+}
+
+void kvx_step_store_attend(struct kvx_forward *f, int32_t layer, const float *k, const float *v,
+                           int64_t ld, const struct kvx_attn_batch *ab)
+{
+    if (!k || !layer_has_codec_state(f, layer)) {
+        if (k)
+            kvx_step_store_kv(f, layer, k, v, ld);
+        kvx_attn_causal(f->tp, ab, &f->s->attn_ws);
+        return;
+    }
+    for (int64_t b = 0; b < f->n_tok;) {
+        const int64_t e = distinct_run_end(f, b);
+        struct kvx_forward sub = *f;
+        sub.n_tok = e - b;
+        sub.pos = f->pos + b;
+        sub.seq = f->seq + b;
+        kvx_step_store_kv(&sub, layer, k + b * ld, v ? v + b * ld : NULL, ld);
+        struct kvx_attn_batch sb = *ab;
+        struct kvx_attn_acc acc;
+        sb.n_tok = e - b;
+        sb.pos = ab->pos + b;
+        sb.seq = ab->seq + b;
+        sb.q = ab->q + b * ab->q_ld;
+        sb.out = ab->out + b * ab->out_ld;
+        if (ab->acc) {
+            acc.want = ab->acc->want + b;
+            acc.seq = ab->acc->seq + b;
+            sb.acc = &acc;
+        }
+        kvx_attn_causal(f->tp, &sb, &f->s->attn_ws);
+        b = e;
+    }
 }

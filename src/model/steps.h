@@ -15,6 +15,15 @@
  *                      All tokens of one sequence go to the same thread, in batch order:
  *                      codecs keep per-sequence state that puts update in slot order (kivi)
  *                      and packed codecs share bytes between the tokens of a tile (rot3/rot4).
+ *   kvx_step_store_attend  the K/V store, then causal attention (attn/causal.h), with decode's
+ *                      semantics whatever the batch: when the layer's codecs keep per-sequence
+ *                      state (kivi keeps its newest keys in f16 until their group fills), a
+ *                      query at position p must read the keys as they stand after writing p,
+ *                      not after writing the whole batch.  Such layers store and attend in
+ *                      rounds of tokens of distinct sequences (a prefill: one token a round; a
+ *                      multi-session decode: one round), so every logit is the same, up to
+ *                      fp32 summation order, for any prefill batch size.  Other layers store
+ *                      the whole batch, then attend once.
  *
  * model/llama.c keeps its own fused steps (norm + quantize, several matrices per job). */
 #ifndef KVX_MODEL_STEPS_H
@@ -22,6 +31,7 @@
 
 #include <stdint.h>
 
+#include "attn/causal.h"
 #include "engine/forward.h"
 #include "model/model.h"
 #include "ops/matmul.h"
@@ -63,5 +73,11 @@ int64_t kvx_step_carve(float *base, const int64_t *sizes, float **const *slots, 
 /* k, v: rows of `ld` floats per token (the layer's n_kv_heads x head dim). */
 void kvx_step_store_kv(struct kvx_forward *f, int32_t layer, const float *k, const float *v,
                        int64_t ld);
+
+/* ab: the whole batch (f's tokens, positions and sequences).  k NULL: nothing to store (a
+ * layer reading another layer's cache, which was written for the whole batch): one attention
+ * over the batch. */
+void kvx_step_store_attend(struct kvx_forward *f, int32_t layer, const float *k, const float *v,
+                           int64_t ld, const struct kvx_attn_batch *ab);
 
 #endif
