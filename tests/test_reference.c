@@ -12,7 +12,14 @@
  * reach those numbers against itself: across its own KV configurations (f16 with and without
  * flash attention, f32) its top-1 agreement is 96.3-96.8% and 2-3 of the 8 greedy
  * continuations stay identical (tools/reference/agreement_floor.py prints the tables).  The
- * thresholds sit just below that floor, with room for other ISAs' summation orders. */
+ * thresholds sit just below that floor, with room for other ISAs' summation orders.
+ *
+ * The _f32 fixtures take that rounding away on both sides: llama.cpp ran a copy of the model
+ * with every tensor dequantized to float32 (tools/reference/gguf_f32.py; it then rounds no
+ * activation), kvx runs the Q4_1 file with --weights f32 (kvx_model_cfg.weights_f32: the same
+ * float32 weights, bit for bit).  There the issue's targets hold as written:
+ *   f32 teacher — top-1 equal at >= 99% of 1,024 positions (measured: 100%);
+ *   f32 greedy  — at least 7 of the 8 continuations identical for 32 tokens (measured: 8). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +36,7 @@ struct ref {
     int32_t n_vocab;
 };
 
-static bool ref_open(struct ref *r, int64_t n_ctx)
+static bool ref_open(struct ref *r, int64_t n_ctx, bool weights_f32)
 {
     memset(r, 0, sizeof *r);
     const char *path = kvx_test_model_path();
@@ -39,6 +46,7 @@ static bool ref_open(struct ref *r, int64_t n_ctx)
     }
     struct kvx_model_cfg mc = kvx_model_cfg_default();
     mc.path = path;
+    mc.weights_f32 = weights_f32;
     struct kvx_engine_cfg ec = kvx_engine_cfg_default();
     ec.n_ctx = n_ctx;
     struct kvx_err err = {0};
@@ -98,11 +106,14 @@ static double nll_of(const float *x, int32_t n, int32_t target)
     return log(sum) - (double)(x[target] - mx);
 }
 
-KVX_TEST(reference_teacher_forced_top1)
+/* Teacher-forced top-1 over the fixture's first 1,024 positions: the share equal to llama.cpp's
+ * top-1 must reach min_rate; with all_in_top5, kvx's top-1 must be in llama.cpp's top-5
+ * everywhere. */
+static void check_teacher(const char *fixture, bool weights_f32, double min_rate, bool all_in_top5)
 {
-    struct kvx_json *j = load_fixture("smollm2_teacher.json");
+    struct kvx_json *j = load_fixture(fixture);
     struct ref r;
-    if (!j || !ref_open(&r, 1024)) {
+    if (!j || !ref_open(&r, 1024, weights_f32)) {
         kvx_json_free(j);
         return;
     }
@@ -126,15 +137,26 @@ KVX_TEST(reference_teacher_forced_top1)
             nll_kvx += nll_of(row, r.n_vocab, toks[t + 1]);
     }
     const double rate = (double)agree / (double)n;
-    fprintf(stderr, "  teacher-forced: top-1 agrees at %lld/%lld positions (%.2f%%), kvx top-1 "
-            "in llama.cpp's top-5 at %lld; mean NLL kvx %.4f\n", (long long)agree, (long long)n,
-            100.0 * rate, (long long)in_top5, nll_kvx / (double)(n - 1));
-    KVX_CHECK(in_top5 == n);
-    KVX_CHECK(rate >= 0.93);
+    fprintf(stderr, "  %s: top-1 agrees at %lld/%lld positions (%.2f%%), kvx top-1 in "
+            "llama.cpp's top-5 at %lld; mean NLL kvx %.4f, llama.cpp %.4f\n", fixture,
+            (long long)agree, (long long)n, 100.0 * rate, (long long)in_top5,
+            nll_kvx / (double)(n - 1), kvx_json_num(j, "mean_nll", NAN));
+    KVX_CHECK(!all_in_top5 || in_top5 == n);
+    KVX_CHECK(rate >= min_rate);
     free(logits);
     free(toks);
     ref_close(&r);
     kvx_json_free(j);
+}
+
+KVX_TEST(reference_teacher_forced_top1)
+{
+    check_teacher("smollm2_teacher.json", false, 0.93, true);
+}
+
+KVX_TEST(reference_f32_teacher_forced_top1)
+{
+    check_teacher("smollm2_f32_teacher.json", true, 0.99, true);
 }
 
 KVX_TEST(reference_perplexity)
@@ -142,7 +164,7 @@ KVX_TEST(reference_perplexity)
     struct kvx_json *j = load_fixture("smollm2_ppl.json");
     const int64_t ctx = j ? (int64_t)kvx_json_num(j, "n_ctx", 512) : 512;
     struct ref r;
-    if (!j || !ref_open(&r, ctx)) {
+    if (!j || !ref_open(&r, ctx, false)) {
         kvx_json_free(j);
         return;
     }
@@ -172,11 +194,13 @@ KVX_TEST(reference_perplexity)
     kvx_json_free(j);
 }
 
-KVX_TEST(reference_greedy_continuations)
+/* The fixture's 8 greedy continuations of 32 tokens: at least min_identical must be identical,
+ * and each divergence must sit at a near-tie of llama.cpp's own logits. */
+static void check_greedy(const char *fixture, bool weights_f32, int min_identical)
 {
-    struct kvx_json *j = load_fixture("smollm2_greedy.json");
+    struct kvx_json *j = load_fixture(fixture);
     struct ref r;
-    if (!j || !ref_open(&r, 2048)) {
+    if (!j || !ref_open(&r, 2048, weights_f32)) {
         kvx_json_free(j);
         return;
     }
@@ -213,11 +237,21 @@ KVX_TEST(reference_greedy_continuations)
         free(ids);
         free(want);
     }
-    fprintf(stderr, "  greedy: %d of %d continuations identical for 32 tokens\n", identical,
-            n_prompts);
+    fprintf(stderr, "  %s: %d of %d continuations identical for 32 tokens\n", fixture,
+            identical, n_prompts);
     KVX_CHECK(n_prompts == 8);
-    KVX_CHECK(identical >= 1);
+    KVX_CHECK(identical >= min_identical);
     free(logits);
     ref_close(&r);
     kvx_json_free(j);
+}
+
+KVX_TEST(reference_greedy_continuations)
+{
+    check_greedy("smollm2_greedy.json", false, 1);
+}
+
+KVX_TEST(reference_f32_greedy_continuations)
+{
+    check_greedy("smollm2_f32_greedy.json", true, 7);
 }

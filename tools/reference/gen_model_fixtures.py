@@ -22,8 +22,15 @@ system info, the thread count, KV types, flash-attention setting, the model's sh
 corpus sha256 and the command line.  llama.cpp runs on the CPU with n_threads threads and its
 default f16 K/V cache and default flash_attn_type (auto).
 
+With --f32 the model is first copied with every tensor dequantized to float32
+(tools/reference/gguf_f32.py, gguf-py), and the teacher and greedy files are written as
+smollm2_f32_teacher.json and smollm2_f32_greedy.json from that copy: the same weights, but
+llama.cpp then rounds no activation to 8 bits (kvx's counterpart is --weights f32), so these
+fixtures measure the two forward passes without the rounding flips that 8-bit activations
+compound over 30 layers.  The files record the sha256 of both the original and the copy.
+
 Usage: gen_model_fixtures.py [--model M] [--corpus data/corpus/eval.txt] [--out tests/fixtures]
-                             [--threads 2] [--only teacher,ppl,greedy]
+                             [--threads 2] [--only teacher,ppl,greedy] [--f32]
 """
 import argparse
 import ctypes
@@ -32,6 +39,8 @@ import json
 import os
 import sys
 import time
+
+import tempfile
 
 import numpy as np
 import llama_cpp as L
@@ -153,6 +162,9 @@ def provenance(args, llm, what):
         "llama_cpp_system_info": L.llama_print_system_info().decode().strip(),
         "model": rel(args.model),
         "model_sha256": args.model_sha256,
+        **({"f32_copy": "every tensor of the model dequantized to float32 by "
+                        "tools/reference/gguf_f32.py (gguf-py); llama.cpp ran the copy",
+            "f32_copy_sha256": args.f32_sha256} if args.f32_sha256 else {}),
         "corpus": "data/corpus/eval.txt (tools/gather-corpus.sh)",
         "corpus_sha256": args.corpus_sha256,
         "n_threads": args.threads,
@@ -185,7 +197,7 @@ def logsumexp(row):
 
 
 def gen_teacher(args, corpus):
-    llm = Llama(args.model, 2048, 512, args.threads)
+    llm = Llama(args.run_model, 2048, 512, args.threads)
     # add_special=False: no BOS (SmolLM2's add_bos_token is false, so llama.cpp's own
     # tokenization with add_special=true gives the same ids; recorded below).
     toks = llm.tokenize(corpus, add_special=False, parse_special=False)[: args.teacher_tokens]
@@ -216,7 +228,7 @@ def gen_teacher(args, corpus):
         "corpus_bytes": [0, len(text)],
         "prefill": "positions 0..n-1 of one sequence, llama_decode in batches of 512",
     })
-    write_json(os.path.join(args.out, "smollm2_teacher.json"), {
+    write_json(os.path.join(args.out, f"smollm2{args.suffix}_teacher.json"), {
         "meta": meta,
         "n_tokens": len(toks),
         "n_vocab": llm.n_vocab,
@@ -356,7 +368,7 @@ def corpus_slices(corpus, n):
 
 
 def gen_greedy(args, corpus):
-    llm = Llama(args.model, 2048, 512, args.threads)
+    llm = Llama(args.run_model, 2048, 512, args.threads)
     prompts = []
     raws = corpus_slices(corpus, 5)
     for off, text in raws[:4]:
@@ -404,7 +416,8 @@ def gen_greedy(args, corpus):
                          "llama-cpp-python's Jinja2ChatFormatter output (checked)",
         "n_generated": args.greedy_tokens,
     })
-    write_json(os.path.join(args.out, "smollm2_greedy.json"), {"meta": meta, "prompts": out})
+    write_json(os.path.join(args.out, f"smollm2{args.suffix}_greedy.json"),
+               {"meta": meta, "prompts": out})
     llm.close()
 
 
@@ -419,6 +432,8 @@ def main():
     ap.add_argument("--ppl-windows", type=int, default=8)
     ap.add_argument("--greedy-tokens", type=int, default=32)
     ap.add_argument("--only", default="teacher,ppl,greedy")
+    ap.add_argument("--f32", action="store_true",
+                    help="run a float32 copy of the model; write smollm2_f32_{teacher,greedy}")
     args = ap.parse_args()
     for path, what in ((args.model, "model (make model)"), (args.corpus, "corpus (make corpus)")):
         if not os.path.isfile(path):
@@ -430,6 +445,16 @@ def main():
         corpus = f.read()
     os.makedirs(args.out, exist_ok=True)
     only = set(args.only.split(","))
+    args.run_model, args.suffix, args.f32_sha256 = args.model, "", None
+    tmp = None
+    if args.f32:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from gguf_f32 import convert
+        tmp = tempfile.TemporaryDirectory()
+        args.run_model = os.path.join(tmp.name, "model-f32.gguf")
+        convert(args.model, args.run_model)
+        args.suffix, args.f32_sha256 = "_f32", sha256_file(args.run_model)
+        only.discard("ppl")
     if "teacher" in only:
         gen_teacher(args, corpus)
     if "ppl" in only:
@@ -438,6 +463,8 @@ def main():
               f"= {ppl:.4f}", file=sys.stderr)
     if "greedy" in only:
         gen_greedy(args, corpus)
+    if tmp:
+        tmp.cleanup()
 
 
 if __name__ == "__main__":

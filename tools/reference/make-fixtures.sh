@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates kvx's reference fixtures (tests/fixtures/smollm2_*.json and the tokenizer
-# fixtures) with llama.cpp through llama-cpp-python.
+# Regenerates kvx's reference fixtures (tests/fixtures/smollm2_*.json, smollm2_f32_*.json and
+# the tokenizer fixtures) with llama.cpp through llama-cpp-python.
 #
 #   tools/reference/make-fixtures.sh            (or: make reference)
 #
@@ -49,3 +49,6 @@ else
 fi
 echo "reference: model fixtures (teacher logits, perplexity, greedy)" >&2
 "$py" "$here/gen_model_fixtures.py" --model "$model" "$@"
+echo "reference: model fixtures of the float32 copy (teacher logits, greedy)" >&2
+"$py" "$here/gen_model_fixtures.py" --model "$model" --f32 --teacher-tokens 1024 \
+  --only teacher,greedy "$@"
