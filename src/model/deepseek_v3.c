@@ -427,8 +427,8 @@ struct step {
     int64_t ff;                /* P_SWIGLU / P_MOE_SWIGLU: width of the rows */
 };
 
-/* One token of the latent attention input: normalise ĉ, rotate k_rot and q_rot, write the
- * cache row, and build the absorbed query [q̃_h | q_rot_h] per head. */
+/* One token of the latent attention input: normalise ĉ and rotate k_rot (the cache row, stored
+ * by attention_block), rotate q_rot and build the absorbed query [q̃_h | q_rot_h] per head. */
 static void latent_row(const struct step *s, int64_t t)
 {
     const struct kvx_model *m = s->m;
@@ -440,7 +440,6 @@ static void latent_row(const struct step *s, int64_t t)
     const float *cs = f->s->rope_cs + t * r;
     kvx_rmsnorm(k, k, L->kv_a_norm, c, a->norm_eps);
     kvx_rope_apply(k + c, cs, r, a->rope_kind);
-    kvx_kv_seq_write(f->seq[t], s->il, f->pos[t], k, NULL);   /* LATENT: K only */
     const float *qf = s->sc.qfull + t * (int64_t)H * (n + r);
     float *q = f->s->q + t * (int64_t)H * hd;
     for (int h = 0; h < H; h++) {
@@ -459,7 +458,8 @@ static void latent_row(const struct step *s, int64_t t)
 
 /* One token of the naive form: normalise ĉ, rotate k_rot, expand per head
  *   K_h = [W_UK^h ĉ | k_rot]  (n + r),   V_h = W_UV^h ĉ  (v)
- * into the engine's k/v rows and the cache (FULL, H heads), and rotate q_rot_h in place. */
+ * into the engine's k/v rows (the cache rows of a FULL layer of H heads, stored by
+ * attention_block), and rotate q_rot_h in place. */
 static void naive_row(const struct step *s, int64_t t)
 {
     const struct kvx_model *m = s->m;
@@ -488,7 +488,6 @@ static void naive_row(const struct step *s, int64_t t)
         memcpy(kh + n, kv + c, (size_t)r * sizeof *kh);
         kvx_rope_apply(q + h * (n + r) + n, cs, r, a->rope_kind);
     }
-    kvx_kv_seq_write(f->seq[t], s->il, f->pos[t], k, vv);
 }
 
 /* o_h = W_UV^h õ_h (õ_h: the first c values of head h's attention output). */
@@ -641,7 +640,9 @@ static void attention_block(struct step *s)
             .v_dim = a->v, .q = s->sc.qfull, .q_ld = H * qk, .out = s->sc.o, .out_ld = H * a->v,
             .scale = a->scale,
         };
-        kvx_attn_causal(f->tp, &nb, &f->s->attn_ws);
+        const struct kvx_kv_rows kv = {.k = f->s->k, .v = f->s->v, .k_ld = H * qk,
+                                       .v_ld = H * a->v};
+        kvx_step_store_attend(f, s->il, &kv, &nb);
         kvx_step_matmul(s->f, &L->wo, s->sc.o, H * a->v, f->s->xn, D);
         return;
     }
@@ -652,7 +653,8 @@ static void attention_block(struct step *s)
         .n_head = (int32_t)H, .n_head_kv = 1, .head_dim = (int32_t)hd,
         .q = f->s->q, .q_ld = H * hd, .out = f->s->attn, .out_ld = H * hd, .scale = a->scale,
     };
-    kvx_attn_causal(f->tp, &ab, &f->s->attn_ws);
+    const struct kvx_kv_rows kv = {.k = f->s->k, .k_ld = hd};   /* LATENT: K only */
+    kvx_step_store_attend(f, s->il, &kv, &ab);
     run_rows(s, P_UV);
     kvx_step_matmul(s->f, &L->wo, s->sc.o, H * a->v, f->s->xn, D);
 }

@@ -856,7 +856,8 @@ static void attention_block(struct step *s)
         .q = f->s->q, .q_ld = nq, .out = f->s->attn, .out_ld = nq, .scale = 1.0f,
         .acc = f->acc,
     };
-    kvx_step_store_attend(f, s->il, L->donor < 0 ? s->sc.k : NULL, s->sc.v, kvd, &ab);
+    const struct kvx_kv_rows kv = {.k = s->sc.k, .v = s->sc.v, .k_ld = kvd, .v_ld = kvd};
+    kvx_step_store_attend(f, s->il, L->donor < 0 ? &kv : NULL, &ab);
     kvx_step_matmul(s->f, &L->wo, f->s->attn, nq, f->s->xn, D);
     run_rows(s, P_POST_ATTN);
 }

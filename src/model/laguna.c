@@ -650,7 +650,8 @@ static void attention_block(struct step *s)
         .q = f->s->q, .q_ld = nq, .out = f->s->attn, .out_ld = nq,
         .scale = 1.0f / sqrtf((float)hd), .acc = f->acc,
     };
-    kvx_step_store_attend(f, s->il, f->s->k, f->s->v, nkv, &ab);
+    const struct kvx_kv_rows kv = {.k = f->s->k, .v = f->s->v, .k_ld = nkv, .v_ld = nkv};
+    kvx_step_store_attend(f, s->il, &kv, &ab);
     run_rows(s, P_GATE);
     kvx_step_matmul(s->f, &L->wo, f->s->attn, nq, f->s->xn, D);
     if (L->bo)

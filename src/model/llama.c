@@ -638,7 +638,8 @@ static void attention_block(struct step *s)
         .q = f->s->q, .q_ld = nq, .out = f->s->attn, .out_ld = nq,
         .scale = 1.0f / sqrtf((float)hp->head_dim), .acc = f->acc,
     };
-    kvx_step_store_attend(f, s->il, f->s->k, f->s->v, nkv, &ab);
+    const struct kvx_kv_rows kv = {.k = f->s->k, .v = f->s->v, .k_ld = nkv, .v_ld = nkv};
+    kvx_step_store_attend(f, s->il, &kv, &ab);
     /* attention output projection into xn, added to x by the next norm step */
     const struct kvx_mat *wo[1] = {&L->wo};
     float *yo[1] = {f->s->xn};

@@ -129,8 +129,7 @@ int64_t kvx_step_carve(float *base, const int64_t *sizes, float **const *slots, 
 struct store_step {
     struct kvx_forward *f;
     int32_t layer;
-    const float *k, *v;
-    int64_t ld;
+    const struct kvx_kv_rows *r;
 };
 
 static void store_part(void *ctx, int ith, int nth)
@@ -141,15 +140,14 @@ static void store_part(void *ctx, int ith, int nth)
         const uint64_t h = (uint64_t)(uintptr_t)f->seq[t] * 0x9e3779b97f4a7c15ull;
         if ((int)((h >> 32) % (uint64_t)nth) != ith)
             continue;
-        kvx_kv_seq_write(f->seq[t], s->layer, f->pos[t], s->k + t * s->ld,
-                         s->v ? s->v + t * s->ld : NULL);
+        kvx_kv_seq_write(f->seq[t], s->layer, f->pos[t], s->r->k + t * s->r->k_ld,
+                         s->r->v ? s->r->v + t * s->r->v_ld : NULL);
     }
 }
 
-void kvx_step_store_kv(struct kvx_forward *f, int32_t layer, const float *k, const float *v,
-                       int64_t ld)
+void kvx_step_store_kv(struct kvx_forward *f, int32_t layer, const struct kvx_kv_rows *r)
 {
-    struct store_step s = {.f = f, .layer = layer, .k = k, .v = v, .ld = ld};
+    struct store_step s = {.f = f, .layer = layer, .r = r};
     kvx_threadpool_run(f->tp, store_part, &s);
 }
 
@@ -182,12 +180,12 @@ static int64_t distinct_run_end(const struct kvx_forward *f, int64_t b)
     return e;
 }
 
-void kvx_step_store_attend(struct kvx_forward *f, int32_t layer, const float *k, const float *v,
-                           int64_t ld, const struct kvx_attn_batch *ab)
+void kvx_step_store_attend(struct kvx_forward *f, int32_t layer, const struct kvx_kv_rows *r,
+                           const struct kvx_attn_batch *ab)
 {
-    if (!k || !layer_has_codec_state(f, layer)) {
-        if (k)
-            kvx_step_store_kv(f, layer, k, v, ld);
+    if (!r || !layer_has_codec_state(f, layer)) {
+        if (r)
+            kvx_step_store_kv(f, layer, r);
         kvx_attn_causal(f->tp, ab, &f->s->attn_ws);
         return;
     }
@@ -197,7 +195,9 @@ void kvx_step_store_attend(struct kvx_forward *f, int32_t layer, const float *k,
         sub.n_tok = e - b;
         sub.pos = f->pos + b;
         sub.seq = f->seq + b;
-        kvx_step_store_kv(&sub, layer, k + b * ld, v ? v + b * ld : NULL, ld);
+        const struct kvx_kv_rows rows = {.k = r->k + b * r->k_ld, .k_ld = r->k_ld,
+                                         .v = r->v ? r->v + b * r->v_ld : NULL, .v_ld = r->v_ld};
+        kvx_step_store_kv(&sub, layer, &rows);
         struct kvx_attn_batch sb = *ab;
         struct kvx_attn_acc acc;
         sb.n_tok = e - b;

@@ -70,14 +70,18 @@ void kvx_step_moe(struct kvx_forward *f, const struct kvx_moe_dispatch *d);
  * floats they take. */
 int64_t kvx_step_carve(float *base, const int64_t *sizes, float **const *slots, size_t n);
 
-/* k, v: rows of `ld` floats per token (the layer's n_kv_heads x head dim). */
-void kvx_step_store_kv(struct kvx_forward *f, int32_t layer, const float *k, const float *v,
-                       int64_t ld);
+/* A batch's K and V rows: token t's at k + t*k_ld and v + t*v_ld (the layer's n_kv_heads x
+ * head dim, and x v_dim); v NULL where the layer stores none (LATENT). */
+struct kvx_kv_rows {
+    const float *k, *v;
+    int64_t k_ld, v_ld;
+};
+void kvx_step_store_kv(struct kvx_forward *f, int32_t layer, const struct kvx_kv_rows *r);
 
-/* ab: the whole batch (f's tokens, positions and sequences).  k NULL: nothing to store (a
+/* ab: the whole batch (f's tokens, positions and sequences).  r NULL: nothing to store (a
  * layer reading another layer's cache, which was written for the whole batch): one attention
  * over the batch. */
-void kvx_step_store_attend(struct kvx_forward *f, int32_t layer, const float *k, const float *v,
-                           int64_t ld, const struct kvx_attn_batch *ab);
+void kvx_step_store_attend(struct kvx_forward *f, int32_t layer, const struct kvx_kv_rows *r,
+                           const struct kvx_attn_batch *ab);
 
 #endif

@@ -544,7 +544,7 @@ static void run_rows(struct step *s, enum phase p)
 }
 
 /* The convolutions, residual paths, values, QK norm and RoPE of token t, from and into the
- * sequence's model state, then its K and V into the cache. */
+ * sequence's model state: its q, k and v rows (attention_block stores k and v). */
 static void cca_token(const struct step *s, int64_t t, float *win)
 {
     const struct zaya *a = s->a;
@@ -617,11 +617,10 @@ static void cca_token(const struct step *s, int64_t t, float *win)
             x[e] *= sc;
         kvx_rope_apply(x, cs, a->n_rot[rt], KVX_ROPE_NEOX);
     }
-    kvx_kv_seq_write(f->seq[t], s->il, f->pos[t], k, v);
 }
 
-/* Tokens in batch order, every token of a sequence on the same thread: the model state and
- * the cache of a sequence are updated position after position. */
+/* Tokens in batch order, every token of a sequence on the same thread: the model state of a
+ * sequence is updated position after position. */
 static void step_cca(void *ctx, int ith, int nth)
 {
     struct step *s = ctx;
@@ -654,7 +653,8 @@ static void attention_block(struct step *s)
         .q = f->s->q, .q_ld = nq, .out = f->s->attn, .out_ld = nq,
         .scale = 1.0f / sqrtf((float)d), .acc = f->acc,
     };
-    kvx_attn_causal(f->tp, &ab, &f->s->attn_ws);
+    const struct kvx_kv_rows kv = {.k = f->s->k, .v = f->s->v, .k_ld = nkv, .v_ld = nkv};
+    kvx_step_store_attend(f, s->il, &kv, &ab);
     kvx_step_matmul(s->f, &L->wo, f->s->attn, nq, s->sc.h, D);
     run_rows(s, P_ATTN_RESID);
 }
