@@ -68,7 +68,8 @@ struct kvx_model_cfg {
      * V = W_UV c, cached as a FULL layer of n_head KV heads (the MHA-equivalent cache).  The
      * two give the same logits up to rounding.  Other architectures ignore it. */
     enum kvx_mla_mode mla;
-    /* Convert every weight matrix (Q4_1, Q8_0, K-quants, f16, ...) to f32 when loading.
+    /* Convert every weight matrix (Q4_1, Q8_0, K-quants, f16, ...) to f32 when loading (the
+     * stacked expert tensors of safetensors mixture-of-experts models keep their f16/bf16).
      * Matrix products then take f32 activations instead of rounding them to 8 bits (or f16)
      * for the weights' dot products (the arithmetic of a weight-only quantized GPU kernel):
      * the same weights, 4 bytes per weight in memory, slower.  Quality measurements use it to

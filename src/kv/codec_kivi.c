@@ -15,8 +15,9 @@
  *      group's last token quantizes the group into the page (from the f16 copies); the group
  *      stays in the ring until a new group needs its rows.  The kernels read every slot the
  *      ring holds from the ring, so at least the newest ceil(R/G) G + 1 keys are exact to f16
- *      (R = 0: the open group only).  In a batched prefill the rings hold the batch's newest
- *      tokens: queries early in a batch read their recent keys and values quantized.
+ *      (R = 0: the open group only).  What a query reads thus depends on how many tokens were
+ *      put after its own: the engine attends each prefill query right after its own put
+ *      (kvx_step_store_attend, model/steps.h), so a prefill reads what decoding reads.
  *   V: every token is quantized into the page at once; the newest R tokens are also kept in an
  *      f16 ring, and the kernels read a slot from the ring while it holds it.
  * The state is a constant per sequence and head (2G + 2R tokens of f16 at most), not a cost
