@@ -148,7 +148,10 @@ static void store_part(void *ctx, int ith, int nth)
 void kvx_step_store_kv(struct kvx_forward *f, int32_t layer, const struct kvx_kv_rows *r)
 {
     struct store_step s = {.f = f, .layer = layer, .r = r};
-    kvx_threadpool_run(f->tp, store_part, &s);
+    if (f->n_tok == 1)
+        store_part(&s, 0, 1);   /* one row: not worth waking the threads */
+    else
+        kvx_threadpool_run(f->tp, store_part, &s);
 }
 
 /* True when `layer`'s codecs keep per-sequence state in any sequence of the batch (kivi's f16
