@@ -1,6 +1,7 @@
 /* io/gguf: reading (and writing, see gguf_write.h) GGUF model files, v2 and v3.
  *
- * The file is mmap'd read-only; strings, arrays and tensor data are views into the mapping and
+ * kvx_gguf_open reads the file into private memory backed by huge pages (read-only once
+ * loaded; see load_file in gguf.c); strings, arrays and tensor data are views into it and
  * live as long as the struct kvx_gguf.  Every count, length, offset and size read from the file
  * is bounds- and overflow-checked before use: a truncated, lying or hostile file yields
  * KVX_ERR_FORMAT with a message naming the key or tensor and the byte offset, never a crash.
@@ -92,10 +93,10 @@ struct kvx_gguf {
     size_t data_offset;             /* start of the tensor data section in the file */
     const uint8_t *base;            /* the whole file */
     size_t size;
-    bool owns_map;                  /* kvx_gguf_open mmap'd it; kvx_gguf_parse borrowed it */
+    bool owns_map;                  /* kvx_gguf_open mapped it; kvx_gguf_parse borrowed it */
 };
 
-/* mmap and parse `path`. */
+/* Read `path` into memory (2 MiB-aligned, huge pages advised, read-only) and parse it. */
 enum kvx_status kvx_gguf_open(const char *path, struct kvx_gguf **out, struct kvx_err *err);
 /* Parse a GGUF image already in memory (borrowed; must outlive the result).  Fuzz target. */
 enum kvx_status kvx_gguf_parse(const void *data, size_t size, struct kvx_gguf **out,
