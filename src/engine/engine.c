@@ -559,6 +559,26 @@ static void session_share_blocks(struct kvx_session *s, int64_t n_past)
         (void)kvx_kv_prefix_insert(s->e->prefix, s->seq, s->hist, NULL);
 }
 
+/* One forward step over the nb tokens whose positions, sequences and logit wishes are in
+ * e->pos, e->seq and e->want; acc: the eviction policy's probability sums, or NULL. */
+static void run_step(struct kvx_engine *e, const int32_t *tokens, int64_t nb, float *logits,
+                     const struct kvx_attn_acc *acc)
+{
+    struct kvx_forward f = {
+        .n_tok = nb,
+        .tokens = tokens,
+        .pos = e->pos,
+        .seq = e->seq,
+        .want_logits = e->want,
+        .logits = logits,
+        .acc = acc,
+        .tp = e->tp,
+        .isa = e->isa,
+        .s = &e->scratch,
+    };
+    e->model->arch->forward(e->model, &f);
+}
+
 /* kvx_session_feed with eviction: reserve, run and evict chunk by chunk, so that the cache
  * never holds more than the budgets plus one chunk.  The last chunk holds at least what the
  * policy needs to score a prompt's end (snapkv's observation window). */
@@ -588,19 +608,8 @@ static enum kvx_status feed_evicting(struct kvx_session *s, const int32_t *token
             e->want[t] = logits && (all_logits || done + t == n - 1);
             e->acc_seq[t] = acc;
         }
-        struct kvx_forward f = {
-            .n_tok = nb,
-            .tokens = tokens + done,
-            .pos = e->pos,
-            .seq = e->seq,
-            .want_logits = e->want,
-            .logits = all_logits ? logits + done * n_vocab : logits,
-            .acc = acc ? &e->acc : NULL,
-            .tp = e->tp,
-            .isa = e->isa,
-            .s = &e->scratch,
-        };
-        e->model->arch->forward(e->model, &f);
+        run_step(e, tokens + done, nb, all_logits ? logits + done * n_vocab : logits,
+                 acc ? &e->acc : NULL);
         kvx_kv_seq_set_len(s->seq, n_past + done + nb);
         done += nb;
         if ((st = kvx_kv_evict_step_end(s->ev, s->seq, &step, err)) != KVX_OK) {
@@ -633,18 +642,7 @@ enum kvx_status kvx_session_feed(struct kvx_session *s, const int32_t *tokens, i
             e->seq[t] = s->seq;
             e->want[t] = logits && (all_logits || done + t == n - 1);
         }
-        struct kvx_forward f = {
-            .n_tok = nb,
-            .tokens = tokens + done,
-            .pos = e->pos,
-            .seq = e->seq,
-            .want_logits = e->want,
-            .logits = all_logits ? logits + done * n_vocab : logits,
-            .tp = e->tp,
-            .isa = e->isa,
-            .s = &e->scratch,
-        };
-        e->model->arch->forward(e->model, &f);
+        run_step(e, tokens + done, nb, all_logits ? logits + done * n_vocab : logits, NULL);
         kvx_kv_seq_set_len(s->seq, n_past + done + nb);
     }
     session_share_blocks(s, n_past);
@@ -697,18 +695,7 @@ enum kvx_status kvx_engine_decode(struct kvx_engine *e, struct kvx_session *cons
             e->want[t] = logits != NULL;
             s->hist[e->pos[t]] = tokens[done + t];
         }
-        struct kvx_forward f = {
-            .n_tok = nb,
-            .tokens = tokens + done,
-            .pos = e->pos,
-            .seq = e->seq,
-            .want_logits = e->want,
-            .logits = logits ? logits + done * n_vocab : NULL,
-            .tp = e->tp,
-            .isa = e->isa,
-            .s = &e->scratch,
-        };
-        e->model->arch->forward(e->model, &f);
+        run_step(e, tokens + done, nb, logits ? logits + done * n_vocab : NULL, NULL);
         for (int64_t t = 0; t < nb; t++) {
             kvx_kv_seq_set_len(e->seq[t], e->pos[t] + 1);
             session_share_blocks(sessions[done + t], e->pos[t]);

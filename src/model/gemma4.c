@@ -937,23 +937,13 @@ static void g4_forward(const struct kvx_model *m, struct kvx_forward *f)
     }
 }
 
-const struct kvx_arch kvx_arch_gemma4_text = {
-    .name = "gemma4_text",
-    .hparams = g4_hparams,
-    .load_weights = g4_load_weights,
-    .declare_cache = g4_declare_cache,
-    .forward = g4_forward,
-    .scratch_floats = g4_scratch_floats,
-    .param_count = g4_param_count,
-};
+#define G4_ARCH(NAME)                                                                          \
+    {                                                                                          \
+        .name = NAME, .hparams = g4_hparams, .load_weights = g4_load_weights,                 \
+        .declare_cache = g4_declare_cache, .forward = g4_forward,                             \
+        .scratch_floats = g4_scratch_floats, .param_count = g4_param_count,                   \
+    }
 
+const struct kvx_arch kvx_arch_gemma4_text = G4_ARCH("gemma4_text");
 /* The multimodal checkpoints (Gemma4ForConditionalGeneration): the same text model. */
-const struct kvx_arch kvx_arch_gemma4 = {
-    .name = "gemma4",
-    .hparams = g4_hparams,
-    .load_weights = g4_load_weights,
-    .declare_cache = g4_declare_cache,
-    .forward = g4_forward,
-    .scratch_floats = g4_scratch_floats,
-    .param_count = g4_param_count,
-};
+const struct kvx_arch kvx_arch_gemma4 = G4_ARCH("gemma4");

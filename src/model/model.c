@@ -312,11 +312,15 @@ static enum kvx_status dequant_mat(struct kvx_model *m, struct kvx_mat *w, struc
     return KVX_OK;
 }
 
+static enum kvx_status bind_mat_stored(struct kvx_model *m, const char *name, int64_t n_in,
+                                       int64_t n_out, bool required, struct kvx_mat *out,
+                                       struct kvx_err *err);
+
 enum kvx_status kvx_model_bind_mat_f32(struct kvx_model *m, const char *name, int64_t n_in,
                                        int64_t n_out, const float **out, struct kvx_err *err)
 {
     struct kvx_mat w;
-    enum kvx_status st = kvx_model_bind_mat(m, name, n_in, n_out, true, &w, err);
+    enum kvx_status st = bind_mat_stored(m, name, n_in, n_out, true, &w, err);
     if (st == KVX_OK)
         st = dequant_mat(m, &w, err);   /* a copy, even of f32 rows */
     if (st != KVX_OK)
@@ -493,9 +497,11 @@ static enum kvx_status shape_error(const struct kvx_model *m, const struct kvx_w
                        "[%lld, %lld]", t->name, shape, (long long)n_out, (long long)n_in);
 }
 
-enum kvx_status kvx_model_bind_mat(struct kvx_model *m, const char *name, int64_t n_in,
-                                   int64_t n_out, bool required, struct kvx_mat *out,
-                                   struct kvx_err *err)
+/* kvx_model_bind_mat without the f32 conversion of kvx_model_cfg.weights_f32: the tensor as
+ * stored (FP8 and FP4 already widened to BF16). */
+static enum kvx_status bind_mat_stored(struct kvx_model *m, const char *name, int64_t n_in,
+                                       int64_t n_out, bool required, struct kvx_mat *out,
+                                       struct kvx_err *err)
 {
     memset(out, 0, sizeof *out);
     struct kvx_wtensor t;
@@ -547,9 +553,17 @@ enum kvx_status kvx_model_bind_mat(struct kvx_model *m, const char *name, int64_
     out->n_out = n_out;
     out->row_bytes = t.nbytes / (size_t)n_out;
     out->data = t.data;
-    if (m->weights_f32 && t.type != KVX_DTYPE_F32)
-        return dequant_mat(m, out, err);
     return KVX_OK;
+}
+
+enum kvx_status kvx_model_bind_mat(struct kvx_model *m, const char *name, int64_t n_in,
+                                   int64_t n_out, bool required, struct kvx_mat *out,
+                                   struct kvx_err *err)
+{
+    enum kvx_status st = bind_mat_stored(m, name, n_in, n_out, required, out, err);
+    if (st == KVX_OK && out->data && m->weights_f32 && out->type != KVX_DTYPE_F32)
+        st = dequant_mat(m, out, err);
+    return st;
 }
 
 enum kvx_status kvx_model_bind_vec(struct kvx_model *m, const char *name, int64_t n,

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "kv/layout.h"
 #include "kv/pool.h"
 #include "ops/ops.h"
 #include "util/threadpool.h"
@@ -154,18 +155,13 @@ void kvx_step_store_kv(struct kvx_forward *f, int32_t layer, const struct kvx_kv
         kvx_threadpool_run(f->tp, store_part, &s);
 }
 
-/* True when `layer`'s codecs keep per-sequence state in any sequence of the batch (kivi's f16
- * ring): then a key's stored form depends on how many tokens followed it. */
+/* True when `layer`'s codecs keep per-sequence state (kivi's f16 rings): then a key's stored
+ * form depends on how many tokens followed it.  The layout says so for every sequence. */
 static bool layer_has_codec_state(const struct kvx_forward *f, int32_t layer)
 {
-    for (int64_t t = 0; t < f->n_tok; t++)
-        if (t == 0 || f->seq[t] != f->seq[t - 1]) {
-            struct kvx_kv_view v;
-            kvx_kv_seq_view(f->seq[t], layer, &v);
-            if (v.k_state || v.v_state)
-                return true;
-        }
-    return false;
+    const struct kvx_kv_layout *l = kvx_kv_pool_layout(kvx_kv_seq_pool(f->seq[0]));
+    const int32_t src = kvx_kv_layer_source(l, layer);
+    return kvx_kv_layer_k_state_bytes(l, src) + kvx_kv_layer_v_state_bytes(l, src) > 0;
 }
 
 /* The end of the run of tokens from b on in which no sequence appears twice. */
