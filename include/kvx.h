@@ -133,11 +133,12 @@ enum kvx_kv_codec {
     KVX_KV_CODEC_F16,
     KVX_KV_CODEC_BF16,
     KVX_KV_CODEC_Q8,      /* int8, one scale per 32 values of a token */
-    KVX_KV_CODEC_Q4,      /* 4-bit, scale and min per 32 values of a token */
+    KVX_KV_CODEC_Q4,      /* 4-bit, scale and min per 32 values; centred per page, K rotated */
     KVX_KV_CODEC_KIVI2,   /* 2-bit: K per channel over groups of tokens, V per token; f16 residual */
     KVX_KV_CODEC_ROT4,    /* random Hadamard rotation, then 4-bit */
     KVX_KV_CODEC_ROT3,    /* random Hadamard rotation, then 3-bit */
     KVX_KV_CODEC_KIVI4,   /* kivi2's design at 4 bits */
+    KVX_KV_CODEC_Q4PLAIN, /* q4's storage without the centring and rotation (llama.cpp q4_1-like) */
     KVX_KV_CODEC_COUNT,
 };
 

@@ -130,7 +130,7 @@ static int get_cfg(const struct cli_opts *o, struct plan_run *r, struct kvx_plan
     *kc = kvx_plan_kv_cfg_default();
     const char *k = o->kv_k ? o->kv_k : o->kv, *v = o->kv_v ? o->kv_v : o->kv;
     if ((k && !kvx_plan_codec_parse(k, &kc->k)) || (v && !kvx_plan_codec_parse(v, &kc->v)))
-        return cli_fail("plan: unknown KV codec '%s' (f32, f16, bf16, q8, q4, kivi2, kivi4, rot4, rot3, fp8, fp4)",
+        return cli_fail("plan: unknown KV codec '%s' (f32, f16, bf16, q8, q4, q4plain, kivi2, kivi4, rot4, rot3, fp8, fp4)",
                         k && !kvx_plan_codec_parse(k, &kc->k) ? k : v);
     if (o->kivi_group > 0)
         kc->kivi_group = (int32_t)o->kivi_group;

@@ -47,7 +47,7 @@ static int parse_codec(const char *flag, const char *s, enum kvx_kv_codec *out)
     if (!s)
         return 0;
     if (!kvx_kv_codec_parse(s, out))
-        return cli_fail("%s: unknown KV codec '%s' (f32, f16, bf16, q8, q4, kivi2, kivi4, rot4, rot3)",
+        return cli_fail("%s: unknown KV codec '%s' (f32, f16, bf16, q8, q4, q4plain, kivi2, kivi4, rot4, rot3)",
                         flag, s);
     return 0;
 }

@@ -25,13 +25,14 @@ static const struct codec_row codecs[KVX_KV_CODEC_COUNT] = {
     [KVX_KV_CODEC_ROT4] = {"rot4", kvx_kv_codec_rot4, 32, false},
     [KVX_KV_CODEC_ROT3] = {"rot3", kvx_kv_codec_rot3, 32, false},
     [KVX_KV_CODEC_KIVI4] = {"kivi4", kvx_kv_codec_kivi4, 32, true},
+    [KVX_KV_CODEC_Q4PLAIN] = {"q4plain", kvx_kv_codec_q4plain, 32, false},
 };
 
 /* Largest head dimension codec c stores, 0 for no limit (the rotating codecs rotate a head on
- * the stack: kv/codec_rot.c). */
+ * the stack: kv/codec_rot.c, kv/codec_q4.c). */
 static int32_t codec_max_dim(enum kvx_kv_codec c)
 {
-    return c == KVX_KV_CODEC_ROT4 || c == KVX_KV_CODEC_ROT3 ? 4096 : 0;
+    return c == KVX_KV_CODEC_ROT4 || c == KVX_KV_CODEC_ROT3 || c == KVX_KV_CODEC_Q4 ? 4096 : 0;
 }
 
 const struct kvx_kv_codec_ops *kvx_kv_codec_ops(enum kvx_kv_codec c, enum kvx_isa isa)

@@ -53,6 +53,15 @@ struct kvx_kv_codec_ops {
                   int32_t tok, const float *k);
     void (*v_put)(uint8_t *data, uint8_t *state, const struct kvx_kv_fmt *f, int64_t slot0,
                   int32_t tok, const float *v);
+    /* Codecs with a per-page header derived from the page before (q4: the page's centre).
+     * Called before the put of token 0 of a page (slot slot0 > 0): data is the head's region of
+     * the new page, prev that of the sequence's page before it, complete (NULL when there is
+     * none: evicted or never stored).  A put of slot 0 starts a first page's header itself.
+     * NULL for codecs whose pages stand alone. */
+    void (*k_begin_page)(uint8_t *data, const uint8_t *prev, const struct kvx_kv_fmt *f,
+                         int64_t slot0);
+    void (*v_begin_page)(uint8_t *data, const uint8_t *prev, const struct kvx_kv_fmt *f,
+                         int64_t slot0);
     /* Read back the stored vector, decoded, in the model's basis (rot codecs un-rotate). */
     void (*k_get)(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t tok, float *k);
     void (*v_get)(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t tok, float *v);
@@ -101,6 +110,7 @@ const struct kvx_kv_codec_ops *kvx_kv_codec_f16(enum kvx_isa isa);
 const struct kvx_kv_codec_ops *kvx_kv_codec_bf16(enum kvx_isa isa);
 const struct kvx_kv_codec_ops *kvx_kv_codec_q8(enum kvx_isa isa);
 const struct kvx_kv_codec_ops *kvx_kv_codec_q4(enum kvx_isa isa);
+const struct kvx_kv_codec_ops *kvx_kv_codec_q4plain(enum kvx_isa isa);
 const struct kvx_kv_codec_ops *kvx_kv_codec_kivi2(enum kvx_isa isa);
 const struct kvx_kv_codec_ops *kvx_kv_codec_rot4(enum kvx_isa isa);
 const struct kvx_kv_codec_ops *kvx_kv_codec_rot3(enum kvx_isa isa);
@@ -145,7 +155,8 @@ KVX_KV_DECLARE_KERNELS(bf16, avx512);
 /* Ops of codec `c` for `isa`; NULL for an unknown codec. */
 const struct kvx_kv_codec_ops *kvx_kv_codec_ops(enum kvx_kv_codec c, enum kvx_isa isa);
 const char *kvx_kv_codec_name(enum kvx_kv_codec c);
-/* Parse a codec name ("f32", "f16", "bf16", "q8", "q4", "kivi2", "rot4", "rot3", "kivi4");
+/* Parse a codec name ("f32", "f16", "bf16", "q8", "q4", "kivi2", "rot4", "rot3", "kivi4",
+ * "q4plain");
  * false if unknown. */
 bool kvx_kv_codec_parse(const char *s, enum kvx_kv_codec *out);
 /* The format of one head of dimension dim in pages of page_tokens tokens, with the kivi2

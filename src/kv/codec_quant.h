@@ -81,19 +81,19 @@ void kvx_kv_qquery_scalar(const float *q, int32_t dim, int32_t nq, int32_t c0, i
                           struct kvx_kv_qquery *out);
 
 KVX_KV_DECLARE_STORE(q8);
-KVX_KV_DECLARE_STORE(q4);
+KVX_KV_DECLARE_STORE(q4plain);
 KVX_KV_DECLARE_KERNELS(q8, scalar);
-KVX_KV_DECLARE_KERNELS(q4, scalar);
+KVX_KV_DECLARE_KERNELS(q4plain, scalar);
 KVX_KV_DECLARE_KERNELS(q8, avx2);
-KVX_KV_DECLARE_KERNELS(q4, avx2);
+KVX_KV_DECLARE_KERNELS(q4plain, avx2);
 /* AVX-512: pv in codec_quant_avx512.c, qk in codec_quant_avx512vnni.c (AVX2's qk without VNNI). */
 void kvx_kv_pv_q8_avx512(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
                          int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc);
-void kvx_kv_pv_q4_avx512(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
+void kvx_kv_pv_q4plain_avx512(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
                          int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc);
 void kvx_kv_qk_q8_avx512vnni(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
                              int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld);
-void kvx_kv_qk_q4_avx512vnni(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
+void kvx_kv_qk_q4plain_avx512vnni(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
                              int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld);
 
 /* The method tables of an integer codec NAME (q8, q4) and its getter kvx_kv_codec_NAME:

@@ -221,8 +221,8 @@ void kvx_kv_qk_q8_avx2(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
 }
 
 /* qk, q4 K, AVX2.  scores[i*ld + t - t0] = sum_g (dk_g[t] dq_ig) I_ig[t] + mk_g[t] S_ig, I exact
- * in int32.  Test: within 1e-6 x sum_g (|dk dq I| + |mk| sum |q|) of kvx_kv_qk_q4_scalar. */
-void kvx_kv_qk_q4_avx2(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
+ * in int32.  Test: within 1e-6 x sum_g (|dk dq I| + |mk| sum |q|) of kvx_kv_qk_q4plain_scalar. */
+void kvx_kv_qk_q4plain_avx2(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
                        int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld)
 {
     qk_avx2(b->data, f->dim, t0, t1, q, n_q, true, scores, ld);
@@ -342,8 +342,8 @@ void kvx_kv_pv_q8_avx2(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
 
 /* pv, q4 V, AVX2.  acc[i*dim + d] += sum_t (p_it dv_g[t]) v_q_d[t] + sum_t p_it mv_g[t], fp32
  * FMA in token order, the minimum's share per lane then across lanes.
- * Test: within 1e-5 x sum_t (|w v_q| + |p mv|) of kvx_kv_pv_q4_scalar. */
-void kvx_kv_pv_q4_avx2(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
+ * Test: within 1e-5 x sum_t (|w v_q| + |p mv|) of kvx_kv_pv_q4plain_scalar. */
+void kvx_kv_pv_q4plain_avx2(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
                        int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc)
 {
     pv_avx2(b->data, f->dim, t0, t1, p, n_q, ld, acc, true);

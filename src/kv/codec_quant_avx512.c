@@ -148,8 +148,8 @@ void kvx_kv_pv_q8_avx512(const struct kvx_kv_block *b, const struct kvx_kv_fmt *
 
 /* pv, q4 V, AVX-512.  acc[i*dim + d] += sum_t (p_it dv_g[t]) v_q_d[t] + sum_t p_it mv_g[t],
  * fp32 FMA in token order, the minimum's share summed per lane then across lanes.
- * Test: within 1e-5 x sum_t (|w v_q| + |p mv|) of kvx_kv_pv_q4_scalar. */
-void kvx_kv_pv_q4_avx512(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
+ * Test: within 1e-5 x sum_t (|w v_q| + |p mv|) of kvx_kv_pv_q4plain_scalar. */
+void kvx_kv_pv_q4plain_avx512(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
                          int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc)
 {
     pv_avx512(b->data, f->dim, t0, t1, p, n_q, ld, acc, true);

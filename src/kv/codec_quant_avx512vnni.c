@@ -217,8 +217,8 @@ void kvx_kv_qk_q8_avx512vnni(const struct kvx_kv_block *b, const struct kvx_kv_f
 
 /* qk, q4 K, AVX-512 VNNI.  scores[i*ld + t - t0] = sum_g (dk_g[t] dq_ig) I_ig[t] + mk_g[t] S_ig,
  * I exact in int32 (vpdpbusd on the unpacked nibbles), fp32 FMA epilogue per group.
- * Test: within 1e-6 x sum_g (|dk dq I| + |mk| sum |q|) of kvx_kv_qk_q4_scalar. */
-void kvx_kv_qk_q4_avx512vnni(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
+ * Test: within 1e-6 x sum_g (|dk dq I| + |mk| sum |q|) of kvx_kv_qk_q4plain_scalar. */
+void kvx_kv_qk_q4plain_avx512vnni(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
                              int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld)
 {
     qk_vnni(b->data, f->dim, t0, t1, q, n_q, true, scores, ld);

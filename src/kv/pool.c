@@ -717,6 +717,30 @@ enum kvx_status kvx_kv_seq_reserve(struct kvx_kv_seq *s, int64_t n_tokens, struc
 /* ---------------------------------------------------------------------------------------------
  * Writing and reading */
 
+/* Page pg of the sequence's table of `layer` receives its first token: codecs with a per-page
+ * header derive it for head h from the page before (kv/codec.h, k_begin_page). */
+static void begin_page(const struct kvx_kv_seq *s, int32_t layer, int32_t h, int64_t pg)
+{
+    const struct kvx_kv_pool *p = s->pool;
+    const struct kvx_kv_layout *l = p->layout;
+    const struct kvx_kv_table *t = &s->tables[layer];
+    const struct kvx_kv_codec_ops *ko = p->k_ops[layer], *vo = p->v_ops[layer];
+    if (pg <= 0 || (!ko->k_begin_page && !vo->v_begin_page))
+        return;
+    const int64_t slot0 = pg * l->page_tokens;
+    const uint8_t *prev = t->ptrs[pg - 1];
+    const size_t koff = kvx_kv_layer_k_offset(l, layer, h), voff = kvx_kv_layer_v_offset(l, layer, h);
+    if (ko->k_begin_page) {
+        const struct kvx_kv_fmt kf = kvx_kv_layer_k_fmt(l, layer);
+        ko->k_begin_page(t->ptrs[pg] + koff, prev ? prev + koff : NULL, &kf, slot0);
+    }
+    const struct kvx_layer_cache *c = &l->layers[layer];
+    if (vo->v_begin_page && c->kind != KVX_KV_KIND_LATENT && c->v_dim > 0) {
+        const struct kvx_kv_fmt vf = kvx_kv_layer_v_fmt(l, layer);
+        vo->v_begin_page(t->ptrs[pg] + voff, prev ? prev + voff : NULL, &vf, slot0);
+    }
+}
+
 void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const float *k,
                       const float *v)
 {
@@ -743,6 +767,9 @@ void kvx_kv_seq_write(struct kvx_kv_seq *s, int32_t layer, int64_t pos, const fl
     uint8_t *v_base = t->ptrs[pg] + kvx_kv_layer_v_offset(l, layer, 0);
     uint8_t *k_state = t->state, *v_state = t->state ? t->state + (size_t)c->n_kv_heads * kss : NULL;
     struct kvx_kv_fmt kf = kvx_kv_layer_k_fmt(l, layer), vf = kvx_kv_layer_v_fmt(l, layer);
+    if (tok == 0)
+        for (int32_t h = 0; h < c->n_kv_heads; h++)
+            begin_page(s, layer, h, pg);
     for (int32_t h = 0; h < c->n_kv_heads; h++) {
         p->k_ops[layer]->k_put(k_base + (size_t)h * ks, kss ? k_state + (size_t)h * kss : NULL, &kf,
                                slot0, tok, k + (size_t)h * (size_t)c->k_dim);
@@ -923,6 +950,8 @@ static void compact_head(struct kvx_kv_seq *s, int32_t layer, int32_t h, const i
     for (int64_t j = d0; j < n_keep; j++) {
         uint8_t *page = t->ptrs[j / pt];
         const int32_t tok = (int32_t)(j % pt);
+        if (tok == 0)
+            begin_page(s, layer, h, j / pt);
         p->k_ops[layer]->k_put(page + ko, k_state, &v.k_fmt, j - tok, tok,
                                kb + (size_t)(j - d0) * (size_t)kd);
         p->v_ops[layer]->v_put(page + vo, v_state, &v.v_fmt, j - tok, tok,
