@@ -6,7 +6,7 @@
  *     also after truncations, forks, compactions and writes into a shared prefix's successor;
  *   - put/get round trip: far smaller error than q4plain on rows with per-channel offsets;
  *   - scores and attention over a pool against a double-precision reference over the decoded
- *     vectors, every ISA, against the scalar ops;
+ *     vectors, every ISA; the centre's share of each ISA against the scalar one, odd sizes;
  *   - the engine on the real model: q4 logits closer to f16's than q4plain's. */
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +14,7 @@
 #include "attn/attn.h"
 #include "engine/engine.h"
 #include "kv/codec.h"
+#include "kv/codec_quant.h"
 #include "kv/hadamard.h"
 #include "kv/pool.h"
 #include "kvx.h"
@@ -303,6 +304,48 @@ KVX_TEST(kv_q4_attention_matches_reference)
         kvx_kv_pool_destroy(p);
         kvx_kv_layout_free(&lay);
     }
+}
+
+/* kvx_kv_q4_centre_{qk,pv}_ISA against _scalar: any n (tails), head dims 32 and 96, up to 5
+ * query rows; entries past n untouched. */
+KVX_TEST(kv_q4_centre_share_simd_matches_scalar)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    typedef void (*qk_fn)(const float *, int32_t, int32_t, const float *, float *, int64_t, int32_t);
+    typedef void (*pv_fn)(const float *, int32_t, int64_t, int32_t, const float *, int32_t, float *);
+    const qk_fn qks[] = {kvx_kv_q4_centre_qk_scalar, kvx_kv_q4_centre_qk_avx2, kvx_kv_q4_centre_qk_avx512};
+    const pv_fn pvs[] = {kvx_kv_q4_centre_pv_scalar, kvx_kv_q4_centre_pv_avx2, kvx_kv_q4_centre_pv_avx512};
+    const enum kvx_isa isas[] = {KVX_ISA_SCALAR, KVX_ISA_AVX2, KVX_ISA_AVX512};
+    uint64_t rng = 13;
+    enum { LD = 80, DIM = 96, NQ = 5 };
+    float q[NQ * DIM], c[DIM], p[NQ * LD], s_ref[NQ * LD], s_got[NQ * LD], a_ref[NQ * DIM], a_got[NQ * DIM];
+    int bad = 0;
+    for (int k = 1; k < 3; k++) {
+        if (!kvx_cpu_has_isa(isas[k]))
+            continue;
+        for (int32_t dim = 32; dim <= DIM; dim += 64)
+            for (int32_t n = 1; n <= 70; n += 3)
+                for (int32_t n_q = 1; n_q <= NQ; n_q += 2) {
+                    for (int i = 0; i < NQ * DIM; i++)
+                        q[i] = rng_float(&rng), a_ref[i] = a_got[i] = rng_float(&rng);
+                    for (int i = 0; i < DIM; i++)
+                        c[i] = 10.0f * rng_float(&rng);
+                    for (int i = 0; i < NQ * LD; i++)
+                        p[i] = 0.5f + 0.5f * rng_float(&rng), s_ref[i] = s_got[i] = rng_float(&rng);
+                    qks[0](q, n_q, dim, c, s_ref, LD, n);
+                    qks[k](q, n_q, dim, c, s_got, LD, n);
+                    pvs[0](p, n_q, LD, n, c, dim, a_ref);
+                    pvs[k](p, n_q, LD, n, c, dim, a_got);
+                    for (int i = 0; i < NQ * LD; i++)
+                        bad += !(fabs(s_got[i] - s_ref[i]) <= 1e-5 * (1 + fabs(s_ref[i])));
+                    for (int i = 0; i < NQ * DIM; i++)
+                        bad += !(fabs(a_got[i] - a_ref[i]) <= 1e-5 * (1 + fabs(a_ref[i])));
+                }
+    }
+    KVX_CHECK_EQ_INT(bad, 0);
+#else
+    kvx_test_skip("no SIMD variants on this processor");
+#endif
 }
 
 KVX_TEST(kv_q4_ops_tables)

@@ -54,9 +54,10 @@ struct kvx_kv_codec_ops {
     void (*v_put)(uint8_t *data, uint8_t *state, const struct kvx_kv_fmt *f, int64_t slot0,
                   int32_t tok, const float *v);
     /* Codecs with a per-page header derived from the page before (q4: the page's centre).
-     * Called before the put of token 0 of a page (slot slot0 > 0): data is the head's region of
-     * the new page, prev that of the sequence's page before it, complete (NULL when there is
-     * none: evicted or never stored).  A put of slot 0 starts a first page's header itself.
+     * Called before the put of token 0 of every page: data is the head's region of the new
+     * page (slot0 its first slot), prev that of the sequence's page before it, complete (NULL
+     * for the first page, or when there is none: evicted or never stored).  An all-zero
+     * header is the first page's, so a zero-filled region (a state block) needs no call.
      * NULL for codecs whose pages stand alone. */
     void (*k_begin_page)(uint8_t *data, const uint8_t *prev, const struct kvx_kv_fmt *f,
                          int64_t slot0);

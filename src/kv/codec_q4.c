@@ -29,8 +29,8 @@
  * both centred on running means, 4-bit, pages of 256: ppl +3.6% against +2.4%).
  *
  * Cost: the header, dim f32 per head and page (page_tokens 256, dim 64: 1 byte per token and
- * head against q4plain's 40).  The SIMD kernels are q4plain's; the per-page corrections are
- * scalar, in a fixed order, so every ISA adds the same values. */
+ * head against q4plain's 40), and the centre's share per query and page (centre_qk, centre_pv
+ * below; SIMD in codec_quant_avx2.c / codec_quant_avx512.c).  The code kernels are q4plain's. */
 #include <string.h>
 
 #include "kv/codec_quant.h"
@@ -91,13 +91,10 @@ static void v_begin_page(uint8_t *data, const uint8_t *prev, const struct kvx_kv
     begin_page(data, prev, f, slot0, kvx_kv_v_get_q4plain);
 }
 
-/* y = x - c (x already in the stored basis); a first page starts its header (c = 0). */
-static void centred(uint8_t *data, const struct kvx_kv_fmt *f, int64_t slot0, int32_t tok,
-                    const float *x, float *y)
+/* y = x - c (x already in the stored basis). */
+static void centred(const uint8_t *data, const struct kvx_kv_fmt *f, const float *x, float *y)
 {
-    float *c = (float *)data;
-    if (slot0 == 0 && tok == 0)
-        memset(c, 0, header_bytes(f));
+    const float *c = (const float *)data;
     for (int32_t i = 0; i < f->dim; i++)
         y[i] = x[i] - c[i];
 }
@@ -108,7 +105,7 @@ static void k_put(uint8_t *data, uint8_t *state, const struct kvx_kv_fmt *f, int
     float r[Q4_MAX_DIM];
     memcpy(r, k, (size_t)f->dim * sizeof *r);
     kvx_kv_rotate(r, 1, f->dim);
-    centred(data, f, slot0, tok, r, r);
+    centred(data, f, r, r);
     kvx_kv_k_put_q4plain(data + header_bytes(f), state, f, slot0, tok, r);
 }
 
@@ -116,7 +113,7 @@ static void v_put(uint8_t *data, uint8_t *state, const struct kvx_kv_fmt *f, int
                   int32_t tok, const float *v)
 {
     float y[Q4_MAX_DIM];
-    centred(data, f, slot0, tok, v, y);
+    centred(data, f, v, y);
     kvx_kv_v_put_q4plain(data + header_bytes(f), state, f, slot0, tok, y);
 }
 
@@ -147,85 +144,78 @@ typedef void (*qk_fn)(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, 
 typedef void (*pv_fn)(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
                       int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc);
 
-/* sum_j a_j b_j (b NULL: sum_j a_j), j < n, in 16 independent partial sums added in a fixed
- * order: no serial chain of n dependent adds (this runs once per query and page; the compiler
- * can keep the 16 sums in vector registers), and the same value on every ISA. */
-static float sum16(const float *restrict a, const float *restrict b, int32_t n)
+/* The centre's share, scalar (the specification; AVX2 / AVX-512 in codec_quant_avx2.c /
+ * codec_quant_avx512.c differ by fp32 summation order only):
+ *   centre_qk: scores[i*ld + t] += q_i·c  for t < n, i < n_q;
+ *   centre_pv: acc[i*dim + d] += (sum_{t<n} p[i*ld + t]) c_d. */
+void kvx_kv_q4_centre_qk_scalar(const float *q, int32_t n_q, int32_t dim, const float *c,
+                                float *scores, int64_t ld, int32_t n)
 {
-    float part[16] = {0};
-    int32_t j = 0;
-    if (b)
-        for (; j + 16 <= n; j += 16)
-            for (int u = 0; u < 16; u++)
-                part[u] += a[j + u] * b[j + u];
-    else
-        for (; j + 16 <= n; j += 16)
-            for (int u = 0; u < 16; u++)
-                part[u] += a[j + u];
-    for (; j < n; j++)
-        part[j % 16] += a[j] * (b ? b[j] : 1.0f);
-    for (int w = 8; w > 0; w /= 2)
-        for (int u = 0; u < w; u++)
-            part[u] += part[u + w];
-    return part[0];
-}
-
-/* x[j] += s for j < n. */
-static void add_all(float *restrict x, int32_t n, float s)
-{
-    int32_t j = 0;
-    for (; j + 16 <= n; j += 16)
-        for (int u = 0; u < 16; u++)
-            x[j + u] += s;
-    for (; j < n; j++)
-        x[j] += s;
-}
-
-/* scores[i*ld + t - t0] = q_i·y'_t + q_i·c  (q rotated; q4plain's kernel for the first term). */
-static void qk_centred(qk_fn inner, const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
-                       int32_t t0, int32_t t1, const float *q, int32_t n_q, float *scores,
-                       int64_t ld)
-{
-    const struct kvx_kv_block in = {b->data + header_bytes(f), b->state, b->slot0};
-    inner(&in, f, t0, t1, q, n_q, scores, ld);
-    if (b->slot0 == 0)
-        return; /* c_0 = 0 */
-    const float *c = (const float *)b->data;
     for (int32_t i = 0; i < n_q; i++) {
-        const float s = sum16(q + (size_t)i * (size_t)f->dim, c, f->dim);
-        add_all(scores + (int64_t)i * ld, t1 - t0, s);
+        const float *qi = q + (size_t)i * (size_t)dim;
+        float s = 0.0f;
+        for (int32_t d = 0; d < dim; d++)
+            s += qi[d] * c[d];
+        float *row = scores + (int64_t)i * ld;
+        for (int32_t t = 0; t < n; t++)
+            row[t] += s;
     }
 }
 
-/* acc_i += sum_t p_it y'_t + (sum_t p_it) c. */
-static void pv_centred(pv_fn inner, const struct kvx_kv_block *b, const struct kvx_kv_fmt *f,
-                       int32_t t0, int32_t t1, const float *p, int32_t n_q, int64_t ld,
-                       float *acc)
+void kvx_kv_q4_centre_pv_scalar(const float *p, int32_t n_q, int64_t ld, int32_t n,
+                                const float *c, int32_t dim, float *acc)
 {
-    const struct kvx_kv_block in = {b->data + header_bytes(f), b->state, b->slot0};
-    inner(&in, f, t0, t1, p, n_q, ld, acc);
-    if (b->slot0 == 0)
-        return;
-    const float *c = (const float *)b->data;
     for (int32_t i = 0; i < n_q; i++) {
-        const float w = sum16(p + (int64_t)i * ld, NULL, t1 - t0);
-        float *ai = acc + (size_t)i * (size_t)f->dim;
-        for (int32_t d = 0; d < f->dim; d++)
+        const float *pi = p + (int64_t)i * ld;
+        float w = 0.0f;
+        for (int32_t t = 0; t < n; t++)
+            w += pi[t];
+        float *ai = acc + (size_t)i * (size_t)dim;
+        for (int32_t d = 0; d < dim; d++)
             ai[d] += w * c[d];
     }
 }
 
-/* The kernels of one ISA: q4plain's qk_isa and pv_isa with the corrections above. */
-#define Q4_KERNELS(tag, qk_isa, pv_isa)                                                          \
+typedef void (*centre_qk_fn)(const float *q, int32_t n_q, int32_t dim, const float *c,
+                             float *scores, int64_t ld, int32_t n);
+typedef void (*centre_pv_fn)(const float *p, int32_t n_q, int64_t ld, int32_t n, const float *c,
+                             int32_t dim, float *acc);
+
+/* scores[i*ld + t - t0] = q_i·y'_t + q_i·c  (q rotated; q4plain's kernel for the first term). */
+static void qk_centred(qk_fn inner, centre_qk_fn centre, const struct kvx_kv_block *b,
+                       const struct kvx_kv_fmt *f, int32_t t0, int32_t t1, const float *q,
+                       int32_t n_q, float *scores, int64_t ld)
+{
+    const struct kvx_kv_block in = {b->data + header_bytes(f), b->state, b->slot0};
+    inner(&in, f, t0, t1, q, n_q, scores, ld);
+    if (b->slot0 != 0) /* c_0 = 0 */
+        centre(q, n_q, f->dim, (const float *)b->data, scores, ld, t1 - t0);
+}
+
+/* acc_i += sum_t p_it y'_t + (sum_t p_it) c. */
+static void pv_centred(pv_fn inner, centre_pv_fn centre, const struct kvx_kv_block *b,
+                       const struct kvx_kv_fmt *f, int32_t t0, int32_t t1, const float *p,
+                       int32_t n_q, int64_t ld, float *acc)
+{
+    const struct kvx_kv_block in = {b->data + header_bytes(f), b->state, b->slot0};
+    inner(&in, f, t0, t1, p, n_q, ld, acc);
+    if (b->slot0 != 0)
+        centre(p, n_q, ld, t1 - t0, (const float *)b->data, f->dim, acc);
+}
+
+/* The kernels of one ISA: q4plain's qk_isa and pv_isa with the centre's share of c_isa. */
+#define Q4_KERNELS(tag, qk_isa, pv_isa, c_isa)                                                   \
     static void qk_##tag(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,  \
                          int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld)    \
     {                                                                                            \
-        qk_centred(kvx_kv_qk_q4plain_##qk_isa, b, f, t0, t1, q, n_q, scores, ld);                \
+        qk_centred(kvx_kv_qk_q4plain_##qk_isa, kvx_kv_q4_centre_qk_##c_isa, b, f, t0, t1, q,    \
+                   n_q, scores, ld);                                                             \
     }                                                                                            \
     static void pv_##tag(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,  \
                          int32_t t1, const float *p, int32_t n_q, int64_t ld, float *acc)       \
     {                                                                                            \
-        pv_centred(kvx_kv_pv_q4plain_##pv_isa, b, f, t0, t1, p, n_q, ld, acc);                   \
+        pv_centred(kvx_kv_pv_q4plain_##pv_isa, kvx_kv_q4_centre_pv_##c_isa, b, f, t0, t1, p,    \
+                   n_q, ld, acc);                                                                \
     }
 
 #define Q4_OPS(tag)                                                                              \
@@ -236,11 +226,11 @@ static void pv_centred(pv_fn inner, const struct kvx_kv_block *b, const struct k
         .v_get = v_get, .qk = qk_##tag, .pv = pv_##tag, .q_rotate = kvx_kv_rotate,               \
     }
 
-Q4_KERNELS(scalar, scalar, scalar)
+Q4_KERNELS(scalar, scalar, scalar, scalar)
 #if defined(__x86_64__) || defined(__i386__)
-Q4_KERNELS(avx2, avx2, avx2)
-Q4_KERNELS(avx512, avx2, avx512)
-Q4_KERNELS(avx512vnni, avx512vnni, avx512)
+Q4_KERNELS(avx2, avx2, avx2, avx2)
+Q4_KERNELS(avx512, avx2, avx512, avx512)
+Q4_KERNELS(avx512vnni, avx512vnni, avx512, avx512)
 
 static const struct kvx_kv_codec_ops ops_q4[KVX_ISA_COUNT] = {
     [KVX_ISA_SCALAR] = Q4_OPS(scalar),

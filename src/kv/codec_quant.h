@@ -96,6 +96,18 @@ void kvx_kv_qk_q8_avx512vnni(const struct kvx_kv_block *b, const struct kvx_kv_f
 void kvx_kv_qk_q4plain_avx512vnni(const struct kvx_kv_block *b, const struct kvx_kv_fmt *f, int32_t t0,
                              int32_t t1, const float *q, int32_t n_q, float *scores, int64_t ld);
 
+/* The q4 codec's centre share per page (kv/codec_q4.c has the scalar specification):
+ * centre_qk adds q_i·c to n scores of each query row, centre_pv adds (sum of n weights of row
+ * i) c to accumulator row i. */
+#define KVX_KV_DECLARE_Q4_CENTRE(isa)                                                            \
+    void kvx_kv_q4_centre_qk_##isa(const float *q, int32_t n_q, int32_t dim, const float *c,    \
+                                   float *scores, int64_t ld, int32_t n);                       \
+    void kvx_kv_q4_centre_pv_##isa(const float *p, int32_t n_q, int64_t ld, int32_t n,          \
+                                   const float *c, int32_t dim, float *acc)
+KVX_KV_DECLARE_Q4_CENTRE(scalar);
+KVX_KV_DECLARE_Q4_CENTRE(avx2);
+KVX_KV_DECLARE_Q4_CENTRE(avx512);
+
 /* The method tables of an integer codec NAME (q8, q4) and its getter kvx_kv_codec_NAME:
  * scalar, AVX2 and AVX-512 kernels, the AVX-512 table taking the VNNI integer q·k when the CPU
  * has it (AVX-512 without VNNI uses AVX2's integer dot products).  Needs ops/cpu.h. */

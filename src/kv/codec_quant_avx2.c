@@ -349,4 +349,55 @@ void kvx_kv_pv_q4plain_avx2(const struct kvx_kv_block *b, const struct kvx_kv_fm
     pv_avx2(b->data, f->dim, t0, t1, p, n_q, ld, acc, true);
 }
 
+/* The q4 codec's centre share (kvx_kv_q4_centre_*_scalar in codec_q4.c), 8 lanes: two
+ * accumulators for the dot product and the sum, scalar tails.  Test: test_kv_codec_q4.c. */
+
+void kvx_kv_q4_centre_qk_avx2(const float *q, int32_t n_q, int32_t dim, const float *c,
+                              float *scores, int64_t ld, int32_t n)
+{
+    for (int32_t i = 0; i < n_q; i++) {
+        const float *qi = q + (size_t)i * (size_t)dim;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int32_t d = 0;
+        for (; d + 16 <= dim; d += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + d), _mm256_loadu_ps(c + d), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + d + 8), _mm256_loadu_ps(c + d + 8), a1);
+        }
+        float s = hsum8(_mm256_add_ps(a0, a1));
+        for (; d < dim; d++)
+            s += qi[d] * c[d];
+        float *row = scores + (int64_t)i * ld;
+        const __m256 vs = _mm256_set1_ps(s);
+        int32_t t = 0;
+        for (; t + 8 <= n; t += 8)
+            _mm256_storeu_ps(row + t, _mm256_add_ps(_mm256_loadu_ps(row + t), vs));
+        for (; t < n; t++)
+            row[t] += s;
+    }
+}
+
+void kvx_kv_q4_centre_pv_avx2(const float *p, int32_t n_q, int64_t ld, int32_t n,
+                              const float *c, int32_t dim, float *acc)
+{
+    for (int32_t i = 0; i < n_q; i++) {
+        const float *pi = p + (int64_t)i * ld;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int32_t t = 0;
+        for (; t + 16 <= n; t += 16) {
+            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(pi + t));
+            a1 = _mm256_add_ps(a1, _mm256_loadu_ps(pi + t + 8));
+        }
+        float w = hsum8(_mm256_add_ps(a0, a1));
+        for (; t < n; t++)
+            w += pi[t];
+        float *ai = acc + (size_t)i * (size_t)dim;
+        const __m256 vw = _mm256_set1_ps(w);
+        int32_t d = 0;
+        for (; d + 8 <= dim; d += 8)
+            _mm256_storeu_ps(ai + d, _mm256_fmadd_ps(vw, _mm256_loadu_ps(c + d), _mm256_loadu_ps(ai + d)));
+        for (; d < dim; d++)
+            ai[d] += w * c[d];
+    }
+}
+
 #endif

@@ -155,4 +155,50 @@ void kvx_kv_pv_q4plain_avx512(const struct kvx_kv_block *b, const struct kvx_kv_
     pv_avx512(b->data, f->dim, t0, t1, p, n_q, ld, acc, true);
 }
 
+/* The q4 codec's centre share (kvx_kv_q4_centre_*_scalar in codec_q4.c), 16 lanes with masked
+ * tails.  Test: test_kv_codec_q4.c. */
+static __mmask16 tail_mask(int32_t left) { return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u); }
+
+void kvx_kv_q4_centre_qk_avx512(const float *q, int32_t n_q, int32_t dim, const float *c,
+                                float *scores, int64_t ld, int32_t n)
+{
+    for (int32_t i = 0; i < n_q; i++) {
+        const float *qi = q + (size_t)i * (size_t)dim;
+        __m512 a = _mm512_setzero_ps();
+        for (int32_t d = 0; d < dim; d += 16) {
+            const __mmask16 k = tail_mask(dim - d);
+            a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, qi + d), _mm512_maskz_loadu_ps(k, c + d), a);
+        }
+        const __m512 vs = _mm512_set1_ps(_mm512_reduce_add_ps(a));
+        float *row = scores + (int64_t)i * ld;
+        for (int32_t t = 0; t < n; t += 16) {
+            const __mmask16 k = tail_mask(n - t);
+            _mm512_mask_storeu_ps(row + t, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, row + t), vs));
+        }
+    }
+}
+
+void kvx_kv_q4_centre_pv_avx512(const float *p, int32_t n_q, int64_t ld, int32_t n,
+                                const float *c, int32_t dim, float *acc)
+{
+    for (int32_t i = 0; i < n_q; i++) {
+        const float *pi = p + (int64_t)i * ld;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        int32_t t = 0;
+        for (; t + 32 <= n; t += 32) {
+            a0 = _mm512_add_ps(a0, _mm512_loadu_ps(pi + t));
+            a1 = _mm512_add_ps(a1, _mm512_loadu_ps(pi + t + 16));
+        }
+        for (; t < n; t += 16)
+            a0 = _mm512_add_ps(a0, _mm512_maskz_loadu_ps(tail_mask(n - t), pi + t));
+        const __m512 vw = _mm512_set1_ps(_mm512_reduce_add_ps(_mm512_add_ps(a0, a1)));
+        float *ai = acc + (size_t)i * (size_t)dim;
+        for (int32_t d = 0; d < dim; d += 16) {
+            const __mmask16 k = tail_mask(dim - d);
+            _mm512_mask_storeu_ps(ai + d, k, _mm512_fmadd_ps(vw, _mm512_maskz_loadu_ps(k, c + d),
+                                                             _mm512_maskz_loadu_ps(k, ai + d)));
+        }
+    }
+}
+
 #endif

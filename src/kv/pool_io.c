@@ -15,10 +15,10 @@ void kvx_kvp_begin_page(const struct kvx_kv_seq *s, int32_t layer, int32_t h, in
     const struct kvx_kv_layout *l = p->layout;
     const struct kvx_kv_table *t = &s->tables[layer];
     const struct kvx_kv_codec_ops *ko = p->k_ops[layer], *vo = p->v_ops[layer];
-    if (pg <= 0 || (!ko->k_begin_page && !vo->v_begin_page))
+    if (!ko->k_begin_page && !vo->v_begin_page)
         return;
     const int64_t slot0 = pg * l->page_tokens;
-    const uint8_t *prev = t->ptrs[pg - 1];
+    const uint8_t *prev = pg > 0 ? t->ptrs[pg - 1] : NULL;
     const size_t koff = kvx_kv_layer_k_offset(l, layer, h), voff = kvx_kv_layer_v_offset(l, layer, h);
     if (ko->k_begin_page) {
         const struct kvx_kv_fmt kf = kvx_kv_layer_k_fmt(l, layer);
