@@ -30,8 +30,8 @@ size_t kvx_attn_workspace_size(struct kvx_attn_workspace *ws, int64_t n_batch, i
     const int64_t G = n_head / n_head_kv;
     ws->chunk = (n_ctx + MAX_CHUNKS - 1) / MAX_CHUNKS;
     ws->chunk = ws->chunk < MIN_CHUNK ? MIN_CHUNK : (ws->chunk + 15) / 16 * 16;
-    /* decode splits a history into at most 4 * n_threads chunks */
-    ws->max_parts = (MAX_CHUNKS > 4 * n_threads ? MAX_CHUNKS : 4 * n_threads) + 2;
+    /* decode splits a history into at most 5 * n_threads chunks (make_plan) */
+    ws->max_parts = (MAX_CHUNKS > 5 * n_threads ? MAX_CHUNKS : 5 * n_threads) + 2;
     const int64_t nq = KVX_ATTN_QBLOCK * G;
     /* per thread: scores for nq queries over a chunk (or a decode chunk up to n_ctx keys),
      * the gathered queries, and one task's m, l, acc */
@@ -114,6 +114,8 @@ static void make_plan(struct plan *p, const struct kvx_attn_batch *b,
     if (b->n_tok == 1) {
         /* decode: enough chunks of at least 256 keys to give every thread work */
         int64_t want = (4 * (int64_t)nth + b->n_head_kv - 1) / b->n_head_kv;
+        while ((want * b->n_head_kv) % nth && want < 5 * (int64_t)nth)
+            want++;   /* as many tasks per thread: no thread left alone with the last one */
         int64_t c = (longest + want - 1) / (want ? want : 1);
         c = c < 256 ? 256 : (c + 15) / 16 * 16;
         p->chunk = c;
