@@ -76,6 +76,12 @@ struct kvx_model_cfg {
      * see a KV cache's own cost, which the 8-bit activation rounding magnifies: a last-bit
      * change of an activation flips roundings in every later layer. */
     bool weights_f32;
+    /* Keep q4_0 / q4_1 / q8_0 weight matrices in the file's row layout.  By default, on a CPU
+     * with AVX-512 VNNI, a GGUF model's dense matrices (llama family) are interleaved 16 rows
+     * at a time in place at load, with the same values (ops/repack.h): one-token products then
+     * run at memory speed instead of the row kernel's compute speed.  Costs one pass over
+     * those weights at open. */
+    bool weights_rows;
 };
 struct kvx_model_cfg kvx_model_cfg_default(void);
 

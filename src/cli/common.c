@@ -134,8 +134,10 @@ int cli_model_cfg(const struct cli_opts *o, struct kvx_model_cfg *mc)
     mc->path = o->model;
     if (o->weights && strcmp(o->weights, "f32") == 0)
         mc->weights_f32 = true;
+    else if (o->weights && strcmp(o->weights, "rows") == 0)
+        mc->weights_rows = true;
     else if (o->weights && strcmp(o->weights, "stored") != 0)
-        return cli_fail("--weights '%s': expected stored or f32", o->weights);
+        return cli_fail("--weights '%s': expected stored, rows or f32", o->weights);
     if (!o->mla || strcmp(o->mla, "absorbed") == 0)
         return 0;
     if (strcmp(o->mla, "naive") == 0) {

@@ -760,6 +760,15 @@ enum kvx_status kvx_gguf_open(const char *path, struct kvx_gguf **out, struct kv
     return KVX_OK;
 }
 
+bool kvx_gguf_set_writable(struct kvx_gguf *g, bool writable)
+{
+    if (!g || !g->owns_map)
+        return false;
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    const size_t span = (g->size + page - 1) / page * page;
+    return mprotect((void *)g->base, span, writable ? PROT_READ | PROT_WRITE : PROT_READ) == 0;
+}
+
 void kvx_gguf_close(struct kvx_gguf *g)
 {
     if (!g)

@@ -98,6 +98,10 @@ struct kvx_gguf {
 
 /* Read `path` into memory (2 MiB-aligned, huge pages advised, read-only) and parse it. */
 enum kvx_status kvx_gguf_open(const char *path, struct kvx_gguf **out, struct kvx_err *err);
+/* Make the bytes kvx_gguf_open read writable (true) or read-only again (false), for a model
+ * that rewrites its weights in place once after loading (ops/repack.h).  False, and nothing
+ * changed, when g borrowed its bytes (kvx_gguf_parse) or the protection cannot change. */
+bool kvx_gguf_set_writable(struct kvx_gguf *g, bool writable);
 /* Parse a GGUF image already in memory (borrowed; must outlive the result).  Fuzz target. */
 enum kvx_status kvx_gguf_parse(const void *data, size_t size, struct kvx_gguf **out,
                                struct kvx_err *err);

@@ -328,6 +328,27 @@ static enum kvx_status llama_hparams(struct kvx_model *m, struct kvx_err *err)
     return KVX_OK;
 }
 
+/* The dense matrices and the output head interleaved for one-token products (ops/repack.h);
+ * a tied embedding reads its rows through the same layout. */
+static enum kvx_status repack(struct kvx_model *m, struct kvx_err *err)
+{
+    const int per = 7, n = per * m->hp.n_layer + 1;
+    struct kvx_mat **mats = malloc((size_t)n * sizeof *mats);
+    if (!mats)
+        return kvx_err_set(err, KVX_ERR_NOMEM, "out of memory");
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        struct kvx_llama_layer *L = &m->layers[il];
+        struct kvx_mat *l[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        memcpy(mats + per * il, l, sizeof l);
+    }
+    mats[n - 1] = &m->output;
+    enum kvx_status st = kvx_model_repack(m, mats, n, err);
+    free(mats);
+    if (m->tok_embd.data == m->output.data)
+        m->tok_embd.x16 = m->output.x16;
+    return st;
+}
+
 static enum kvx_status llama_load_weights(struct kvx_model *m, struct kvx_err *err)
 {
     const bool hf = m->format == KVX_MODEL_SAFETENSORS;
@@ -358,7 +379,7 @@ static enum kvx_status llama_load_weights(struct kvx_model *m, struct kvx_err *e
     for (int il = 0; il < hp->n_layer; il++)
         if ((st = load_layer(m, il, err)) != KVX_OK)
             return st;
-    return KVX_OK;
+    return repack(m, err);
 }
 
 /* Qwen3-MoE FFN parameters of layer il (HF Qwen3MoeDecoderLayer: a sparse block when il is
@@ -476,12 +497,10 @@ static void step_embed(void *ctx, int ith, int nth)
     struct step *s = ctx;
     const struct kvx_model *m = s->m;
     struct kvx_forward *f = s->f;
-    const struct kvx_quant_kernels *k = kvx_quant_kernels((enum kvx_dtype)m->tok_embd.type, KVX_ISA_SCALAR);
     int64_t b, e;
     kvx_split_range(f->n_tok, 1, ith, nth, &b, &e);
     for (int64_t t = b; t < e; t++) {
-        k->to_float(m->tok_embd.data + (size_t)f->tokens[t] * m->tok_embd.row_bytes,
-                    f->s->x + t * m->hp.n_embd, m->hp.n_embd);
+        kvx_mat_row_to_float(&m->tok_embd, f->tokens[t], f->s->x + t * m->hp.n_embd);
         kvx_rope_cache(f->s->rope_cs + t * m->hp.n_rot, m->hp.n_rot, f->pos[t], m->hp.rope_theta,
                        m->hp.rope_freq_scale);
     }
@@ -612,7 +631,7 @@ static void run_matmuls(struct step *s, int n, const struct kvx_mat *const *w, f
                             kvx_quant_vec_dot_type((enum kvx_dtype)w[i]->type))
             j++;
         set_job(s, j - i, w + i, y + i, ldy + i);
-        kvx_threadpool_run(s->f->tp, i == 0 ? prepare : step_quantize, s);
+        kvx_threadpool_run_items(s->f->tp, i == 0 ? prepare : step_quantize, s, s->f->n_tok);
         kvx_threadpool_run(s->f->tp, step_matmul, s);
         i = j;
     }
@@ -631,7 +650,7 @@ static void attention_block(struct step *s)
     float *y[3] = {f->s->q, f->s->k, f->s->v};
     const int64_t ldy[3] = {nq, nkv, nkv};
     run_matmuls(s, 3, w, y, ldy, step_norm);
-    kvx_threadpool_run(f->tp, step_qk_rope, s);
+    kvx_threadpool_run_items(f->tp, step_qk_rope, s, f->n_tok);
     const struct kvx_attn_batch ab = {
         .n_tok = f->n_tok, .pos = f->pos, .seq = f->seq, .layer = s->il,
         .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim,
@@ -648,7 +667,7 @@ static void attention_block(struct step *s)
     s->mm_in_ld = nq;
     run_matmuls(s, 1, wo, yo, ldo, step_quantize);
     if (L->bo)
-        kvx_threadpool_run(f->tp, step_out_bias, s);
+        kvx_threadpool_run_items(f->tp, step_out_bias, s, f->n_tok);
 }
 
 static void ffn_block(struct step *s)
@@ -692,14 +711,14 @@ static void step_residual(void *ctx, int ith, int nth)
 static void llama_forward(const struct kvx_model *m, struct kvx_forward *f)
 {
     struct step s = {.m = m, .f = f};
-    kvx_threadpool_run(f->tp, step_embed, &s);
+    kvx_threadpool_run_items(f->tp, step_embed, &s, f->n_tok);
     for (int il = 0; il < m->hp.n_layer; il++) {
         s.il = il;
         s.L = &m->layers[il];
         attention_block(&s);
         ffn_block(&s);
     }
-    kvx_threadpool_run(f->tp, step_residual, &s);
+    kvx_threadpool_run_items(f->tp, step_residual, &s, f->n_tok);
     s.add = NULL;
     /* gather rows that want logits, normalise, project */
     int64_t n_out = 0;

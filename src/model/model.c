@@ -9,6 +9,7 @@
 
 #include "model/hf_config.h"
 #include "ops/quant.h"
+#include "ops/repack.h"
 #include "text/tokenizer_hf.h"
 #include "util/err.h"
 #include "util/json.h"
@@ -232,6 +233,7 @@ enum kvx_status kvx_model_open(const struct kvx_model_cfg *cfg, struct kvx_model
     m->config_only = cfg->config_only;
     m->mla_mode = cfg->mla;
     m->weights_f32 = cfg->weights_f32;
+    m->weights_rows = cfg->weights_rows;
     enum kvx_status st = kvx_model_path_is_gguf(cfg->path)
                              ? open_gguf(m, cfg->path, err)
                              : open_safetensors(m, cfg->path, cfg->config_only, err);
@@ -355,6 +357,29 @@ struct kvx_mat kvx_model_stack_mat(const struct kvx_wtensor *t, size_t row_bytes
     return (struct kvx_mat){.type = t->type, .n_in = n_in, .n_out = n_out,
                             .row_bytes = row_bytes,
                             .data = (const uint8_t *)t->data + (size_t)first_row * row_bytes};
+}
+
+enum kvx_status kvx_model_repack(struct kvx_model *m, struct kvx_mat *const *mats, int n,
+                                 struct kvx_err *err)
+{
+    if (m->weights_rows || m->format != KVX_MODEL_GGUF || !kvx_x16_fast() ||
+        !kvx_gguf_set_writable(m->gguf, true))
+        return KVX_OK;
+    enum kvx_status st = KVX_OK;
+    for (int i = 0; i < n && st == KVX_OK; i++) {
+        struct kvx_mat *w = mats[i];
+        for (int j = 0; j < i && !w->x16; j++)
+            w->x16 = mats[j]->x16 && mats[j]->data == w->data;
+        if (w->x16 || !kvx_x16_supported((enum kvx_dtype)w->type, w->n_in) ||
+            w->n_out < KVX_X16)
+            continue;
+        if (kvx_x16_pack((enum kvx_dtype)w->type, w->n_in, w->n_out, (uint8_t *)w->data))
+            w->x16 = true;
+        else
+            st = kvx_err_set(err, KVX_ERR_NOMEM, "out of memory interleaving weight rows");
+    }
+    kvx_gguf_set_writable(m->gguf, false);
+    return st;
 }
 
 enum kvx_status kvx_model_own(struct kvx_model *m, void *p, struct kvx_err *err)

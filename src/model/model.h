@@ -144,6 +144,7 @@ struct kvx_model {
     bool config_only;          /* opened without weights (kvx_model_cfg.config_only) */
     enum kvx_mla_mode mla_mode;                /* deepseek_v3: kvx_model_cfg.mla */
     bool weights_f32;          /* kvx_model_cfg.weights_f32 */
+    bool weights_rows;         /* kvx_model_cfg.weights_rows */
     void **owned;                              /* buffers converted at load (f32 vectors, ...) */
     int n_owned, cap_owned;
 };
@@ -202,6 +203,14 @@ enum kvx_status kvx_model_bind_stack(const struct kvx_model *m, const char *name
                                      size_t *row_bytes, struct kvx_err *err);
 struct kvx_mat kvx_model_stack_mat(const struct kvx_wtensor *t, size_t row_bytes,
                                    int64_t first_row, int64_t n_in, int64_t n_out);
+
+/* Interleave the given matrices' rows in place (ops/repack.h) where that pays: a GGUF model
+ * read by kvx_gguf_open, q4_0 / q4_1 / q8_0 matrices, a CPU with the SIMD kernel, and
+ * kvx_model_cfg.weights_rows not set; sets each repacked matrix's x16.  A matrix sharing its
+ * data with one repacked before it in the list is marked, not repacked twice.  Fails only when
+ * out of memory for one group's copy (16 rows). */
+enum kvx_status kvx_model_repack(struct kvx_model *m, struct kvx_mat *const *mats, int n,
+                                 struct kvx_err *err);
 
 /* Keep a malloc'd buffer until the model is closed (freed here on failure). */
 enum kvx_status kvx_model_own(struct kvx_model *m, void *p, struct kvx_err *err);

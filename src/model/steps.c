@@ -28,7 +28,7 @@ static void rows_part(void *ctx, int ith, int nth)
 void kvx_step_rows(struct kvx_forward *f, kvx_row_fn fn, void *ctx)
 {
     struct rows_step s = {.f = f, .fn = fn, .ctx = ctx};
-    kvx_threadpool_run(f->tp, rows_part, &s);
+    kvx_threadpool_run_items(f->tp, rows_part, &s, f->n_tok);
 }
 
 struct matmul_step {
@@ -65,7 +65,7 @@ void kvx_step_matmul(struct kvx_forward *f, const struct kvx_mat *w, const float
     s.job.n_tok = f->n_tok;
     s.job.isa = f->isa;
     atomic_init(&s.job.next, 0);
-    kvx_threadpool_run(f->tp, quantize_part, &s);
+    kvx_threadpool_run_items(f->tp, quantize_part, &s, f->n_tok);
     kvx_threadpool_run(f->tp, matmul_part, &s);
 }
 

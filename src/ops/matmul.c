@@ -8,10 +8,14 @@
  * 4 tokens and each activation block for 4 rows; formats without a tile loop over vec_dot. */
 #include "ops/matmul.h"
 
+#include "ops/repack.h"
 #include "util/threadpool.h"
 
-/* Rows of W kept hot in L1/L2 while every token of the batch passes over them. */
+/* Rows of W kept hot in L1/L2 while every token of the batch passes over them (a multiple of
+ * KVX_X16: chunks of a repacked matrix start at a group). */
 #define ROW_BLOCK 16
+/* Rows of a repacked matrix per x16 call in a batch of several tokens (4 groups). */
+#define X16_ROWS 64
 
 size_t kvx_matmul_xq_row_bytes(const struct kvx_mat *w)
 {
@@ -54,8 +58,8 @@ static void matmul_rows_tiled(const struct kvx_matmul_job *job, int m, int64_t r
     }
 }
 
-static void matmul_rows(const struct kvx_matmul_job *job, int m, int64_t r0, int64_t r1,
-                        const struct kvx_quant_kernels *k)
+static void matmul_rows_plain(const struct kvx_matmul_job *job, int m, int64_t r0, int64_t r1,
+                              const struct kvx_quant_kernels *k)
 {
     const struct kvx_mat *w = job->w[m];
     if (job->n_tok > 1 && k->vec_dot_tile) {
@@ -73,13 +77,52 @@ static void matmul_rows(const struct kvx_matmul_job *job, int m, int64_t r0, int
     }
 }
 
+/* Rows [r0, r1) of a repacked matrix, r0 at a group: the whole groups through the x16 kernel
+ * (one call for one token; for a batch, X16_ROWS rows at a time while the tokens pass over them
+ * 4 by 4), the rows past the last group through the row kernels. */
+static void matmul_rows_x16(const struct kvx_matmul_job *job, int m, int64_t r0, int64_t r1,
+                            const struct kvx_quant_kernels *k)
+{
+    const struct kvx_mat *w = job->w[m];
+    const int64_t packed = w->n_out / KVX_X16 * KVX_X16, g_end = r1 < packed ? r1 : packed;
+    const kvx_x16_matmul_fn fn = kvx_x16_matmul(job->isa);
+    const int64_t step = job->n_tok == 1 ? g_end - r0 : X16_ROWS;
+    for (int64_t rb = r0; rb < g_end; rb += step) {
+        const int64_t re = rb + step < g_end ? rb + step : g_end;
+        for (int64_t t = 0; t < job->n_tok; t += 4) {
+            const int nc = (int)(job->n_tok - t < 4 ? job->n_tok - t : 4);
+            fn((enum kvx_dtype)w->type, w->n_in, w->data + (size_t)rb * w->row_bytes,
+               (re - rb) / KVX_X16, nc, job->xq[m] + (size_t)t * job->xq_stride[m],
+               job->xq_stride[m], job->y[m] + t * job->ldy[m] + rb, job->ldy[m]);
+        }
+    }
+    if (g_end < r1)
+        matmul_rows_plain(job, m, g_end > r0 ? g_end : r0, r1, k);
+}
+
+static void matmul_rows(const struct kvx_matmul_job *job, int m, int64_t r0, int64_t r1,
+                        const struct kvx_quant_kernels *k)
+{
+    if (job->w[m]->x16)
+        matmul_rows_x16(job, m, r0, r1, k);
+    else
+        matmul_rows_plain(job, m, r0, r1, k);
+}
+
+/* Rows of matrix m in the job's row space: each matrix starts at a multiple of ROW_BLOCK. */
+static int64_t padded_rows(const struct kvx_mat *w)
+{
+    return (w->n_out + ROW_BLOCK - 1) / ROW_BLOCK * ROW_BLOCK;
+}
+
 void kvx_matmul_part(struct kvx_matmul_job *job, int ith, int nth)
 {
     (void)ith;
-    /* The concatenated rows of all matrices, in chunks of whole row blocks. */
+    /* The concatenated rows of all matrices (each padded to whole row blocks), in chunks of
+     * whole row blocks. */
     int64_t total = 0;
     for (int m = 0; m < job->n_mats; m++)
-        total += job->w[m]->n_out;
+        total += padded_rows(job->w[m]);
     const int64_t blocks = (total + ROW_BLOCK - 1) / ROW_BLOCK;
     int64_t per = blocks / (4 * (int64_t)(nth > 0 ? nth : 1));
     const int64_t chunk = (per > 0 ? per : 1) * ROW_BLOCK;
@@ -96,7 +139,17 @@ void kvx_matmul_part(struct kvx_matmul_job *job, int ith, int nth)
             if (lo < hi)
                 matmul_rows(job, m, lo, hi,
                             kvx_quant_kernels((enum kvx_dtype)job->w[m]->type, job->isa));
-            base += n;
+            base += padded_rows(job->w[m]);
         }
     }
+}
+
+void kvx_mat_row_to_float(const struct kvx_mat *w, int64_t r, float *dst)
+{
+    if (w->x16) {
+        kvx_x16_row_to_float((enum kvx_dtype)w->type, w->n_in, w->n_out, w->data, r, dst);
+        return;
+    }
+    kvx_quant_kernels((enum kvx_dtype)w->type, KVX_ISA_SCALAR)
+        ->to_float(w->data + (size_t)r * w->row_bytes, dst, w->n_in);
 }

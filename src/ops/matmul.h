@@ -11,6 +11,7 @@
 #define KVX_OPS_MATMUL_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,7 +22,11 @@ struct kvx_mat {
     int64_t n_in, n_out;
     size_t row_bytes;
     const uint8_t *data;
+    bool x16;                  /* rows interleaved in groups of 16 (ops/repack.h) */
 };
+
+/* Row r of w as n_in floats, in either layout (embedding lookups). */
+void kvx_mat_row_to_float(const struct kvx_mat *w, int64_t r, float *dst);
 
 #define KVX_MATMUL_MAX 4
 

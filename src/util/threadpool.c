@@ -149,6 +149,15 @@ void kvx_threadpool_run(struct kvx_threadpool *tp, kvx_parallel_fn fn, void *ctx
         spin_wait(spins);
 }
 
+void kvx_threadpool_run_items(struct kvx_threadpool *tp, kvx_parallel_fn fn, void *ctx,
+                              int64_t n_items)
+{
+    if (n_items < 2)
+        fn(ctx, 0, 1);
+    else
+        kvx_threadpool_run(tp, fn, ctx);
+}
+
 void kvx_split_range(int64_t n, int64_t align, int ith, int nth, int64_t *begin, int64_t *end)
 {
     if (align < 1)

@@ -19,6 +19,12 @@ enum kvx_status kvx_threadpool_create(int n_threads, struct kvx_threadpool **out
 void kvx_threadpool_destroy(struct kvx_threadpool *tp);
 int kvx_threadpool_size(const struct kvx_threadpool *tp);
 void kvx_threadpool_run(struct kvx_threadpool *tp, kvx_parallel_fn fn, void *ctx);
+/* The same for a region over n_items independent items that fn splits by (ith, nth): with
+ * fewer than 2 items, fn(ctx, 0, 1) on the calling thread alone.  A decode step's per-token
+ * work (a norm, RoPE, quantizing one row) is shorter than waking the other threads and waiting
+ * for them to see that they have nothing to do. */
+void kvx_threadpool_run_items(struct kvx_threadpool *tp, kvx_parallel_fn fn, void *ctx,
+                              int64_t n_items);
 
 /* The half-open share [*begin, *end) of n items that thread ith of nth takes, in chunks
  * rounded to multiples of `align` (the last share takes the remainder). */
