@@ -53,13 +53,15 @@ static void put_block(const struct x16_fmt *f, uint8_t *b16, int r, const uint8_
                 (uint8_t)(blk[f->qs_off + 4 * k + (size_t)j] ^ (f->bias ? 0x80 : 0));
 }
 
-/* Whole groups of the matrix, in place, through a copy of one group (tmp, 16 rows). */
-static void convert(enum kvx_dtype t, int64_t n_in, int64_t n_out, uint8_t *data, uint8_t *tmp,
-                    bool pack)
+/* Whole groups of the matrix, in place, through a copy of one group (16 rows). */
+static bool convert(enum kvx_dtype t, int64_t n_in, int64_t n_out, uint8_t *data, bool pack)
 {
     const struct x16_fmt f = x16_fmt_of(t);
     const int64_t nb = n_in / KVX_QK;
     const size_t row_bytes = (size_t)nb * f.bsz, group = KVX_X16 * row_bytes;
+    uint8_t *tmp = malloc(group);
+    if (!tmp)
+        return false;
     for (int64_t g = 0; g < n_out / KVX_X16; g++) {
         uint8_t *p = data + (size_t)g * group;
         memcpy(tmp, p, group);
@@ -73,28 +75,18 @@ static void convert(enum kvx_dtype t, int64_t n_in, int64_t n_out, uint8_t *data
                     get_block(&f, tmp + b16_at, r, p + row_at);
             }
     }
+    free(tmp);
+    return true;
 }
 
 bool kvx_x16_pack(enum kvx_dtype t, int64_t n_in, int64_t n_out, uint8_t *data)
 {
-    const struct x16_fmt f = x16_fmt_of(t);
-    uint8_t *tmp = malloc(KVX_X16 * (size_t)(n_in / KVX_QK) * f.bsz);
-    if (!tmp)
-        return false;
-    convert(t, n_in, n_out, data, tmp, true);
-    free(tmp);
-    return true;
+    return convert(t, n_in, n_out, data, true);
 }
 
 bool kvx_x16_unpack(enum kvx_dtype t, int64_t n_in, int64_t n_out, uint8_t *data)
 {
-    const struct x16_fmt f = x16_fmt_of(t);
-    uint8_t *tmp = malloc(KVX_X16 * (size_t)(n_in / KVX_QK) * f.bsz);
-    if (!tmp)
-        return false;
-    convert(t, n_in, n_out, data, tmp, false);
-    free(tmp);
-    return true;
+    return convert(t, n_in, n_out, data, false);
 }
 
 /* Row r's block b of a repacked matrix, in the format's own block layout. */
