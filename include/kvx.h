@@ -77,9 +77,9 @@ struct kvx_model_cfg {
      * change of an activation flips roundings in every later layer. */
     bool weights_f32;
     /* Keep q4_0 / q4_1 / q8_0 weight matrices in the file's row layout.  By default, on a CPU
-     * with AVX-512 VNNI, a GGUF model's dense matrices (llama family) are interleaved 16 rows
-     * at a time in place at load, with the same values (ops/repack.h): one-token products then
-     * run at memory speed instead of the row kernel's compute speed.  Costs one pass over
+     * with AVX2 or AVX-512, a GGUF model's dense matrices (llama family) are interleaved 16
+     * rows at a time in place at load, with the same values (ops/repack.h): one-token products
+     * then run at memory speed instead of the row kernel's compute speed.  Costs one pass over
      * those weights at open. */
     bool weights_rows;
 };

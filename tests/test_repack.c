@@ -4,12 +4,12 @@
  *     touched; every row read through kvx_x16_row_to_float equals the row kernel's
  *     dequantization of the original row;
  *   - the scalar x16 product equals the scalar vec_dot of the original rows bit for bit, and
- *     the AVX-512 VNNI kernel (when the CPU has it) is within 1e-5 * sum |w*a| of it, for
+ *     the AVX-512 VNNI and AVX2 kernels (those the CPU has) are within 1e-5 * sum |w*a| of it, for
  *     1..4 tokens, 1..3 groups, rows of 1, 2, 18 and 48 blocks, int8-extreme quants, at odd
  *     offsets and strides, writing nothing else;
  *   - kvx_matmul_part on a job mixing a repacked matrix whose rows are not a multiple of 16
  *     and a row-layout one equals the same job on the original rows (exactly on the scalar
- *     ISA), for 1, 3 and 9 tokens;
+ *     ISA; AVX2 and AVX-512 within 1e-4 relative), for 1, 3 and 9 tokens;
  *   - on the default model, an engine on the scalar ISA gives bit-equal logits with and
  *     without kvx_model_cfg.weights_rows, and the best ISA stays close;
  *   - repack_bench (KVX_BENCH=1) streams the default model's shapes through both layouts. */
@@ -173,7 +173,8 @@ KVX_TEST(repack_kernels_match_row_kernel)
 {
     uint64_t s = 12;
     const int64_t blocks[] = {1, 2, 18, 48};
-    const bool vnni = kvx_x16_matmul(KVX_ISA_AVX512) != kvx_x16_matmul_scalar;
+    const bool vnni = kvx_x16_matmul(KVX_ISA_AVX512) == kvx_x16_matmul_avx512vnni;
+    const bool avx2 = kvx_cpu_has_isa(KVX_ISA_AVX2);
     for (size_t ti = 0; ti < 3; ti++)
         for (size_t b = 0; b < 4; b++)
             for (int ng = 1; ng <= 3; ng++)
@@ -185,11 +186,15 @@ KVX_TEST(repack_kernels_match_row_kernel)
                         if (vnni)
                             kernel_case(kvx_x16_matmul_avx512vnni, false, x16_types[ti], n_in,
                                         ng, nt, 3 * ex, ex, &s);
+                        if (avx2)
+                            kernel_case(kvx_x16_matmul_avx2, false, x16_types[ti], n_in, ng, nt,
+                                        1 + ex, ex, &s);
                     }
     KVX_CHECK(kvx_x16_matmul(KVX_ISA_SCALAR) == kvx_x16_matmul_scalar);
-    KVX_CHECK(kvx_x16_matmul(KVX_ISA_AVX2) == kvx_x16_matmul_scalar);
-    if (!vnni)
-        kvx_test_skip("no AVX-512 VNNI: the scalar x16 kernel only");
+    if (avx2)
+        KVX_CHECK(kvx_x16_matmul(KVX_ISA_AVX2) == kvx_x16_matmul_avx2);
+    if (!avx2)
+        kvx_test_skip("no AVX2: the scalar x16 kernel only");
 }
 
 /* y = W x for a job of (repacked A: n_out 35, row-layout B: n_out 20) on isa, n_tok tokens,
@@ -251,7 +256,10 @@ KVX_TEST(repack_matmul_job_matches_rows)
     for (size_t ti = 0; ti < 3; ti++)
         for (size_t k = 0; k < 3; k++) {
             job_case(x16_types[ti], KVX_ISA_SCALAR, toks[k], &s);
-            job_case(x16_types[ti], kvx_cpu_best_isa(), toks[k], &s);
+            if (kvx_cpu_has_isa(KVX_ISA_AVX2))
+                job_case(x16_types[ti], KVX_ISA_AVX2, toks[k], &s);
+            if (kvx_cpu_best_isa() > KVX_ISA_AVX2)
+                job_case(x16_types[ti], kvx_cpu_best_isa(), toks[k], &s);
         }
 }
 
@@ -323,8 +331,8 @@ static double now_s(void)
 }
 
 /* One thread streams ~100 MB of matrices of the default model's shapes through the row
- * kernel and the x16 kernel, best of 5 interleaved passes. */
-static void bench_shape(enum kvx_dtype t, int64_t n_in)
+ * kernel and the x16 kernel of `isa`, best of 5 interleaved passes. */
+static void bench_shape(enum kvx_dtype t, int64_t n_in, enum kvx_isa isa)
 {
     const size_t rb = rbytes(t, n_in), ab = rbytes(kvx_quant_vec_dot_type(t), n_in);
     const int64_t rows = (int64_t)(100e6 / (double)rb) / KVX_X16 * KVX_X16;
@@ -335,8 +343,8 @@ static void bench_shape(enum kvx_dtype t, int64_t n_in)
     random_acts(&s, t, n_in, 1, a, ab, false);
     memcpy(w16, w, rb * (size_t)rows);
     kvx_x16_pack(t, n_in, rows, w16);
-    const struct kvx_quant_kernels *k = kvx_quant_kernels(t, kvx_cpu_best_isa());
-    const kvx_x16_matmul_fn fn = kvx_x16_matmul(kvx_cpu_best_isa());
+    const struct kvx_quant_kernels *k = kvx_quant_kernels(t, isa);
+    const kvx_x16_matmul_fn fn = kvx_x16_matmul(isa);
     double best_rows = 1e30, best_x16 = 1e30;
     for (int pass = 0; pass < 5; pass++) {
         double t0 = now_s();
@@ -349,9 +357,9 @@ static void bench_shape(enum kvx_dtype t, int64_t n_in)
         best_x16 = fmin(best_x16, t2 - t1);
     }
     const double mb = (double)rb * (double)rows;
-    printf("  %s, rows of %lld, %.0f MB, one token, one thread: rows %.1f GB/s, x16 %.1f GB/s "
-           "(%.2fx)\n", kvx_dtype_name(t), (long long)n_in, mb / 1e6, mb / best_rows / 1e9,
-           mb / best_x16 / 1e9, best_rows / best_x16);
+    printf("  %-6s %s, rows of %lld, %.0f MB, one token, one thread: rows %.1f GB/s, x16 "
+           "%.1f GB/s (%.2fx)\n", kvx_isa_name(isa), kvx_dtype_name(t), (long long)n_in,
+           mb / 1e6, mb / best_rows / 1e9, mb / best_x16 / 1e9, best_rows / best_x16);
     free(w), free(w16), free(a), free(y);
 }
 
@@ -362,7 +370,9 @@ KVX_TEST(repack_bench)
         kvx_test_skip("set KVX_BENCH=1");
         return;
     }
-    bench_shape(KVX_DTYPE_Q4_1, 576);
-    bench_shape(KVX_DTYPE_Q4_1, 1536);
-    bench_shape(KVX_DTYPE_Q8_0, 576);
+    for (int isa = KVX_ISA_AVX2; isa <= (int)kvx_cpu_best_isa(); isa++) {
+        bench_shape(KVX_DTYPE_Q4_1, 576, (enum kvx_isa)isa);
+        bench_shape(KVX_DTYPE_Q4_1, 1536, (enum kvx_isa)isa);
+        bench_shape(KVX_DTYPE_Q8_0, 576, (enum kvx_isa)isa);
+    }
 }

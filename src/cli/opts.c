@@ -58,7 +58,7 @@ static const struct opt opts[] = {
     {"page-tokens", 0, OPT_INT, O(page_tokens), GEN | CMD_INSPECT, 16, 65536, "N", "tokens per KV page (multiple of 16)"},
     {"kv-budget", 0, OPT_BYTES, O(kv_budget), GEN, 1, 1e15, "BYTES", "KV pool budget, e.g. 512M, 2G; default: one full context"},
     {"mla", 0, OPT_STR, O(mla), ALL, 0, 0, "FORM", "DeepSeek-V3 attention: absorbed (default; latent cache) or naive (per-head K/V cache, as transformers)"},
-    {"weights", 0, OPT_STR, O(weights), GEN, 0, 0, "FORM", "weight matrices: stored (default: the file's values, q4_0/q4_1/q8_0 rows interleaved 16 at a time where the CPU has AVX-512 VNNI), rows (the file's layout as is) or f32 (converted when loading: f32 activations, none rounded to 8 bits; 4 bytes a weight, slower)"},
+    {"weights", 0, OPT_STR, O(weights), GEN, 0, 0, "FORM", "weight matrices: stored (default: the file's values, q4_0/q4_1/q8_0 rows interleaved 16 at a time where the CPU has AVX2 or AVX-512), rows (the file's layout as is) or f32 (converted when loading: f32 activations, none rounded to 8 bits; 4 bytes a weight, slower)"},
     {"kv", 0, OPT_STR, O(kv), GEN | CMD_INSPECT, 0, 0, "CODEC", "KV storage for K and V: f16 (default), f32, bf16, q8, q4, q4plain, kivi2, kivi4, rot4, rot3"},
     {"kv-k", 0, OPT_STR, O(kv_k), GEN | CMD_INSPECT, 0, 0, "CODEC", "K storage codec"},
     {"kv-v", 0, OPT_STR, O(kv_v), GEN | CMD_INSPECT, 0, 0, "CODEC", "V storage codec"},

@@ -143,6 +143,8 @@ kvx_x16_matmul_fn kvx_x16_matmul(enum kvx_isa isa)
 #if defined(__x86_64__) || defined(__i386__)
     if (isa == KVX_ISA_AVX512 && kvx_cpu_has_isa(KVX_ISA_AVX512) && kvx_cpu_has_avx512_vnni())
         return kvx_x16_matmul_avx512vnni;
+    if (isa >= KVX_ISA_AVX2 && kvx_cpu_has_isa(KVX_ISA_AVX2))
+        return kvx_x16_matmul_avx2;
 #else
     (void)isa;
 #endif

@@ -7,7 +7,8 @@
  * AVX-512 multiply can use it: on one core the row kernel runs about 3.7 vector port cycles a
  * block, slower than one core's share of DRAM.  Interleaved, one 64-byte load holds 4 bytes of
  * each of 16 rows, one vpdpbusd against 4 broadcast activation bytes advances 16 outputs, and
- * no horizontal sum is left: about 1.7 cycles a block.
+ * no horizontal sum is left: about 1.7 cycles a block (AVX2: vpmaddubsw + vpmaddwd, 8 rows a
+ * register).
  *
  * Layout.  For q4_0, q4_1 and q8_0 matrices (32-element blocks, ops/quant.h), rows 16g..16g+15
  * form group g and occupy exactly the bytes those 16 rows occupy in the file (group g starts at
@@ -66,14 +67,18 @@ typedef void (*kvx_x16_matmul_fn)(enum kvx_dtype t, int64_t n_in, const uint8_t 
                                   int64_t n_groups, int nt, const uint8_t *a, size_t a_stride,
                                   float *y, int64_t ldy);
 
-/* The kernel for `isa`: AVX-512 with VNNI when the CPU has it, else the scalar specification. */
+/* The kernel for `isa`: AVX-512 VNNI (when the CPU has VNNI), AVX2 (for AVX2, and AVX-512
+ * without VNNI), else the scalar specification. */
 kvx_x16_matmul_fn kvx_x16_matmul(enum kvx_isa isa);
 
-/* True when kvx_x16_matmul(best ISA) is a SIMD kernel (repacking then pays). */
+/* True when kvx_x16_matmul(best ISA) is a SIMD kernel (repacking then pays: on the default
+ * model it beats the row kernels of the same ISA, AVX2 as AVX-512). */
 bool kvx_x16_fast(void);
 
 void kvx_x16_matmul_scalar(enum kvx_dtype t, int64_t n_in, const uint8_t *w, int64_t n_groups,
                            int nt, const uint8_t *a, size_t a_stride, float *y, int64_t ldy);
+void kvx_x16_matmul_avx2(enum kvx_dtype t, int64_t n_in, const uint8_t *w, int64_t n_groups,
+                         int nt, const uint8_t *a, size_t a_stride, float *y, int64_t ldy);
 void kvx_x16_matmul_avx512vnni(enum kvx_dtype t, int64_t n_in, const uint8_t *w,
                                int64_t n_groups, int nt, const uint8_t *a, size_t a_stride,
                                float *y, int64_t ldy);
