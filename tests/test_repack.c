@@ -12,7 +12,8 @@
  *     ISA; AVX2 and AVX-512 within 1e-4 relative), for 1, 3 and 9 tokens;
  *   - on the default model, an engine on the scalar ISA gives bit-equal logits with and
  *     without kvx_model_cfg.weights_rows, and the best ISA stays close;
- *   - repack_bench (KVX_BENCH=1) streams the default model's shapes through both layouts. */
+ *   - repack_bench (KVX_BENCH=1) streams the default model's shapes through both layouts,
+ *     from DRAM and from L2. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -330,12 +331,13 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* One thread streams ~100 MB of matrices of the default model's shapes through the row
- * kernel and the x16 kernel of `isa`, best of 5 interleaved passes. */
-static void bench_shape(enum kvx_dtype t, int64_t n_in, enum kvx_isa isa)
+/* One thread streams `mb` MB of matrices of the default model's shapes through the row kernel
+ * and the x16 kernel of `isa`, best of 5 interleaved passes (100 MB: from DRAM; 1 MB: from
+ * L2, the kernels' own speed). */
+static void bench_shape(enum kvx_dtype t, int64_t n_in, enum kvx_isa isa, double mb_want)
 {
     const size_t rb = rbytes(t, n_in), ab = rbytes(kvx_quant_vec_dot_type(t), n_in);
-    const int64_t rows = (int64_t)(100e6 / (double)rb) / KVX_X16 * KVX_X16;
+    const int64_t rows = (int64_t)(mb_want * 1e6 / (double)rb) / KVX_X16 * KVX_X16;
     uint8_t *w = malloc(rb * (size_t)rows), *w16 = malloc(rb * (size_t)rows), *a = malloc(ab);
     float *y = malloc((size_t)rows * sizeof *y);
     uint64_t s = 14;
@@ -346,7 +348,7 @@ static void bench_shape(enum kvx_dtype t, int64_t n_in, enum kvx_isa isa)
     const struct kvx_quant_kernels *k = kvx_quant_kernels(t, isa);
     const kvx_x16_matmul_fn fn = kvx_x16_matmul(isa);
     double best_rows = 1e30, best_x16 = 1e30;
-    for (int pass = 0; pass < 5; pass++) {
+    for (int pass = 0; pass < (mb_want < 10 ? 50 : 5); pass++) {
         double t0 = now_s();
         for (int64_t r = 0; r < rows; r++)
             k->vec_dot(n_in, &y[r], w + (size_t)r * rb, a);
@@ -357,7 +359,7 @@ static void bench_shape(enum kvx_dtype t, int64_t n_in, enum kvx_isa isa)
         best_x16 = fmin(best_x16, t2 - t1);
     }
     const double mb = (double)rb * (double)rows;
-    printf("  %-6s %s, rows of %lld, %.0f MB, one token, one thread: rows %.1f GB/s, x16 "
+    printf("  %-6s %s, rows of %lld, %.1f MB, one token, one thread: rows %.1f GB/s, x16 "
            "%.1f GB/s (%.2fx)\n", kvx_isa_name(isa), kvx_dtype_name(t), (long long)n_in,
            mb / 1e6, mb / best_rows / 1e9, mb / best_x16 / 1e9, best_rows / best_x16);
     free(w), free(w16), free(a), free(y);
@@ -370,9 +372,10 @@ KVX_TEST(repack_bench)
         kvx_test_skip("set KVX_BENCH=1");
         return;
     }
-    for (int isa = KVX_ISA_AVX2; isa <= (int)kvx_cpu_best_isa(); isa++) {
-        bench_shape(KVX_DTYPE_Q4_1, 576, (enum kvx_isa)isa);
-        bench_shape(KVX_DTYPE_Q4_1, 1536, (enum kvx_isa)isa);
-        bench_shape(KVX_DTYPE_Q8_0, 576, (enum kvx_isa)isa);
-    }
+    for (int mb = 0; mb < 2; mb++)
+        for (int isa = KVX_ISA_AVX2; isa <= (int)kvx_cpu_best_isa(); isa++) {
+            bench_shape(KVX_DTYPE_Q4_1, 576, (enum kvx_isa)isa, mb ? 1 : 100);
+            bench_shape(KVX_DTYPE_Q4_1, 1536, (enum kvx_isa)isa, mb ? 1 : 100);
+            bench_shape(KVX_DTYPE_Q8_0, 576, (enum kvx_isa)isa, mb ? 1 : 100);
+        }
 }

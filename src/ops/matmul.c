@@ -1,11 +1,14 @@
-/* ops/matmul: the threaded driver around the per-format vec_dot and vec_dot_tile kernels.
+/* ops/matmul: the threaded driver around the per-format vec_dot and vec_dot_tile kernels, and
+ * the x16 kernels of repacked matrices (ops/repack.h).
  *
- * Threads take chunks of rows (all matrices of a job concatenated, whole ROW_BLOCKs) from a
- * shared counter; each thread walks its rows a block at a time, and every token of the batch passes over a block while its
- * weights are hot in L1.  One token (decode) is a matvec that streams W at memory bandwidth:
- * one vec_dot per row.  Several tokens (prefill) are compute bound: the format's register tile
+ * Threads take chunks of rows (all matrices of a job concatenated, each padded to whole
+ * ROW_BLOCKs) from a shared counter; each thread walks its rows a block at a time, and every
+ * token of the batch passes over a block while its weights are hot in L1.  One token (decode)
+ * is a matvec that streams W: one vec_dot per row, or one x16 call for the chunk's groups of a
+ * repacked matrix.  Several tokens (prefill) are compute bound: the format's register tile
  * (vec_dot_tile, up to KVX_QUANT_TILE_MAX rows x tokens) reuses each unpacked weight block for
- * 4 tokens and each activation block for 4 rows; formats without a tile loop over vec_dot. */
+ * 4 tokens and each activation block for 4 rows; formats without a tile loop over vec_dot; a
+ * repacked matrix goes 4 groups x 4 tokens per x16 call. */
 #include "ops/matmul.h"
 
 #include "ops/repack.h"
@@ -16,6 +19,7 @@
 #define ROW_BLOCK 16
 /* Rows of a repacked matrix per x16 call in a batch of several tokens (4 groups). */
 #define X16_ROWS 64
+_Static_assert(ROW_BLOCK % KVX_X16 == 0 && X16_ROWS % KVX_X16 == 0, "chunks start at groups");
 
 size_t kvx_matmul_xq_row_bytes(const struct kvx_mat *w)
 {

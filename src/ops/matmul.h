@@ -6,7 +6,9 @@
  * x is first quantized to W's vec-dot type (ops/quant.h), once per batch, so that decode is a
  * stream over W at memory bandwidth and prefill reuses each cached block of W rows for every
  * token.  Several matrices that read the same input (Q, K, V; gate, up) run as one job whose
- * rows are split across threads together. */
+ * rows are split across threads together.  A matrix may be stored in the file's row layout or,
+ * with x16 set, interleaved 16 rows at a time (ops/repack.h); only this module and
+ * kvx_mat_row_to_float read its rows. */
 #ifndef KVX_OPS_MATMUL_H
 #define KVX_OPS_MATMUL_H
 

@@ -4,11 +4,12 @@
  * Why.  A decode step multiplies every weight matrix by one activation row.  With the file's
  * row layout each output needs its own dot product and a horizontal sum at the end of its
  * short row (576 elements are 18 blocks), and a 4-bit block must be shuffled before an
- * AVX-512 multiply can use it: on one core the row kernel runs about 3.7 vector port cycles a
- * block, slower than one core's share of DRAM.  Interleaved, one 64-byte load holds 4 bytes of
- * each of 16 rows, one vpdpbusd against 4 broadcast activation bytes advances 16 outputs, and
- * no horizontal sum is left: about 1.7 cycles a block (AVX2: vpmaddubsw + vpmaddwd, 8 rows a
- * register).
+ * AVX-512 multiply can use it: the row kernel is compute bound, slower than one core's share of
+ * DRAM.  Interleaved, one 64-byte load holds 4 bytes of each of 16 rows, one vpdpbusd against
+ * 4 broadcast activation bytes advances 16 outputs, and no horizontal sum is left (AVX2:
+ * vpmaddubsw + vpmaddwd, 8 rows a register).  One core, q4_1 x 576 from L2
+ * (`KVX_BENCH=1 build/kvx-tests repack_bench`): rows 13.2 GB/s, x16 44.1 GB/s with AVX-512
+ * VNNI; rows 12.8, x16 27.3 with AVX2.
  *
  * Layout.  For q4_0, q4_1 and q8_0 matrices (32-element blocks, ops/quant.h), rows 16g..16g+15
  * form group g and occupy exactly the bytes those 16 rows occupy in the file (group g starts at
