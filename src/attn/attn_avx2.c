@@ -3,6 +3,7 @@
  * Compiled with -mavx2 -mfma -mf16c (Makefile, by file name); called only through
  * kvx_attn_softmax_ops(KVX_ISA_AVX2) on a CPU that has it.  Empty on other processors. */
 #include "attn/internal.h"
+#include "ops/vexp.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 
@@ -10,28 +11,6 @@
 #include <math.h>
 
 #define KVX_INLINE static inline __attribute__((always_inline))
-
-/* exp(x), 8 lanes: as exp16 in attn_avx512.c (Cephes reduction and degree-6 polynomial), with
- * 2^n built in the exponent field (n in [-126, 127] after the clamp to [-87.3365, 88]).
- * x < -87.3365 gives 0.  Test: within 3e-7 relative of expf on [-87, 0] (test_attn.c). */
-KVX_INLINE __m256 exp8(__m256 x)
-{
-    __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(-87.33654f), _CMP_GE_OQ);
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33654f)), _mm256_set1_ps(88.0f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    __m256 y = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), live);
-}
 
 KVX_INLINE __m256i tail_mask(int64_t left)
 {
@@ -91,8 +70,8 @@ float kvx_attn_exp_sum_avx2(float *s, int64_t n, float m)
     __m256 sum0 = _mm256_setzero_ps(), sum1 = _mm256_setzero_ps();
     int64_t t = 0;
     for (; t + 16 <= n; t += 16) {
-        __m256 a = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + t), vm));
-        __m256 b = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + t + 8), vm));
+        __m256 a = kvx_exp8_ps(_mm256_sub_ps(_mm256_loadu_ps(s + t), vm));
+        __m256 b = kvx_exp8_ps(_mm256_sub_ps(_mm256_loadu_ps(s + t + 8), vm));
         _mm256_storeu_ps(s + t, a);
         _mm256_storeu_ps(s + t + 8, b);
         sum0 = _mm256_add_ps(sum0, a);
@@ -100,7 +79,7 @@ float kvx_attn_exp_sum_avx2(float *s, int64_t n, float m)
     }
     for (; t < n; t += 8) {
         __m256i k = tail_mask(n - t);
-        __m256 a = exp8(_mm256_sub_ps(_mm256_maskload_ps(s + t, k), vm));
+        __m256 a = kvx_exp8_ps(_mm256_sub_ps(_mm256_maskload_ps(s + t, k), vm));
         a = _mm256_and_ps(a, _mm256_castsi256_ps(k));
         _mm256_maskstore_ps(s + t, k, a);
         sum0 = _mm256_add_ps(sum0, a);

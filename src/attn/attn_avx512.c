@@ -3,6 +3,7 @@
  * Compiled with the AVX-512 flags (Makefile, by file name); called only through
  * kvx_attn_softmax_ops(KVX_ISA_AVX512) on a CPU that has it.  Empty on other processors. */
 #include "attn/internal.h"
+#include "ops/vexp.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 
@@ -10,28 +11,6 @@
 #include <math.h>
 
 #define KVX_INLINE static inline __attribute__((always_inline))
-
-/* exp(x), 16 lanes: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact n ln2),
- * exp(r) by the Cephes degree-6 minimax polynomial (relative error < 2e-7), then scaled by
- * 2^n with vscalefps.  x < -87.3365 (exp(x) < FLT_MIN) gives 0; x is clamped at 88.
- * Test: within 3e-7 relative of expf on [-87, 0] (test_attn.c). */
-KVX_INLINE __m512 exp16(__m512 x)
-{
-    __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33654f), _CMP_GE_OQ);
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.33654f)), _mm512_set1_ps(88.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    __m512 y = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_maskz_mov_ps(live, _mm512_scalef_ps(y, n));
-}
 
 /* s[t] *= scale, returns max_t s[t]: 4 independent max chains, masked tail. */
 float kvx_attn_scale_max_avx512(float *s, int64_t n, float scale)
@@ -69,8 +48,8 @@ float kvx_attn_exp_sum_avx512(float *s, int64_t n, float m)
     __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
     int64_t t = 0;
     for (; t + 32 <= n; t += 32) {
-        __m512 a = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + t), vm));
-        __m512 b = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + t + 16), vm));
+        __m512 a = kvx_exp16_ps(_mm512_sub_ps(_mm512_loadu_ps(s + t), vm));
+        __m512 b = kvx_exp16_ps(_mm512_sub_ps(_mm512_loadu_ps(s + t + 16), vm));
         _mm512_storeu_ps(s + t, a);
         _mm512_storeu_ps(s + t + 16, b);
         sum0 = _mm512_add_ps(sum0, a);
@@ -78,7 +57,7 @@ float kvx_attn_exp_sum_avx512(float *s, int64_t n, float m)
     }
     for (; t < n; t += 16) {
         __mmask16 k = n - t >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - t)) - 1u);
-        __m512 a = _mm512_maskz_mov_ps(k, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + t), vm)));
+        __m512 a = _mm512_maskz_mov_ps(k, kvx_exp16_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + t), vm)));
         _mm512_mask_storeu_ps(s + t, k, a);
         sum0 = _mm512_add_ps(sum0, a);
     }

@@ -597,11 +597,11 @@ static void row(const struct step *s, int64_t t)
         kvx_rmsnorm(xn, x, s->L->ffn_norm, D, m->hp.norm_eps);
         break;
     case P_SWIGLU:
-        kvx_swiglu(f->s->gate + t * F, f->s->gate + t * F, f->s->up + t * F, F);
+        kvx_swiglu_isa(f->isa, f->s->gate + t * F, f->s->gate + t * F, f->s->up + t * F, F);
         break;
     case P_ROUTE: route_row(s, t); break;
     case P_MOE_SWIGLU:
-        kvx_swiglu(s->sc.moe_g + t * F, s->sc.moe_g + t * F, s->sc.moe_u + t * F, F);
+        kvx_swiglu_isa(f->isa, s->sc.moe_g + t * F, s->sc.moe_g + t * F, s->sc.moe_u + t * F, F);
         break;
     case P_RESIDUAL: kvx_add(x, xn, D); break;
     }

@@ -593,7 +593,7 @@ static void step_swiglu(void *ctx, int ith, int nth)
     int64_t b, e;
     kvx_split_range(f->n_tok, 1, ith, nth, &b, &e);
     for (int64_t t = b; t < e; t++) {
-        kvx_swiglu(f->s->gate + t * nff, f->s->gate + t * nff, f->s->up + t * nff, nff);
+        kvx_swiglu_isa(f->isa, f->s->gate + t * nff, f->s->gate + t * nff, f->s->up + t * nff, nff);
         kvx_matmul_quantize_rows(s->job.w[0], f->isa, s->mm_in, s->mm_in_ld, t, t + 1,
                                  f->s->xq, f->s->xq_stride);
     }

@@ -526,7 +526,7 @@ static void row(const struct step *s, int64_t t)
         break;
     case P_ROUTE: route_row(s, t); break;
     case P_SWIGLU:
-        kvx_swiglu(f->s->gate + t * F, f->s->gate + t * F, f->s->up + t * F, F);
+        kvx_swiglu_isa(f->isa, f->s->gate + t * F, f->s->gate + t * F, f->s->up + t * F, F);
         break;
     case P_MLP_RESID:
         for (int64_t i = 0; i < D; i++)

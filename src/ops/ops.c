@@ -49,6 +49,23 @@ void kvx_swiglu(float *h, const float *g, const float *u, int64_t n)
         h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+void kvx_swiglu_isa(enum kvx_isa isa, float *h, const float *g, const float *u, int64_t n)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa >= KVX_ISA_AVX512 && kvx_cpu_has_isa(KVX_ISA_AVX512)) {
+        kvx_swiglu_avx512(h, g, u, n);
+        return;
+    }
+    if (isa >= KVX_ISA_AVX2 && kvx_cpu_has_isa(KVX_ISA_AVX2)) {
+        kvx_swiglu_avx2(h, g, u, n);
+        return;
+    }
+#else
+    (void)isa;
+#endif
+    kvx_swiglu(h, g, u, n);
+}
+
 void kvx_add(float *y, const float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
