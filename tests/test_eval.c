@@ -316,7 +316,10 @@ KVX_TEST(eval_cli_kld_f32_exact_f16_close)
         KVX_CHECK(kld > 0.0 && kld < 0.05);
         KVX_CHECK(kvx_json_num(j, "kld_p99", -1) >= kld);
         KVX_CHECK(kvx_json_num(j, "top1", -1) > 0.8);
-        KVX_CHECK_NEAR(kvx_json_num(j, "ppl_ratio", -1), 1.0, 0.05);
+        /* Over 31 scored tokens one flipped 8-bit activation rounding moves the ratio by
+         * percents: on GPL-3's first window it reads 1.010-1.076 across the ISAs and the two
+         * weight layouts (--isa, --weights rows), with KLD 0.008-0.010 for all of them. */
+        KVX_CHECK_NEAR(kvx_json_num(j, "ppl_ratio", -1), 1.0, 0.1);
         KVX_CHECK_EQ_INT(kvx_json_num(j, "kv_bytes_per_token", -1), 23040);
         KVX_CHECK_EQ_INT(kvx_json_num(j, "kv_bytes_per_token_effective", -1), 23040);
     }
