@@ -108,7 +108,7 @@ void kvx_x16_row_to_float(enum kvx_dtype t, int64_t n_in, int64_t n_out, const u
         k->to_float(data + (size_t)r * (size_t)nb * f.bsz, dst, n_in);
         return;
     }
-    uint8_t blk[34];
+    uint8_t blk[sizeof(struct kvx_block_q8_0)];   /* the largest of the three blocks */
     for (int64_t b = 0; b < nb; b++) {
         row_block(&f, nb, data, r, b, blk);
         k->to_float(blk, dst + b * KVX_QK, KVX_QK);
@@ -124,18 +124,20 @@ void kvx_x16_matmul_scalar(enum kvx_dtype t, int64_t n_in, const uint8_t *w, int
     const struct kvx_quant_kernels *k = kvx_quant_kernels(t, KVX_ISA_SCALAR);
     const size_t ab = f.min ? sizeof(struct kvx_block_q8_1) : sizeof(struct kvx_block_q8_0);
     const int64_t nb = n_in / KVX_QK;
-    uint8_t blk[34];
-    for (int64_t r = 0; r < n_groups * KVX_X16; r++)
-        for (int c = 0; c < nt; c++) {
-            float sum = 0;
-            for (int64_t b = 0; b < nb; b++) {
+    uint8_t blk[sizeof(struct kvx_block_q8_0)];   /* the largest of the three blocks */
+    for (int64_t r = 0; r < n_groups * KVX_X16; r++) {
+        float sum[4] = {0, 0, 0, 0};
+        for (int64_t b = 0; b < nb; b++) {
+            row_block(&f, nb, w, r, b, blk);
+            for (int c = 0; c < nt; c++) {
                 float s;
-                row_block(&f, nb, w, r, b, blk);
                 k->vec_dot(KVX_QK, &s, blk, a + (size_t)c * a_stride + (size_t)b * ab);
-                sum += s;
+                sum[c] += s;
             }
-            y[c * ldy + r] = sum;
         }
+        for (int c = 0; c < nt; c++)
+            y[c * ldy + r] = sum[c];
+    }
 }
 
 kvx_x16_matmul_fn kvx_x16_matmul(enum kvx_isa isa)
