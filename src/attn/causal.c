@@ -269,7 +269,7 @@ void kvx_attn_causal(struct kvx_threadpool *tp, const struct kvx_attn_batch *b,
     struct plan p;
     make_plan(&p, b, ws, kvx_threadpool_size(tp));
     kvx_threadpool_run(tp, task_loop, &p);
-    kvx_threadpool_run_items(tp, merge_loop, &p, b->n_tok);
+    kvx_threadpool_run_items(tp, merge_loop, &p, b->n_tok * b->n_head_kv);
     if (b->acc)
         kvx_attn_probs_accumulate(tp, b, ws);
 }

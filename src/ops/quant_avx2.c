@@ -28,14 +28,6 @@ static inline float hsum_ps(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-static inline int32_t hsum_epi32(__m256i v)
-{
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
-
 static inline float hmax_ps(__m256 v)
 {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -805,7 +797,7 @@ static inline int q8_block(const float *x, int8_t *qs, float *d_out)
     }
     _mm256_storeu_si256((__m256i *)qs, pack_i32_i8(q));
     *d_out = d;
-    return hsum_epi32(sum);
+    return kvx_quant_hsum8_epi32(sum);
 }
 
 /* Bit-identical to kvx_from_float_q8_0_scalar . */
@@ -867,9 +859,9 @@ void kvx_from_float_q8_K_avx2(const float *src, void *dst, int64_t n)
             }
             _mm256_storeu_si256((__m256i *)(b->qs + 32 * g), pack_i32_i8(q));
             kvx_quant_store_i16(b->bsums + 4 * g,
-                                (int16_t)hsum_epi32(_mm256_add_epi32(q[0], q[1])));
+                                (int16_t)kvx_quant_hsum8_epi32(_mm256_add_epi32(q[0], q[1])));
             kvx_quant_store_i16(b->bsums + 4 * g + 2,
-                                (int16_t)hsum_epi32(_mm256_add_epi32(q[2], q[3])));
+                                (int16_t)kvx_quant_hsum8_epi32(_mm256_add_epi32(q[2], q[3])));
         }
         kvx_quant_store_f32(b->d, 1 / iscale);
     }

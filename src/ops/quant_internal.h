@@ -367,6 +367,19 @@ const struct kvx_quant_kernels *kvx_quant_kernels_avx512_novnni(enum kvx_dtype t
  * four blocks at a time so that one vcvtph2ps widens the scales of all four: with the weights in
  * cache, widening the fp16 scales costs about as much as the integer dot itself.  The weights
  * are prefetched KVX_QUANT_PREFETCH_BYTES ahead (that doubles single-thread streaming here). */
+#if defined(__AVX2__)
+#include <immintrin.h>
+
+/* The sum of the 8 int32 lanes of v (files compiled with the AVX2 or AVX-512 flags). */
+static inline int32_t kvx_quant_hsum8_epi32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+#endif
+
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) &&                      \
     defined(__AVX512VL__) && defined(__F16C__)
 #include <immintrin.h>

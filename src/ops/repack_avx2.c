@@ -35,14 +35,6 @@ X16_INLINE __m256i bcast4(const uint8_t *p)
     return _mm256_set1_epi32(v);
 }
 
-X16_INLINE int32_t hsum8_epi32(__m256i s)
-{
-    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
-    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
-    return _mm_cvtsi128_si32(h);
-}
-
 /* out[c * nb + b] = -8 * sum_j a_c[b].qs[j] (q4_0's offset, the start of each int32 sum). */
 static void offset_terms(int64_t nb, int nt, const uint8_t *a, size_t a_stride, int32_t *out)
 {
@@ -51,7 +43,7 @@ static void offset_terms(int64_t nb, int nt, const uint8_t *a, size_t a_stride, 
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *qs = a + (size_t)c * a_stride + (size_t)b * sizeof(struct kvx_block_q8_0) + 2;
             __m256i s = _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)qs));
-            out[(int64_t)c * nb + b] = -8 * hsum8_epi32(_mm256_madd_epi16(s, ones16));
+            out[(int64_t)c * nb + b] = -8 * kvx_quant_hsum8_epi32(_mm256_madd_epi16(s, ones16));
         }
 }
 
